@@ -1,0 +1,28 @@
+# The two set-up commands of the README are `make demo` and `make test`; both bootstrap first.
+OUT ?= demo-out
+PYTEST ?= uv run pytest
+
+.PHONY: bootstrap demo test unit integration lint bench
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+demo: bootstrap
+	uv run federation demo --out $(OUT)
+
+test: bootstrap lint unit integration
+
+unit:
+	$(PYTEST) tests/unit -q
+
+integration:
+	$(PYTEST) tests/integration -q -m integration
+
+lint:
+	uv run ruff check federation tests bench
+	uv run ruff format --check federation tests bench
+	uv run mypy
+
+bench: bootstrap
+	uv run python -m bench.node_pipeline
+	uv run python -m bench.meta

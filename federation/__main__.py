@@ -1,0 +1,3 @@
+from federation.cli import entry_point
+
+entry_point()

@@ -1,0 +1,71 @@
+"""The `federation` command line. The only place where exceptions become exit codes.
+
+Exit codes: 0 ok, 1 failure, 2 bad input (a one-line message naming the field, the value
+and the fix). Commands stay thin: they parse options and call into the package.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from federation.errors import FederationError
+
+app = typer.Typer(
+    name="federation",
+    help="Federated analysis orchestrator for cross-border genomics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+step_app = typer.Typer(
+    help="Node pipeline steps (called by the Snakemake rules and CWL tools; not for everyday use).",
+    no_args_is_help=True,
+)
+app.add_typer(step_app, name="step")
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of the software that shapes results."""
+    from federation.versions import software_versions
+
+    for name, value in software_versions().items():
+        typer.echo(f"{name}\t{value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map FederationError to its exit code with a one-line message on stderr."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int):  # click returns the exit code of typer.Exit here
+            return result
+    except FederationError as error:
+        typer.echo(f"error: {error}", err=True)
+        return error.exit_code
+    except typer.Exit as done:
+        return int(done.exit_code or 0)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.exceptions.UsageError):
+            error.show()
+            return 2
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            return 1
+        raise
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Software versions recorded in every output (reproducibility is a feature)."""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from importlib import metadata
+
+# Distributions whose versions change results or their provenance.
+RECORDED_DISTRIBUTIONS = (
+    "federation",
+    "hail",
+    "pyspark",
+    "snakemake",
+    "cwltool",
+    "numpy",
+    "scipy",
+    "pandas",
+)
+
+
+@cache
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -7,8 +7,6 @@ and the fix). Commands stay thin: they parse options and call into the package.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 

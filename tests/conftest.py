@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration fixtures (Hail cohorts, servers) live in tests/integration/conftest.py."""
+"""Shared fixtures; integration fixtures (Hail cohorts, servers) are in tests/integration."""
 
 from __future__ import annotations
 

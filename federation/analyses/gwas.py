@@ -1,0 +1,160 @@
+"""Genome-wide association on a node: linear (quantitative) and logistic (binary) regression.
+
+Covariates enter with an explicit intercept. Besides the estimates, each variant carries the
+counts the disclosure gate needs (analysed N, alternate allele count, minor-allele carriers
+among cases and controls); the gate uses them and the release never contains them.
+Missing genotypes are mean-imputed by Hail's regression methods; QC keeps call rates high.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hail as hl
+
+from federation.analyses.export import variant_fields
+from federation.errors import SpecError
+from federation.spec import GwasAnalysis, LogisticTest, Model, PcaSettings, TraitType
+
+
+@dataclass(frozen=True)
+class GwasDesign:
+    """What the gate needs to know about the fitted model as a whole."""
+
+    n_samples: int
+    n_cases: int | None
+    n_controls: int | None
+    n_parameters: int  # intercept + covariates + genotype
+
+    @property
+    def residual_df(self) -> int:
+        return self.n_samples - self.n_parameters
+
+
+def principal_components(mt: hl.MatrixTable, k: int, settings: PcaSettings) -> hl.Table:
+    """Top-k principal components (HWE-normalised genotypes) over common QC-passing variants."""
+    common = mt.filter_rows(mt.pass_gwas)
+    common = hl.variant_qc(common)
+    common = common.filter_rows(hl.min(common.variant_qc.AF) >= settings.min_maf)
+    n_common = common.count_rows()
+    if n_common > settings.max_variants:
+        # Deterministic thinning: a fixed fraction by hash of the locus, not random sampling.
+        keep_fraction = settings.max_variants / n_common
+        common = common.filter_rows(
+            hl.hash(common.locus) % 1_000_000 < int(keep_fraction * 1_000_000)
+        )
+    _, scores, _ = hl.hwe_normalized_pca(common.GT, k=k, compute_loadings=False)
+    return scores.select(**{f"PC{i + 1}": scores.scores[i] for i in range(k)})
+
+
+def analysis_samples(
+    mt: hl.MatrixTable, analysis: GwasAnalysis, pcs: hl.Table | None
+) -> hl.MatrixTable:
+    """Samples with the trait and every covariate defined; covariates and y as col fields."""
+    fields = {name: hl.float64(mt.pheno[name]) for name in (analysis.trait, *analysis.covariates)}
+    if pcs is not None:
+        row = pcs[mt.s]
+        fields.update(
+            {f"PC{i}": row[f"PC{i}"] for i in range(1, analysis.principal_components + 1)}
+        )
+    mt = mt.annotate_cols(model=hl.struct(**fields))
+    defined = hl.all(*[hl.is_defined(mt.model[name]) for name in fields])
+    return mt.filter_cols(defined)
+
+
+def _gate_counts(mt: hl.MatrixTable, binary_trait: str | None) -> hl.StructExpression:
+    """Per-variant counts on the analysed samples: called N, alt count and, for binary traits,
+    minor-allele carriers among cases and controls."""
+    n_called = hl.agg.count_where(hl.is_defined(mt.GT))
+    alt_count = hl.agg.sum(mt.GT.n_alt_alleles())
+    counts = {"n_called": n_called, "alt_allele_count": alt_count}
+    if binary_trait is not None:
+        is_case = mt.model[binary_trait] == 1.0
+        for group, selector in (("cases", is_case), ("controls", ~is_case)):
+            counts[f"alt_carriers_{group}"] = hl.agg.count_where(selector & mt.GT.is_non_ref())
+            counts[f"ref_carriers_{group}"] = hl.agg.count_where(
+                selector & (mt.GT.n_alt_alleles() < 2)
+            )
+    return hl.struct(**counts)
+
+
+def _check_covariate_variance(mt: hl.MatrixTable, analysis: GwasAnalysis) -> None:
+    """Constant covariates make the model singular; the table-level check cannot see QC's effect."""
+    spreads = mt.aggregate_cols(
+        hl.struct(**{name: hl.agg.stats(mt.model[name]).stdev for name in analysis.covariates})
+    )
+    for name in analysis.covariates:
+        if spreads[name] == 0:
+            raise SpecError(
+                f"analysis '{analysis.id}': covariate '{name}' has no variance among the QC-passing "
+                "analysed samples; remove it from the covariates"
+            )
+
+
+def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, GwasDesign]:
+    """Fit the analysis' model per variant. `mt` must already hold only the analysed samples."""
+    mt = mt.filter_rows(mt.pass_gwas)
+    y = mt.model[analysis.trait]
+    covariates = [1.0, *[mt.model[name] for name in analysis.covariate_columns]]
+    x = mt.GT.n_alt_alleles()
+    binary = analysis.trait_type is TraitType.BINARY
+    mt = mt.annotate_rows(gate=_gate_counts(mt, analysis.trait if binary else None))
+
+    n_samples = mt.count_cols()
+    if n_samples == 0:
+        raise SpecError(
+            f"analysis '{analysis.id}': no QC-passing sample has '{analysis.trait}' and all covariates; check the phenotypes"
+        )
+    _check_covariate_variance(mt, analysis)
+    n_cases = n_controls = None
+    if binary:
+        n_cases = int(mt.aggregate_cols(hl.agg.count_where(y == 1.0)))
+        n_controls = n_samples - n_cases
+
+    if analysis.model is Model.LINEAR:
+        fit = hl.linear_regression_rows(y=y, x=x, covariates=covariates, pass_through=["gate"])
+        fit = fit.select(
+            "gate",
+            beta=fit.beta,
+            standard_error=fit.standard_error,
+            statistic=fit.t_stat,
+            p_value=fit.p_value,
+            n=fit.n,
+            converged=hl.is_defined(fit.beta),
+        )
+    elif analysis.test is LogisticTest.WALD:
+        fit = hl.logistic_regression_rows(
+            test="wald", y=y, x=x, covariates=covariates, pass_through=["gate"]
+        )
+        fit = fit.select(
+            "gate",
+            beta=fit.beta,
+            standard_error=fit.standard_error,
+            statistic=fit.z_stat,
+            p_value=fit.p_value,
+            n=n_samples,
+            converged=fit.fit.converged & ~fit.fit.exploded,
+        )
+    else:
+        # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE we
+        # give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) so meta-analysis works.
+        fit = hl.logistic_regression_rows(
+            test="firth", y=y, x=x, covariates=covariates, pass_through=["gate"]
+        )
+        fit = fit.select(
+            "gate",
+            beta=fit.beta,
+            standard_error=hl.abs(fit.beta) / hl.sqrt(fit.chi_sq_stat),
+            statistic=fit.chi_sq_stat,
+            p_value=fit.p_value,
+            n=n_samples,
+            converged=fit.fit.converged & ~fit.fit.exploded,
+        )
+    fit = fit.select(**variant_fields(fit), **fit.row_value)
+    design = GwasDesign(
+        n_samples=n_samples,
+        n_cases=n_cases,
+        n_controls=n_controls,
+        n_parameters=len(covariates) + 1,
+    )
+    return fit, design

@@ -1,0 +1,147 @@
+"""Sample and variant quality control on a node's cohort.
+
+Order matters: samples are matched to phenotypes and filtered first (call rate, then the
+sex check), and variant statistics are computed on the samples that remain. Variants are
+annotated rather than dropped one rule at a time, so each is counted under the first rule
+it fails and the counts add up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import hail as hl
+import pandas as pd
+
+from federation.errors import SpecError
+from federation.spec import QcThresholds
+
+# chrX variants needed before the inbreeding-based sex check means anything.
+MIN_CHRX_VARIANTS_FOR_SEX_CHECK = 100
+# Hail's impute_sex thresholds on the chrX inbreeding coefficient F (its documented defaults).
+FEMALE_F_MAX = 0.2
+MALE_F_MIN = 0.8
+
+
+@dataclass(frozen=True)
+class QcCounts:
+    samples_genotyped: int
+    samples_with_phenotypes: int
+    phenotype_rows_without_genotypes: int
+    samples_low_call_rate: int
+    samples_sex_mismatch: int
+    samples_passed: int
+    sex_check: str
+    variants_input: int
+    variants_low_call_rate: int
+    variants_monomorphic: int
+    variants_hwe: int
+    variants_low_maf: int
+    variants_passed_af: int
+    variants_passed_gwas: int
+    mean_sample_call_rate: float
+    mean_variant_call_rate: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def attach_phenotypes(
+    mt: hl.MatrixTable, phenotypes: pd.DataFrame
+) -> tuple[hl.MatrixTable, int, int]:
+    """Keep samples that have phenotypes; refuse a cohort whose IDs do not match at all."""
+    genotyped = mt.s.collect()
+    genotyped_set = set(genotyped)
+    matched = genotyped_set.intersection(phenotypes.index)
+    if not matched:
+        raise SpecError(
+            f"genotype/phenotype sample IDs do not match: none of {len(genotyped)} genotyped samples "
+            f"(e.g. '{genotyped[0]}') is in the phenotype table (e.g. '{phenotypes.index[0]}'); "
+            "use the same sample_id in both"
+        )
+    table = hl.Table.from_pandas(phenotypes.reset_index(), key="sample_id")
+    mt = mt.annotate_cols(pheno=table[mt.s])
+    mt = mt.filter_cols(hl.is_defined(mt.pheno))
+    return mt, len(matched), len(set(phenotypes.index) - genotyped_set)
+
+
+def _sex_check(mt: hl.MatrixTable, thresholds: QcThresholds) -> tuple[hl.MatrixTable, int, str]:
+    if not thresholds.sex_check:
+        return mt, 0, "disabled by study"
+    if "sex" not in mt.pheno:
+        return mt, 0, "skipped: no 'sex' phenotype column"
+    chrx = mt.filter_rows(mt.locus.in_x_nonpar())
+    if chrx.count_rows() < MIN_CHRX_VARIANTS_FOR_SEX_CHECK:
+        return mt, 0, f"skipped: fewer than {MIN_CHRX_VARIANTS_FOR_SEX_CHECK} chrX variants"
+    imputed = hl.impute_sex(chrx.GT, female_threshold=FEMALE_F_MAX, male_threshold=MALE_F_MIN)
+    # sex is coded 0 = female, 1 = male; samples whose F is between thresholds are not judged.
+    reported_female = mt.pheno.sex == 0
+    inferred = imputed[mt.s].is_female
+    mismatch = hl.is_defined(inferred) & hl.is_defined(mt.pheno.sex) & (inferred != reported_female)
+    mt = mt.annotate_cols(sex_mismatch=mismatch)
+    mismatches = mt.aggregate_cols(hl.agg.count_where(mt.sex_mismatch))
+    return mt.filter_cols(~mt.sex_mismatch).drop("sex_mismatch"), mismatches, "done"
+
+
+def run_qc(
+    mt: hl.MatrixTable, phenotypes: pd.DataFrame, thresholds: QcThresholds
+) -> tuple[hl.MatrixTable, QcCounts]:
+    """Return the QC'd MatrixTable (rows annotated `pass_gwas`) and the counts of what was removed."""
+    samples_genotyped = mt.count_cols()
+    variants_input = mt.count_rows()
+    mt, matched, orphan_rows = attach_phenotypes(mt, phenotypes)
+
+    mt = hl.sample_qc(mt)
+    mean_sample_call_rate = mt.aggregate_cols(hl.agg.mean(mt.sample_qc.call_rate))
+    low_call = mt.aggregate_cols(
+        hl.agg.count_where(mt.sample_qc.call_rate < thresholds.sample_call_rate_min)
+    )
+    mt = mt.filter_cols(mt.sample_qc.call_rate >= thresholds.sample_call_rate_min).drop("sample_qc")
+    mt, sex_mismatches, sex_status = _sex_check(mt, thresholds)
+    samples_passed = mt.count_cols()
+    if samples_passed == 0:
+        raise SpecError(
+            f"sample QC removed all {matched} samples (call rate < {thresholds.sample_call_rate_min}); "
+            "check the genotypes or lower qc.sample_call_rate_min"
+        )
+
+    mt = hl.variant_qc(mt)
+    qc = mt.variant_qc
+    maf = hl.min(qc.AF[0], qc.AF[1])
+    fails = hl.case()
+    fails = fails.when(qc.call_rate < thresholds.variant_call_rate_min, "low_call_rate")
+    fails = fails.when((qc.AC[1] == 0) | (qc.AC[0] == 0), "monomorphic")
+    fails = fails.when(qc.p_value_hwe < thresholds.hwe_p_min, "hwe")
+    fails = fails.when(maf < thresholds.maf_min, "low_maf")
+    mt = mt.annotate_rows(qc_failure=fails.or_missing())
+    summary = mt.aggregate_rows(
+        hl.struct(
+            failures=hl.agg.counter(mt.qc_failure),
+            mean_call_rate=hl.agg.mean(qc.call_rate),
+        )
+    )
+    failures = {key: value for key, value in summary.failures.items() if key is not None}
+    # Rare variants pass QC for allele frequencies; the MAF floor applies to association only.
+    mt = mt.filter_rows(hl.is_missing(mt.qc_failure) | (mt.qc_failure == "low_maf"))
+    mt = mt.annotate_rows(pass_gwas=hl.is_missing(mt.qc_failure)).drop("variant_qc", "qc_failure")
+    low_maf = failures.get("low_maf", 0)
+    passed_af = variants_input - sum(failures.values()) + low_maf
+    counts = QcCounts(
+        samples_genotyped=samples_genotyped,
+        samples_with_phenotypes=matched,
+        phenotype_rows_without_genotypes=orphan_rows,
+        samples_low_call_rate=low_call,
+        samples_sex_mismatch=sex_mismatches,
+        samples_passed=samples_passed,
+        sex_check=sex_status,
+        variants_input=variants_input,
+        variants_low_call_rate=failures.get("low_call_rate", 0),
+        variants_monomorphic=failures.get("monomorphic", 0),
+        variants_hwe=failures.get("hwe", 0),
+        variants_low_maf=low_maf,
+        variants_passed_af=passed_af,
+        variants_passed_gwas=passed_af - low_maf,
+        mean_sample_call_rate=float(mean_sample_call_rate),
+        mean_variant_call_rate=float(summary.mean_call_rate),
+    )
+    return mt, counts

@@ -1,0 +1,114 @@
+"""Entry points of the Hail pipeline steps (`federation step qc|allele-freq|gwas`).
+
+Each step is one job with one Hail session. Steps read the node and study configs, check
+the inputs before starting the JVM, and write node-private outputs atomically: a failed
+step leaves nothing that a later step or a rerun could mistake for a result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import hail as hl
+
+from federation.analyses.allele_freq import allele_frequencies
+from federation.analyses.export import export_private_table
+from federation.analyses.genotypes import load_genotypes
+from federation.analyses.gwas import analysis_samples, principal_components, run_gwas
+from federation.analyses.qc import run_qc
+from federation.analyses.session import HailSettings, hail_session
+from federation.errors import SpecError
+from federation.phenotypes import check_binary, check_variance, read_phenotypes, require_columns
+from federation.settings import NodeSettings
+from federation.spec import GwasAnalysis, StudySpec, TraitType
+
+
+def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
+    tmp = node.hail.tmp_dir or work_dir / "hail-tmp"
+    return HailSettings(
+        master=node.hail.master,
+        driver_memory=node.hail.driver_memory,
+        tmp_dir=str(tmp),
+        log_path=str(work_dir / "hail.log"),
+        reference_genome=node.reference_genome,
+    )
+
+
+def _check_study_against_node(node: NodeSettings, study: StudySpec) -> None:
+    if node.reference_genome != study.reference_genome:
+        raise SpecError(
+            f"study '{study.study_id}' 'reference_genome': {study.reference_genome} but node "
+            f"'{node.node_id}' holds {node.reference_genome} data; lift over or run a {node.reference_genome} study"
+        )
+
+
+def _check_phenotypes_for_study(node: NodeSettings, study: StudySpec) -> None:
+    """Every failure a phenotype table can cause, found before the JVM starts."""
+    phenotypes = read_phenotypes(node.phenotypes)
+    for analysis in study.gwas:
+        where = f"study '{study.study_id}' analysis '{analysis.id}'"
+        require_columns(phenotypes, (analysis.trait, *analysis.covariates), where, node.phenotypes)
+        complete = phenotypes[[analysis.trait, *analysis.covariates]].dropna()
+        if analysis.trait_type is TraitType.BINARY:
+            check_binary(complete[analysis.trait], analysis.trait, where)
+        check_variance(complete, analysis.covariates, where)
+
+
+def _replace_directory(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.replace(final)
+
+
+def _write_json(document: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".partial-" + path.name)
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Path) -> None:
+    _check_study_against_node(node, study)
+    _check_phenotypes_for_study(node, study)
+    phenotypes = read_phenotypes(node.phenotypes)
+    work_dir = out_mt.parent
+    with hail_session(_hail_settings(node, work_dir)):
+        mt = load_genotypes(node)
+        mt, counts = run_qc(mt, phenotypes, study.qc)
+        tmp = out_mt.with_name(".partial-" + out_mt.name)
+        mt.write(str(tmp), overwrite=True)
+    _replace_directory(tmp, out_mt)
+    _write_json(counts.as_dict(), counts_path)
+
+
+def allele_frequency_step(node: NodeSettings, qc_mt: Path, out: Path) -> None:
+    with hail_session(_hail_settings(node, out.parent)):
+        mt = hl.read_matrix_table(str(qc_mt))
+        export_private_table(allele_frequencies(mt), out)
+
+
+def gwas_step(
+    node: NodeSettings,
+    study: StudySpec,
+    analysis: GwasAnalysis,
+    qc_mt: Path,
+    out: Path,
+    design_path: Path,
+) -> None:
+    _check_phenotypes_for_study(node, study)
+    with hail_session(_hail_settings(node, out.parent)):
+        mt = hl.read_matrix_table(str(qc_mt))
+        pcs = None
+        if analysis.principal_components:
+            pcs = principal_components(mt, analysis.principal_components, study.pca).persist()
+        mt = analysis_samples(mt, analysis, pcs)
+        fit, design = run_gwas(mt, analysis)
+        export_private_table(fit, out)
+    if design.n_samples == 0:
+        raise SpecError(
+            f"analysis '{analysis.id}': no sample has the trait and all covariates; check the phenotypes"
+        )
+    _write_json({"analysis": analysis.id, **asdict(design)}, design_path)

@@ -1,0 +1,85 @@
+"""NodeSettings: a national node's own configuration (config/schema/node.schema.json).
+
+Paths in a node config are resolved relative to the config file, so an admin can keep the
+config beside the data. Nothing here ever leaves the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federation.errors import SpecError
+from federation.schema import load_document, validate
+
+KNOWN_REFERENCE_GENOMES = ("GRCh37", "GRCh38")
+# Common aliases users type; mapped only in the error message, never silently.
+REFERENCE_ALIASES = {
+    "hg19": "GRCh37",
+    "b37": "GRCh37",
+    "hg38": "GRCh38",
+    "grch38": "GRCh38",
+    "grch37": "GRCh37",
+}
+
+
+@dataclass(frozen=True)
+class HailOptions:
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    tmp_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: str
+    genotype_format: str
+    genotype_path: Path
+    phenotypes: Path
+    reference_genome: str
+    work_dir: Path
+    results_dir: Path
+    hail: HailOptions
+    reference_fasta: Path | None = None
+    disclosure: dict[str, Any] = field(default_factory=dict)
+
+
+def check_reference_genome(name: str, label: str) -> str:
+    if name in KNOWN_REFERENCE_GENOMES:
+        return name
+    alias = REFERENCE_ALIASES.get(name.lower())
+    fix = f"write {alias}" if alias else f"use one of {', '.join(KNOWN_REFERENCE_GENOMES)}"
+    raise SpecError(f"{label} 'reference_genome': unknown reference genome '{name}'; {fix}")
+
+
+def node_from_dict(document: Any, base_dir: Path, label: str = "node config") -> NodeSettings:
+    data = validate(document, "node", label)
+
+    def resolve(value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+    hail = data["hail"]
+    work_dir = resolve(data.get("work_dir", "work"))
+    return NodeSettings(
+        node_id=data["node_id"],
+        genotype_format=data["genotypes"]["format"],
+        genotype_path=resolve(data["genotypes"]["path"]),
+        phenotypes=resolve(data["phenotypes"]),
+        reference_genome=check_reference_genome(data["reference_genome"], label),
+        work_dir=work_dir,
+        results_dir=resolve(data.get("results_dir", "results")),
+        hail=HailOptions(
+            master=hail["master"],
+            driver_memory=hail["driver_memory"],
+            tmp_dir=resolve(hail["tmp_dir"]) if "tmp_dir" in hail else None,
+        ),
+        reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,
+        disclosure=dict(data.get("disclosure", {})),
+    )
+
+
+def load_node(path: Path) -> NodeSettings:
+    label = f"node config '{path}'"
+    return node_from_dict(load_document(path, label), path.resolve().parent, label)

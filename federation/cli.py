@@ -7,6 +7,8 @@ and the fix). Commands stay thin: they parse options and call into the package.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -33,6 +35,149 @@ def version() -> None:
 
     for name, value in software_versions().items():
         typer.echo(f"{name}\t{value}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Directory for the cohorts and truth.json."),
+    nodes: int = typer.Option(..., "--nodes", help="Number of national nodes (fi, ee, nl, ...)."),
+    samples_per_node: str = typer.Option(
+        "1000", help="Smallest node's size (others vary), or one size per node: 800,1200,1000."
+    ),
+    variants: int = typer.Option(10_000, help="Variants, spread over chromosomes 1-22."),
+    seed: int = typer.Option(42, help="The same seed gives the same cohorts, byte for byte."),
+    missing_rate: float = typer.Option(
+        0.0, help="Fraction of calls set missing (plus a few low-call-rate samples/variants)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace a cohort already in --out."),
+) -> None:
+    """Write synthetic national cohorts with planted causal variants (VCF, PLINK, phenotypes)."""
+    from federation.synth import parse_sample_sizes, synthesize
+
+    result = synthesize(
+        out,
+        nodes=nodes,
+        samples_per_node=parse_sample_sizes(samples_per_node),
+        variants=variants,
+        seed=seed,
+        missing_rate=missing_rate,
+        force=force,
+    )
+    typer.echo(result.truth)
+
+
+NodeConfigOption = Annotated[
+    Path, typer.Option("--node-config", help="The node's own config (node.schema.json).")
+]
+StudyConfigOption = Annotated[
+    Path, typer.Option("--study-config", help="The study config (study.schema.json).")
+]
+AuditLogOption = Annotated[
+    Path, typer.Option("--audit-log", help="The node audit log (JSON lines).")
+]
+
+
+def _configs(node_config: Path, study_config: Path):  # type: ignore[no-untyped-def]
+    from federation.settings import load_node
+    from federation.spec import load_study
+
+    return load_node(node_config), load_study(study_config)
+
+
+@step_app.command("qc")
+def step_qc(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    out_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable (node-private).")],
+    counts: Annotated[Path, typer.Option(help="QC counts JSON (node-private).")],
+) -> None:
+    """Import genotypes, match phenotypes, run sample and variant QC."""
+    from federation.analyses.steps import qc_step
+
+    node, study = _configs(node_config, study_config)
+    qc_step(node, study, out_mt, counts)
+
+
+@step_app.command("allele-freq")
+def step_allele_freq(
+    node_config: NodeConfigOption,
+    qc_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Private allele-count table (TSV).")],
+) -> None:
+    """Allele counts, numbers, frequencies and homozygote counts."""
+    from federation.analyses.steps import allele_frequency_step
+    from federation.settings import load_node
+
+    allele_frequency_step(load_node(node_config), qc_mt, out)
+
+
+@step_app.command("gwas")
+def step_gwas(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Analysis id from the study config.")],
+    qc_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Private association table (TSV).")],
+    design: Annotated[Path, typer.Option(help="Model summary JSON (N, cases, parameters).")],
+) -> None:
+    """Linear or logistic regression per variant, with covariates and optional PCs."""
+    from federation.analyses.steps import gwas_step
+
+    node, study = _configs(node_config, study_config)
+    gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design)
+
+
+@step_app.command("release-gwas")
+def step_release_gwas(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Analysis id from the study config.")],
+    private: Annotated[Path, typer.Option(help="Private association table from `step gwas`.")],
+    design: Annotated[Path, typer.Option(help="Model summary JSON from `step gwas`.")],
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released GWAS-SSF file (.tsv.gz).")],
+    audit_log: AuditLogOption,
+) -> None:
+    """Pass association results through the disclosure gate into GWAS-SSF."""
+    from federation.release import release_gwas
+
+    node, study = _configs(node_config, study_config)
+    release_gwas(
+        node, study, study.gwas_analysis(analysis), private, design, qc_counts, out, audit_log
+    )
+
+
+@step_app.command("release-af")
+def step_release_af(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Allele-frequency analysis id.")],
+    private: Annotated[
+        Path, typer.Option(help="Private allele-count table from `step allele-freq`.")
+    ],
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released allele-frequency table (.tsv.gz).")],
+    audit_log: AuditLogOption,
+) -> None:
+    """Pass allele frequencies through the disclosure gate."""
+    from federation.release import release_allele_frequencies
+
+    node, study = _configs(node_config, study_config)
+    release_allele_frequencies(node, study, analysis, private, qc_counts, out, audit_log)
+
+
+@step_app.command("release-qc")
+def step_release_qc(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released QC metrics (JSON).")],
+) -> None:
+    """Release QC counts (sample counts rounded like N)."""
+    from federation.release import release_qc_metrics
+
+    node, study = _configs(node_config, study_config)
+    release_qc_metrics(node, study, qc_counts, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_table(frame: pd.DataFrame, path: Path, metadata: Mapping[str, Any] | None = None) -> Path:
+def write_table(
+    frame: pd.DataFrame,
+    path: Path,
+    metadata: Mapping[str, Any] | None = None,
+    float_format: str | None = None,
+) -> Path:
     """Write a `.tsv.gz` (NA for missing) and, when given, its YAML sidecar; atomically.
 
     The file is written under a temporary name and renamed, so a reader never sees half a table.
@@ -115,7 +120,10 @@ def write_table(frame: pd.DataFrame, path: Path, metadata: Mapping[str, Any] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(frame.to_csv(sep="\t", index=False, na_rep="NA", lineterminator="\n").encode())
+        text = frame.to_csv(
+            sep="\t", index=False, na_rep="NA", lineterminator="\n", float_format=float_format
+        )
+        gz.write(text.encode())
     tmp.replace(path)
     if metadata is not None:
         write_sidecar(path, metadata)

@@ -93,12 +93,12 @@ def _check_covariate_variance(mt: hl.MatrixTable, analysis: GwasAnalysis) -> Non
 
 def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, GwasDesign]:
     """Fit the analysis' model per variant. `mt` must already hold only the analysed samples."""
+    binary = analysis.trait_type is TraitType.BINARY
     mt = mt.filter_rows(mt.pass_gwas)
+    mt = mt.annotate_rows(gate=_gate_counts(mt, analysis.trait if binary else None))
     y = mt.model[analysis.trait]
     covariates = [1.0, *[mt.model[name] for name in analysis.covariate_columns]]
     x = mt.GT.n_alt_alleles()
-    binary = analysis.trait_type is TraitType.BINARY
-    mt = mt.annotate_rows(gate=_gate_counts(mt, analysis.trait if binary else None))
 
     n_samples = mt.count_cols()
     if n_samples == 0:

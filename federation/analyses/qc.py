@@ -117,7 +117,7 @@ def run_qc(
     summary = mt.aggregate_rows(
         hl.struct(
             failures=hl.agg.counter(mt.qc_failure),
-            mean_call_rate=hl.agg.mean(qc.call_rate),
+            mean_call_rate=hl.agg.mean(mt.variant_qc.call_rate),
         )
     )
     failures = {key: value for key, value in summary.failures.items() if key is not None}

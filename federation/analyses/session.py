@@ -27,6 +27,9 @@ class HailSettings:
     tmp_dir: str | None = None
     log_path: str | None = None
     reference_genome: str = "GRCh38"
+    # Seeds Hail's random functions; set it when a job must give the same random draws on
+    # every run (synthetic cohorts). None keeps Hail's default of a fresh seed per session.
+    global_seed: int | None = None
 
 
 def _loopback_spark_conf(settings: HailSettings) -> dict[str, str]:
@@ -59,6 +62,7 @@ def hail_session(settings: HailSettings) -> Iterator[None]:
         default_reference=settings.reference_genome,
         spark_conf=_loopback_spark_conf(settings),
         idempotent=True,
+        global_seed=settings.global_seed,
     )
     try:
         yield

@@ -1,0 +1,18 @@
+# The node pipeline, run inside a national node's secure processing environment.
+#
+#   snakemake --profile profiles/local --config node_config=NODE.yaml study_config=STUDY.yaml
+#
+# Individual-level intermediates stay in the node's work_dir; only the files that `rule all`
+# asks for (written by rules/export.smk through the disclosure gate) are released.
+
+include: "rules/common.smk"
+include: "rules/qc.smk"
+include: "rules/allele_freq.smk"
+include: "rules/gwas.smk"
+include: "rules/export.smk"
+
+
+rule all:
+    input:
+        get_released_files(),
+    default_target: True

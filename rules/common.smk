@@ -1,0 +1,62 @@
+# Configuration, validation and path helpers shared by every rule.
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version, validate
+
+from federation.settings import load_node
+from federation.spec import load_study
+
+min_version("9.0")
+
+
+def _load_yaml(key):
+    if key not in config:
+        raise ValueError(f"config '{key}' missing; run with --config {key}=PATH")
+    with open(config[key]) as handle:
+        return yaml.safe_load(handle)
+
+
+# The same JSON Schemas validate these configs here and in federation/spec.py and settings.py.
+validate(_load_yaml("node_config"), "../config/schema/node.schema.json")
+validate(_load_yaml("study_config"), "../config/schema/study.schema.json")
+
+NODE_CONFIG = Path(config["node_config"]).resolve()
+STUDY_CONFIG = Path(config["study_config"]).resolve()
+NODE = load_node(NODE_CONFIG)
+STUDY = load_study(STUDY_CONFIG)
+
+# Node-private scratch for this study, and the folder of what leaves the node.
+WORK = NODE.work_dir / STUDY.study_id
+PRIVATE = WORK / "private"
+LOGS = WORK / "logs"
+RELEASE = NODE.results_dir / STUDY.study_id / "nodes" / NODE.node_id
+AUDIT_LOG = NODE.work_dir / "audit.jsonl"
+# The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
+FEDERATION = f"{shlex.quote(sys.executable)} -m federation step"
+CONFIG_ARGS = f"--node-config {shlex.quote(str(NODE_CONFIG))} --study-config {shlex.quote(str(STUDY_CONFIG))}"
+
+wildcard_constraints:
+    analysis=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
+def get_genotype_inputs(wildcards):
+    """The genotype files the import reads, so Snakemake reruns QC when they change."""
+    path = NODE.genotype_path
+    if NODE.genotype_format == "plink":
+        prefix = str(path).removesuffix(".bed")
+        return [prefix + suffix for suffix in (".bed", ".bim", ".fam")]
+    return [str(path)]
+
+
+def get_gwas_analysis(wildcards):
+    return STUDY.gwas_analysis(wildcards.analysis)
+
+
+def get_released_files():
+    files = [RELEASE / "qc_metrics.json"]
+    files += [RELEASE / f"{analysis.id}.tsv.gz" for analysis in STUDY.allele_frequencies]
+    files += [RELEASE / f"{analysis.id}.tsv.gz" for analysis in STUDY.gwas]
+    return files

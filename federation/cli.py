@@ -66,6 +66,37 @@ def synth(
     typer.echo(result.truth)
 
 
+@app.command()
+def meta(
+    files: list[Path] = typer.Argument(
+        ..., help="GWAS-SSF .tsv.gz files (or allele-frequency tables)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output GWAS-SSF .tsv.gz (sidecar: OUT.yaml)."),
+    random_effects: bool = typer.Option(
+        False, "--random-effects", help="Report DerSimonian-Laird random effects as beta/se/p."
+    ),
+    genomic_control: bool = typer.Option(
+        False, "--genomic-control", help="Inflate each input's SE by sqrt(lambda_GC) if > 1."
+    ),
+    scheme: str = typer.Option("ivw", "--scheme", help="ivw (inverse variance) or sample-size."),
+    palindromic_maf_band: str = typer.Option(
+        "0.4-0.6", "--palindromic-maf-band", help="Drop A/T, C/G SNPs with MAF in this band."
+    ),
+) -> None:
+    """Meta-analyse GWAS-SSF files (alleles harmonised), or pool per-node allele frequencies."""
+    from federation.meta_runner import meta_command
+
+    summary = meta_command(
+        files,
+        out,
+        random_effects=random_effects,
+        genomic_control=genomic_control,
+        scheme=scheme,
+        palindromic_maf_band=palindromic_maf_band,
+    )
+    typer.echo(summary)
+
+
 NodeConfigOption = Annotated[
     Path, typer.Option("--node-config", help="The node's own config (node.schema.json).")
 ]

@@ -22,3 +22,19 @@ if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install --quiet "uv==0.13.8"
 fi
 uv sync --frozen --quiet
+
+# The GWAS Catalog validator (gwas-ssf) needs Python >= 3.13: its own venv, from pinned hashes.
+SSF_REQUIREMENTS=tools/gwas-ssf/requirements.txt
+if [ ! -x .venv-ssf/bin/gwas-ssf ] || [ "$SSF_REQUIREMENTS" -nt .venv-ssf/bin/gwas-ssf ]; then
+    echo "bootstrap: creating .venv-ssf (gwas-sumstats-tools)"
+    SSF_PYTHON=3.13  # uv finds (or fetches) a 3.13; a local interpreter is preferred below
+    for candidate in /root/.pyenv/versions/3.13*/bin/python3.13 "$(command -v python3.13 || true)"; do
+        if [ -n "$candidate" ] && "$candidate" -c "" 2>/dev/null; then
+            SSF_PYTHON=$candidate
+            break
+        fi
+    done
+    uv venv --quiet --allow-existing -p "$SSF_PYTHON" .venv-ssf
+    uv pip install --quiet --python .venv-ssf/bin/python --require-hashes -r "$SSF_REQUIREMENTS"
+    touch .venv-ssf/bin/gwas-ssf
+fi

@@ -1,0 +1,209 @@
+"""Allele and strand alignment of summary-statistic rows from several inputs (pure, no I/O).
+
+Rows are matched on position + allele pair, up to order (allele swap) and, for SNPs that are
+not palindromic, up to strand (complement). Alleles are compared case-insensitively; indels
+and other multi-base alleles match on the exact pair or its swap (no strand flip: complementing
+an indel would also move it). A multi-allelic site is one variant per allele pair.
+
+Palindromic SNPs (A/T, C/G) look the same on both strands, so a strand flip cannot be told from
+the alleles. When a variant is reported by more than one input, each row is placed by its allele
+frequency: rows whose minor allele disagrees with the majority are strand flips and are turned
+round (and counted); rows with MAF inside the ambiguous band (default 0.4-0.6) or no frequency
+are dropped and counted, never flipped silently. A palindromic SNP seen by one input only needs
+no alignment and is kept as reported.
+
+The output orientation of a variant does not depend on the order of the inputs, nor on which
+allele an input chose as its effect allele: each row claims a reference/alternate orientation
+(from its `variant_id` when that names the alleles, else effect = alternate) and the majority
+claim wins (ties broken by a fixed rule). The effect allele written is that alternate allele.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import pandas as pd
+
+COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
+# Palindromic SNPs with minor allele frequency inside this band are too close to 0.5 for the
+# frequency to tell the strand (0.4-0.6 is the common default, e.g. TwoSampleMR uses 0.42).
+DEFAULT_PALINDROMIC_MAF_BAND = (0.4, 0.6)
+
+
+class RowFate(IntEnum):
+    """What alignment did with a row (small ints so they fit a numpy array)."""
+
+    KEPT = 0
+    DUPLICATE_VARIANT = 1
+    PALINDROMIC_AMBIGUOUS = 2
+    PALINDROMIC_NO_FREQUENCY = 3
+
+    @property
+    def reason(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class AllelePairs:
+    """Per distinct (effect, other) pair: its canonical form and where the row's alleles sit."""
+
+    key: np.ndarray  # "C1/C2", C1 < C2, on the canonical strand
+    effect_is_first: np.ndarray  # the effect allele is C1 (after any complement)
+    on_complement: np.ndarray  # the pair is written on the strand opposite the canonical one
+    palindromic: np.ndarray
+    complementable: np.ndarray  # a SNP that is not palindromic
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Rows mapped onto variants, with the sign that turns each row to the variant's alleles."""
+
+    group: np.ndarray  # per row: variant index (meaningful where fate == KEPT)
+    sign: np.ndarray  # per row: +1 or -1 (multiply beta; f -> 1-f where -1)
+    fate: np.ndarray  # per row: RowFate
+    swapped: np.ndarray  # per kept row: effect allele was the variant's other allele
+    strand_flipped: np.ndarray  # per kept row: alleles were on the other strand
+    position: np.ndarray  # per variant, sorted by position then allele key
+    effect_allele: np.ndarray  # per variant
+    other_allele: np.ndarray  # per variant
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.position.shape[0])
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.fate == RowFate.KEPT
+
+
+def complement(allele: str) -> str:
+    return "".join(COMPLEMENT[base] for base in allele)
+
+
+def describe_pairs(effect: list[str], other: list[str]) -> AllelePairs:
+    """Canonical form of each (effect, other) pair; alleles are upper-case A/C/G/T strings."""
+    keys, first, flipped, palin, compl = [], [], [], [], []
+    for e, o in zip(effect, other, strict=True):
+        is_snp = len(e) == 1 and len(o) == 1
+        is_palindromic = is_snp and COMPLEMENT[e] == o
+        on_complement = False
+        if is_snp and not is_palindromic:
+            forward, reverse = sorted((e, o)), sorted((COMPLEMENT[e], COMPLEMENT[o]))
+            on_complement = reverse < forward
+        c1, c2 = sorted((COMPLEMENT[e], COMPLEMENT[o])) if on_complement else sorted((e, o))
+        keys.append(f"{c1}/{c2}")
+        first.append((COMPLEMENT[e] if on_complement else e) == c1)
+        flipped.append(on_complement)
+        palin.append(is_palindromic)
+        compl.append(is_snp and not is_palindromic)
+    return AllelePairs(
+        np.array(keys, dtype=object),
+        np.array(first, dtype=bool),
+        np.array(flipped, dtype=bool),
+        np.array(palin, dtype=bool),
+        np.array(compl, dtype=bool),
+    )
+
+
+def _factorize_pairs(effect: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, AllelePairs]:
+    """Row -> distinct-pair code, and the description of each distinct pair (upper-cased)."""
+    e_codes, e_uniques = pd.factorize(effect)
+    o_codes, o_uniques = pd.factorize(other)
+    combined = e_codes.astype(np.int64) * max(len(o_uniques), 1) + o_codes
+    pair_codes, pair_uniques = pd.factorize(combined)
+    e_up = [str(e_uniques[c // max(len(o_uniques), 1)]).upper() for c in pair_uniques]
+    o_up = [str(o_uniques[c % max(len(o_uniques), 1)]).upper() for c in pair_uniques]
+    return pair_codes, describe_pairs(e_up, o_up)
+
+
+def align(
+    input_index: np.ndarray,
+    position: np.ndarray,
+    effect_allele: np.ndarray,
+    other_allele: np.ndarray,
+    effect_frequency: np.ndarray,
+    alt_is_effect: np.ndarray,
+    maf_band: tuple[float, float] = DEFAULT_PALINDROMIC_MAF_BAND,
+) -> Alignment:
+    """Group rows (all from one chromosome) into variants and orient each row.
+
+    `alt_is_effect[i]` is row i's claim that its effect allele is the alternate allele.
+    Alleles must already be valid A/C/G/T strings with effect != other.
+    """
+    n_rows = position.shape[0]
+    pair_codes, pairs = _factorize_pairs(effect_allele, other_allele)
+    key_uniques, key_of_pair = np.unique(pairs.key.astype(str), return_inverse=True)
+    row_key = key_of_pair.reshape(-1)[pair_codes]
+    combined = position.astype(np.int64) * max(len(key_uniques), 1) + row_key
+    group_values, group = np.unique(combined, return_inverse=True)
+    group = group.reshape(-1)
+    n_groups = group_values.shape[0]
+    n_inputs = int(input_index.max()) + 1 if n_rows else 0
+    fate = np.zeros(n_rows, dtype=np.int8)
+
+    # An input that reports the same variant twice: neither row can be trusted.
+    cell = group.astype(np.int64) * max(n_inputs, 1) + input_index
+    _, cell_inverse, cell_count = np.unique(cell, return_inverse=True, return_counts=True)
+    fate[cell_count[cell_inverse.reshape(-1)] > 1] = RowFate.DUPLICATE_VARIANT
+
+    effect_first = pairs.effect_is_first[pair_codes].copy()
+    on_complement = pairs.on_complement[pair_codes]
+    palindromic = pairs.palindromic[pair_codes]
+    reported = np.bincount(group[fate == RowFate.KEPT], minlength=n_groups)
+    needs_frequency = palindromic & (fate == RowFate.KEPT) & (reported[group] > 1)
+    first_frequency = np.where(effect_first, effect_frequency, 1.0 - effect_frequency)
+    no_frequency = needs_frequency & ~np.isfinite(first_frequency)
+    low, high = maf_band
+    in_band = ((first_frequency >= low) & (first_frequency <= high)) | (
+        (1.0 - first_frequency >= low) & (1.0 - first_frequency <= high)
+    )
+    ambiguous = needs_frequency & ~no_frequency & in_band
+    fate[no_frequency] = RowFate.PALINDROMIC_NO_FREQUENCY
+    fate[ambiguous] = RowFate.PALINDROMIC_AMBIGUOUS
+    kept = fate == RowFate.KEPT
+
+    # Palindromic rows: the majority decides whether C1 is the minor allele; the rest are flips.
+    decides = needs_frequency & kept
+    first_is_minor = first_frequency < 0.5
+    votes_minor = np.bincount(group[decides & first_is_minor], minlength=n_groups)
+    votes_major = np.bincount(group[decides & ~first_is_minor], minlength=n_groups)
+    group_first_minor = votes_minor >= votes_major
+    palindromic_flip = decides & (first_is_minor != group_first_minor[group])
+    effect_first ^= palindromic_flip
+
+    # Orientation vote: class = 2·strand + (claimed alternate is C1); ties prefer class 0.
+    claimed_alt_first = np.where(alt_is_effect, effect_first, ~effect_first)
+    vote_class = 2 * on_complement.astype(np.int64) + claimed_alt_first
+    counts = np.bincount(
+        group[kept].astype(np.int64) * 4 + vote_class[kept], minlength=4 * n_groups
+    ).reshape(n_groups, 4)
+    best = np.argmax(counts * 4 + np.array([3, 2, 1, 0]), axis=1)
+    out_complement, out_alt_first = best // 2 == 1, best % 2 == 1
+
+    sign = np.where(effect_first == out_alt_first[group], 1, -1).astype(np.int8)
+    strand_flipped = kept & ((on_complement != out_complement[group]) | palindromic_flip)
+    swapped = kept & (sign < 0)
+
+    # Drop variants with no kept row and renumber the rest (still sorted by position, key).
+    alive = np.bincount(group[kept], minlength=n_groups) > 0
+    new_index = np.cumsum(alive) - 1
+    keys = key_uniques[group_values[alive] % max(len(key_uniques), 1)]
+    c1 = np.array([k.split("/")[0] for k in keys], dtype=object)
+    c2 = np.array([k.split("/")[1] for k in keys], dtype=object)
+    flip_out = out_complement[alive]
+    if flip_out.any():
+        c1[flip_out] = [complement(a) for a in c1[flip_out]]
+        c2[flip_out] = [complement(a) for a in c2[flip_out]]
+    alt_first = out_alt_first[alive]
+    return Alignment(
+        group=np.where(kept, new_index[group], -1),
+        sign=sign,
+        fate=fate,
+        swapped=swapped,
+        strand_flipped=strand_flipped,
+        position=group_values[alive] // max(len(key_uniques), 1),
+        effect_allele=np.where(alt_first, c1, c2),
+        other_allele=np.where(alt_first, c2, c1),
+    )

@@ -26,6 +26,8 @@ step_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(step_app, name="step")
+node_app = typer.Typer(help="Commands a national node's admin runs.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
 
 
 @app.command()
@@ -106,6 +108,38 @@ StudyConfigOption = Annotated[
 AuditLogOption = Annotated[
     Path, typer.Option("--audit-log", help="The node audit log (JSON lines).")
 ]
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for cohorts, configs and results.")],
+    nodes: Annotated[int, typer.Option(help="Number of national nodes.")] = 1,
+    samples_per_node: Annotated[int, typer.Option(help="Samples in the smallest node.")] = 1000,
+    variants: Annotated[int, typer.Option(help="Variants over chromosomes 1-22.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 42,
+) -> None:
+    """Run the main job: synthetic cohorts -> node pipeline -> released summary statistics."""
+    from federation.demo import format_summary, run_demo
+
+    summaries = run_demo(out, nodes=nodes, samples_per_node=samples_per_node, variants=variants, seed=seed,
+                         progress=lambda line: typer.echo(line, err=True))  # fmt: skip
+    typer.echo(format_summary(summaries, out))
+
+
+@node_app.command("run-pipeline")
+def run_pipeline(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    cores: Annotated[int, typer.Option(help="CPU cores Snakemake may use.")] = 2,
+) -> None:
+    """Run the node pipeline for one study on this node and publish what passes the gate."""
+    from federation.pipeline.snakemake import run_node_pipeline
+
+    run = run_node_pipeline(
+        node_config, study_config, cores=cores, progress=lambda line: typer.echo(line, err=True)
+    )
+    for path in run.released_files:
+        typer.echo(str(path))
 
 
 def _configs(node_config: Path, study_config: Path):  # type: ignore[no-untyped-def]

@@ -28,11 +28,13 @@ STUDY_CONFIG = Path(config["study_config"]).resolve()
 NODE = load_node(NODE_CONFIG)
 STUDY = load_study(STUDY_CONFIG)
 
-# Node-private scratch for this study, and the folder of what leaves the node.
+# Node-private scratch for this study. RELEASE holds what passed the disclosure gate; the
+# runner publishes it to the node's results folder only once the whole pipeline succeeded,
+# so a failed run never leaves a partial result where results are collected.
 WORK = NODE.work_dir / STUDY.study_id
 PRIVATE = WORK / "private"
 LOGS = WORK / "logs"
-RELEASE = NODE.results_dir / STUDY.study_id / "nodes" / NODE.node_id
+RELEASE = WORK / "release"
 AUDIT_LOG = NODE.work_dir / "audit.jsonl"
 # The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
 FEDERATION = f"{shlex.quote(sys.executable)} -m federation step"

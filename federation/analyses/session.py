@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ def _loopback_spark_conf(settings: HailSettings) -> dict[str, str]:
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
+        # Our own progress lines say what is happening; Spark's bars would flood the logs.
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": settings.driver_memory,
         # Small synthetic and national cohorts alike: avoid 200 shuffle partitions of nothing.
         "spark.sql.shuffle.partitions": "8",
@@ -47,6 +50,8 @@ def _loopback_spark_conf(settings: HailSettings) -> dict[str, str]:
 def hail_session(settings: HailSettings) -> Iterator[None]:
     """Start Hail once for a job and stop it afterwards, whatever happens in between."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Hail 0.2.139 is tested with Java 11 and warns on the system's Java 17, which works.
+    warnings.filterwarnings("ignore", message="Hail was built and tested with Java 11")
     os.environ.setdefault(
         "PYSPARK_SUBMIT_ARGS", f"--driver-memory {settings.driver_memory} pyspark-shell"
     )

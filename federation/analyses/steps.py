@@ -20,10 +20,10 @@ from federation.analyses.genotypes import load_genotypes
 from federation.analyses.gwas import analysis_samples, principal_components, run_gwas
 from federation.analyses.qc import run_qc
 from federation.analyses.session import HailSettings, hail_session
-from federation.errors import SpecError
-from federation.phenotypes import check_binary, check_variance, read_phenotypes, require_columns
+from federation.phenotypes import read_phenotypes
+from federation.preflight import check_node_inputs
 from federation.settings import NodeSettings
-from federation.spec import GwasAnalysis, StudySpec, TraitType
+from federation.spec import GwasAnalysis, StudySpec
 
 
 def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
@@ -35,26 +35,6 @@ def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
         log_path=str(work_dir / "hail.log"),
         reference_genome=node.reference_genome,
     )
-
-
-def _check_study_against_node(node: NodeSettings, study: StudySpec) -> None:
-    if node.reference_genome != study.reference_genome:
-        raise SpecError(
-            f"study '{study.study_id}' 'reference_genome': {study.reference_genome} but node "
-            f"'{node.node_id}' holds {node.reference_genome} data; lift over or run a {node.reference_genome} study"
-        )
-
-
-def _check_phenotypes_for_study(node: NodeSettings, study: StudySpec) -> None:
-    """Every failure a phenotype table can cause, found before the JVM starts."""
-    phenotypes = read_phenotypes(node.phenotypes)
-    for analysis in study.gwas:
-        where = f"study '{study.study_id}' analysis '{analysis.id}'"
-        require_columns(phenotypes, (analysis.trait, *analysis.covariates), where, node.phenotypes)
-        complete = phenotypes[[analysis.trait, *analysis.covariates]].dropna()
-        if analysis.trait_type is TraitType.BINARY:
-            check_binary(complete[analysis.trait], analysis.trait, where)
-        check_variance(complete, analysis.covariates, where)
 
 
 def _replace_directory(tmp: Path, final: Path) -> None:
@@ -71,8 +51,7 @@ def _write_json(document: dict, path: Path) -> None:
 
 
 def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Path) -> None:
-    _check_study_against_node(node, study)
-    _check_phenotypes_for_study(node, study)
+    check_node_inputs(node, study)
     phenotypes = read_phenotypes(node.phenotypes)
     work_dir = out_mt.parent
     with hail_session(_hail_settings(node, work_dir)):
@@ -98,7 +77,7 @@ def gwas_step(
     out: Path,
     design_path: Path,
 ) -> None:
-    _check_phenotypes_for_study(node, study)
+    check_node_inputs(node, study)
     with hail_session(_hail_settings(node, out.parent)):
         mt = hl.read_matrix_table(str(qc_mt))
         pcs = None
@@ -107,8 +86,4 @@ def gwas_step(
         mt = analysis_samples(mt, analysis, pcs)
         fit, design = run_gwas(mt, analysis)
         export_private_table(fit, out)
-    if design.n_samples == 0:
-        raise SpecError(
-            f"analysis '{analysis.id}': no sample has the trait and all covariates; check the phenotypes"
-        )
     _write_json({"analysis": analysis.id, **asdict(design)}, design_path)

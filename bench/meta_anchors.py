@@ -60,7 +60,7 @@ def _variants(n_variants: int, rng: np.random.Generator, indel_rate: float) -> p
     indel = (rng.random(n_variants) < indel_rate) & ~multi
     alt[indel] = ref[indel] + BASES[rng.integers(0, 4, indel.sum())]
     frequency = rng.uniform(0.03, 0.97, n_variants)
-    effect = np.where(rng.random(n_variants) < 0.01, rng.normal(0, 3.0, n_variants), 0.0)
+    effect = np.where(rng.random(n_variants) < 0.01, rng.normal(0, 300.0, n_variants), 0.0)
     frame = pd.DataFrame(
         {
             "chromosome": chromosome,
@@ -87,7 +87,7 @@ def simulate(
     n_variants: int = 20_000,
     seed: int = 1,
     *,
-    tau: float = 0.5,
+    tau: float = 30.0,
     missing_rate: float = 0.1,
     swap_rate: float = 0.2,
     flip_rate: float = 0.05,
@@ -111,7 +111,7 @@ def simulate(
         m = len(v)
         n = rng.integers(2_000, 20_000)
         f = np.clip(v.frequency.to_numpy() + rng.normal(0, 0.02, m), 0.01, 0.99)
-        se = 40.0 / np.sqrt(2 * f * (1 - f) * n) * rng.uniform(0.9, 1.1, m)
+        se = 4000.0 / np.sqrt(2 * f * (1 - f) * n) * rng.uniform(0.9, 1.1, m)
         beta = v.effect.to_numpy() + rng.normal(0, tau, m) + rng.normal(0, 1, m) * se
         ea, oa, eaf = v.alt.to_numpy().copy(), v.ref.to_numpy().copy(), f.copy()
         swapped = rng.random(m) < swap_rate
@@ -268,3 +268,32 @@ def run_plink(inputs: list[Path], out_root: Path) -> pd.DataFrame:
 
 def tools_available() -> bool:
     return shutil.which(GWAMA) is not None and shutil.which(PLINK) is not None
+
+
+def truth_keys(
+    variants: pd.DataFrame,
+    chromosome: pd.Series,
+    position: pd.Series,
+    effect: pd.Series,
+    other: pd.Series,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the truth variant_id it denotes (alleles up to swap and strand) and the sign
+    that turns its effect allele into the truth alternate allele (0 where no truth variant)."""
+    from federation.harmonize import describe_pairs
+
+    def keyed(chrom: pd.Series, pos: pd.Series, e: pd.Series, o: pd.Series) -> tuple:
+        pairs = describe_pairs(list(e.str.upper()), list(o.str.upper()))
+        key = chrom.astype(str).to_numpy() + ":" + pos.astype(str).to_numpy() + ":" + pairs.key
+        return key.astype(str), pairs.effect_is_first
+
+    truth_key, truth_first = keyed(
+        variants.chromosome, variants.position, variants.alt, variants.ref
+    )
+    lookup = pd.Series(np.arange(len(variants)), index=truth_key)
+    key, first = keyed(chromosome, position, effect, other)
+    where = lookup.reindex(key).to_numpy()
+    found = ~np.isnan(where)
+    index = np.where(found, where, 0).astype(int)
+    sign = np.where(first == truth_first[index], 1, -1) * found
+    ids = np.where(found, variants.variant_id.to_numpy()[index], None)
+    return ids, sign

@@ -22,10 +22,23 @@ def variant_fields(table: hl.Table) -> dict[str, hl.Expression]:
     }
 
 
+def _full_precision(value: hl.Float64Expression) -> hl.StringExpression:
+    """Hail's export prints 5 significant digits; statistics need all 17 (non-finite -> NA)."""
+    return hl.or_missing(hl.is_finite(value), hl.format("%.17e", value))
+
+
 def export_private_table(table: hl.Table, path: Path) -> Path:
     """Write `table` (key dropped, fields flattened) as one TSV; atomically via a temporary name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".partial-" + path.name)  # keeps the extension Hail compresses by
-    table.key_by().drop("locus", "alleles").flatten().export(str(tmp), header=True, delimiter="\t")
+    flat = table.key_by().drop("locus", "alleles").flatten()
+    flat = flat.annotate(
+        **{
+            name: _full_precision(flat[name])
+            for name, dtype in flat.row.dtype.items()
+            if dtype == hl.tfloat64
+        }
+    )
+    flat.export(str(tmp), header=True, delimiter="\t")
     tmp.replace(path)
     return path

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from federation import sumstats
 from federation.audit import append_event
@@ -37,6 +36,7 @@ from federation.disclosure import (
 from federation.errors import DisclosureError
 from federation.settings import NodeSettings
 from federation.spec import GwasAnalysis, LogisticTest, Model, StudySpec, TraitType
+from federation.tails import log_chi2_sf, log_normal_two_sided, log_t_two_sided
 from federation.versions import software_versions
 
 RELEASED_GWAS_COLUMNS = (
@@ -89,13 +89,12 @@ def neg_log10_p(
     Linear: Student t with the model's residual df (as Hail and plink2 use); logistic Wald:
     standard normal; Firth: chi-square with 1 df (Hail's penalised likelihood-ratio test).
     """
-    magnitude = np.abs(statistic)
     if analysis.model is Model.LINEAR:
-        log_p = math.log(2.0) + stats.t.logsf(magnitude, residual_df)
+        log_p = log_t_two_sided(statistic, residual_df)
     elif analysis.test is LogisticTest.WALD:
-        log_p = math.log(2.0) + stats.norm.logsf(magnitude)
+        log_p = log_normal_two_sided(statistic)
     else:
-        log_p = stats.chi2.logsf(statistic, 1)
+        log_p = log_chi2_sf(statistic, 1)
     return -np.asarray(log_p) / LN10
 
 

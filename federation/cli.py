@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from federation.errors import FederationError
+
+if TYPE_CHECKING:
+    from federation.settings import NodeSettings
+    from federation.spec import StudySpec
 
 app = typer.Typer(
     name="federation",
@@ -142,7 +146,7 @@ def run_pipeline(
         typer.echo(str(path))
 
 
-def _configs(node_config: Path, study_config: Path):  # type: ignore[no-untyped-def]
+def _configs(node_config: Path, study_config: Path) -> tuple[NodeSettings, StudySpec]:
     from federation.settings import load_node
     from federation.spec import load_study
 

@@ -22,7 +22,7 @@ MAX_VCF_HEADER_LINES = 1_000_000
 def vcf_sample_ids(path: Path) -> list[str]:
     opener = gzip.open if path.name.endswith((".gz", ".bgz")) else open
     try:
-        with opener(path, "rt") as handle:  # type: ignore[operator]
+        with opener(path, "rt") as handle:
             for line_number, line in enumerate(handle):
                 if line.startswith("#CHROM"):
                     return line.rstrip("\n").split("\t")[9:]

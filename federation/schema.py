@@ -31,7 +31,7 @@ def _registry() -> Registry:
     return Registry().with_resources(resources)
 
 
-def _with_defaults(validator_class: type) -> type:
+def _with_defaults(validator_class: Any) -> Any:
     """A validator that fills in `default` values while it validates (jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 

@@ -22,6 +22,7 @@ lint:
 	uv run ruff check federation tests bench
 	uv run ruff format --check federation tests bench
 	uv run mypy
+	uv run snakemake --lint --config node_config=config/examples/node.yaml study_config=config/examples/study.yaml
 
 bench: bootstrap
 	uv run python -m bench.node_pipeline

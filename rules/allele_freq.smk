@@ -4,12 +4,18 @@
 rule allele_frequencies:
     input:
         mt=WORK / "qc.mt",
+        node_config=NODE_CONFIG,
     output:
         table=PRIVATE / "allele_frequencies.tsv.bgz",
     log:
         LOGS / "allele_frequencies.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
     threads: 2
     resources:
         mem_mb=4000,
     shell:
-        "{FEDERATION} allele-freq --node-config {NODE_CONFIG:q} --qc-mt {input.mt:q} --out {output.table:q} > {log:q} 2>&1"
+        "{params.step} allele-freq --node-config {input.node_config:q} --qc-mt {input.mt:q}"
+        " --out {output.table:q} > {log:q} 2>&1"

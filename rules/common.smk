@@ -37,8 +37,10 @@ LOGS = WORK / "logs"
 RELEASE = WORK / "release"
 AUDIT_LOG = NODE.work_dir / "audit.jsonl"
 # The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
-FEDERATION = f"{shlex.quote(sys.executable)} -m federation step"
-CONFIG_ARGS = f"--node-config {shlex.quote(str(NODE_CONFIG))} --study-config {shlex.quote(str(STUDY_CONFIG))}"
+FEDERATION_STEP = f"{shlex.quote(sys.executable)} -m federation step"
+# Analysis ids as wildcard alternatives; "(?!)" matches nothing when a study has none.
+GWAS_IDS = "|".join(analysis.id for analysis in STUDY.gwas) or "(?!)"
+ALLELE_FREQUENCY_IDS = "|".join(analysis.id for analysis in STUDY.allele_frequencies) or "(?!)"
 
 wildcard_constraints:
     analysis=r"[A-Za-z0-9][A-Za-z0-9_-]*",
@@ -51,10 +53,6 @@ def get_genotype_inputs(wildcards):
         prefix = str(path).removesuffix(".bed")
         return [prefix + suffix for suffix in (".bed", ".bim", ".fam")]
     return [str(path)]
-
-
-def get_gwas_analysis(wildcards):
-    return STUDY.gwas_analysis(wildcards.analysis)
 
 
 def get_released_files():

@@ -2,47 +2,68 @@
 # A withheld release fails its rule and writes nothing; the node audit log says why.
 
 
-
 rule release_gwas:
     input:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
         counts=WORK / "qc_counts.json",
+        node_config=NODE_CONFIG,
+        study_config=STUDY_CONFIG,
     output:
         sumstats=RELEASE / "{analysis}.tsv.gz",
         sidecar=RELEASE / "{analysis}.tsv.gz.yaml",
     log:
         LOGS / "release.{analysis}.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
+        audit_log=AUDIT_LOG,
     wildcard_constraints:
-        analysis="|".join(analysis.id for analysis in STUDY.gwas) or "(?!)",
+        analysis=GWAS_IDS,
     shell:
-        "{FEDERATION} release-gwas {CONFIG_ARGS} --analysis {wildcards.analysis} --private {input.table:q}"
-        " --design {input.design:q} --qc-counts {input.counts:q} --out {output.sumstats:q}"
-        " --audit-log {AUDIT_LOG:q} > {log:q} 2>&1"
+        "{params.step} release-gwas --node-config {input.node_config:q} --study-config {input.study_config:q}"
+        " --analysis {wildcards.analysis} --private {input.table:q} --design {input.design:q}"
+        " --qc-counts {input.counts:q} --out {output.sumstats:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 
 rule release_allele_frequencies:
     input:
         table=PRIVATE / "allele_frequencies.tsv.bgz",
         counts=WORK / "qc_counts.json",
+        node_config=NODE_CONFIG,
+        study_config=STUDY_CONFIG,
     output:
         table=RELEASE / "{analysis}.tsv.gz",
         sidecar=RELEASE / "{analysis}.tsv.gz.yaml",
     log:
         LOGS / "release.{analysis}.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
+        audit_log=AUDIT_LOG,
     wildcard_constraints:
-        analysis="|".join(analysis.id for analysis in STUDY.allele_frequencies) or "(?!)",
+        analysis=ALLELE_FREQUENCY_IDS,
     shell:
-        "{FEDERATION} release-af {CONFIG_ARGS} --analysis {wildcards.analysis} --private {input.table:q}"
-        " --qc-counts {input.counts:q} --out {output.table:q} --audit-log {AUDIT_LOG:q} > {log:q} 2>&1"
+        "{params.step} release-af --node-config {input.node_config:q} --study-config {input.study_config:q}"
+        " --analysis {wildcards.analysis} --private {input.table:q} --qc-counts {input.counts:q}"
+        " --out {output.table:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 
 rule release_qc_metrics:
     input:
         counts=WORK / "qc_counts.json",
+        node_config=NODE_CONFIG,
+        study_config=STUDY_CONFIG,
     output:
         metrics=RELEASE / "qc_metrics.json",
     log:
         LOGS / "release.qc_metrics.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
     shell:
-        "{FEDERATION} release-qc {CONFIG_ARGS} --qc-counts {input.counts:q} --out {output.metrics:q} > {log:q} 2>&1"
+        "{params.step} release-qc --node-config {input.node_config:q} --study-config {input.study_config:q}"
+        " --qc-counts {input.counts:q} --out {output.metrics:q} > {log:q} 2>&1"

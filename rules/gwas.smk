@@ -5,14 +5,21 @@
 rule gwas:
     input:
         mt=WORK / "qc.mt",
+        node_config=NODE_CONFIG,
+        study_config=STUDY_CONFIG,
     output:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
     log:
         LOGS / "gwas.{analysis}.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
     threads: 2
     resources:
         mem_mb=6000,
     shell:
-        "{FEDERATION} gwas {CONFIG_ARGS} --analysis {wildcards.analysis} --qc-mt {input.mt:q}"
+        "{params.step} gwas --node-config {input.node_config:q} --study-config {input.study_config:q}"
+        " --analysis {wildcards.analysis} --qc-mt {input.mt:q}"
         " --out {output.table:q} --design {output.design:q} > {log:q} 2>&1"

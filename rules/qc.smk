@@ -5,13 +5,20 @@ rule qc:
     input:
         genotypes=get_genotype_inputs,
         phenotypes=str(NODE.phenotypes),
+        node_config=NODE_CONFIG,
+        study_config=STUDY_CONFIG,
     output:
         mt=directory(WORK / "qc.mt"),
         counts=WORK / "qc_counts.json",
     log:
         LOGS / "qc.log",
+    conda:
+        "../envs/federation.yaml"
+    params:
+        step=FEDERATION_STEP,
     threads: 2
     resources:
         mem_mb=6000,
     shell:
-        "{FEDERATION} qc {CONFIG_ARGS} --out-mt {output.mt:q} --counts {output.counts:q} > {log:q} 2>&1"
+        "{params.step} qc --node-config {input.node_config:q} --study-config {input.study_config:q}"
+        " --out-mt {output.mt:q} --counts {output.counts:q} > {log:q} 2>&1"

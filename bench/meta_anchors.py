@@ -151,13 +151,17 @@ def simulate(
 def _spoil(frame: pd.DataFrame, rng: np.random.Generator, bad_rate: float) -> None:
     """Make `bad_rate` of the rows bad in one of the ways the meta-analysis must survive."""
     bad = np.flatnonzero(rng.random(len(frame)) < bad_rate)
-    kinds = ["se_zero", "se_negative", "se_infinite", "se_missing", "p_out_of_range"]
-    for row, kind in zip(bad, rng.integers(0, len(kinds), bad.size), strict=True):
-        name = kinds[kind]
-        column = "p_value" if name == "p_out_of_range" else "standard_error"
-        value = {"se_zero": 0.0, "se_negative": -1.0, "se_infinite": np.inf}.get(name, np.nan)
-        frame.loc[row, column] = 1.5 if name == "p_out_of_range" else value
-        frame.loc[row, "truth_bad"] = name
+    kinds = np.array(["se_zero", "se_negative", "se_infinite", "se_missing", "p_out_of_range"])
+    kind = kinds[rng.integers(0, len(kinds), bad.size)]
+    se = frame["standard_error"].to_numpy().copy()
+    p_value = frame["p_value"].to_numpy(dtype=float).copy()
+    truth = frame["truth_bad"].to_numpy(dtype=object).copy()
+    for name, value in (("se_zero", 0.0), ("se_negative", -1.0), ("se_infinite", np.inf)):
+        se[bad[kind == name]] = value
+    se[bad[kind == "se_missing"]] = np.nan
+    p_value[bad[kind == "p_out_of_range"]] = 1.5
+    truth[bad] = kind
+    frame["standard_error"], frame["p_value"], frame["truth_bad"] = se, p_value, truth
 
 
 SSF_COLUMNS = [

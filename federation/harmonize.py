@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
 # Palindromic SNPs with minor allele frequency inside this band are too close to 0.5 for the
 # frequency to tell the strand (0.4-0.6 is the common default, e.g. TwoSampleMR uses 0.42).
 DEFAULT_PALINDROMIC_MAF_BAND = (0.4, 0.6)
+# Count (variant, input) cells with a dense bincount up to this many cells (64 MB of int64);
+# beyond it, sort instead.
+DENSE_CELL_LIMIT = 8_000_000
 
 
 class RowFate(IntEnum):
@@ -107,22 +111,34 @@ def describe_pairs(effect: list[str], other: list[str]) -> AllelePairs:
     )
 
 
-def _factorize_pairs(effect: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, AllelePairs]:
-    """Row -> distinct-pair code, and the description of each distinct pair (upper-cased)."""
-    e_codes, e_uniques = pd.factorize(effect)
-    o_codes, o_uniques = pd.factorize(other)
-    combined = e_codes.astype(np.int64) * max(len(o_uniques), 1) + o_codes
-    pair_codes, pair_uniques = pd.factorize(combined)
-    e_up = [str(e_uniques[c // max(len(o_uniques), 1)]).upper() for c in pair_uniques]
-    o_up = [str(o_uniques[c % max(len(o_uniques), 1)]).upper() for c in pair_uniques]
-    return pair_codes, describe_pairs(e_up, o_up)
+def _codes(alleles: np.ndarray | pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Row -> code into the distinct upper-cased alleles (Arrow hashing, no Python loop)."""
+    array = alleles if isinstance(alleles, pa.Array | pa.ChunkedArray) else pa.array(alleles)
+    encoded = pc.dictionary_encode(pc.ascii_upper(array))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _factorize_pairs(
+    effect: np.ndarray | pa.Array, other: np.ndarray | pa.Array
+) -> tuple[np.ndarray, AllelePairs]:
+    """Row -> distinct-pair code, and the description of each distinct pair."""
+    e_codes, e_names = _codes(effect)
+    o_codes, o_names = _codes(other)
+    width = max(len(o_names), 1)
+    combined = e_codes.astype(np.int64) * width + o_codes
+    pair_values, pair_codes = np.unique(combined, return_inverse=True)
+    e_up = [e_names[c // width] for c in pair_values]
+    o_up = [o_names[c % width] for c in pair_values]
+    return pair_codes.reshape(-1), describe_pairs(e_up, o_up)
 
 
 def align(
     input_index: np.ndarray,
     position: np.ndarray,
-    effect_allele: np.ndarray,
-    other_allele: np.ndarray,
+    effect_allele: np.ndarray | pa.Array,
+    other_allele: np.ndarray | pa.Array,
     effect_frequency: np.ndarray,
     alt_is_effect: np.ndarray,
     maf_band: tuple[float, float] = DEFAULT_PALINDROMIC_MAF_BAND,
@@ -145,8 +161,12 @@ def align(
 
     # An input that reports the same variant twice: neither row can be trusted.
     cell = group.astype(np.int64) * max(n_inputs, 1) + input_index
-    _, cell_inverse, cell_count = np.unique(cell, return_inverse=True, return_counts=True)
-    fate[cell_count[cell_inverse.reshape(-1)] > 1] = RowFate.DUPLICATE_VARIANT
+    if n_groups * max(n_inputs, 1) <= DENSE_CELL_LIMIT:
+        cell_count = np.bincount(cell, minlength=n_groups * max(n_inputs, 1))[cell]
+    else:
+        _, cell_inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+        cell_count = counts[cell_inverse.reshape(-1)]
+    fate[cell_count > 1] = RowFate.DUPLICATE_VARIANT
 
     effect_first = pairs.effect_is_first[pair_codes].copy()
     on_complement = pairs.on_complement[pair_codes]

@@ -42,7 +42,8 @@ def round_significant(values: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> n
     out = values.astype(float, copy=True)
     finite = np.isfinite(out) & (out != 0)
     x = out[finite]
-    exponent = digits - 1 - np.floor(np.log10(np.abs(x)))
+    # Clipped so 10**exponent stays finite (subnormal p-values are formatted from -log10 p).
+    exponent = np.clip(digits - 1 - np.floor(np.log10(np.abs(x))), -300, 300)
     up = exponent >= 0
     scale_up = np.power(10.0, np.where(up, exponent, 0))
     scale_down = np.power(10.0, np.where(up, 0, -exponent))
@@ -53,7 +54,10 @@ def round_significant(values: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> n
 
 def float_column(values: np.ndarray) -> pa.Array:
     rounded = round_significant(values)
-    strings = pc.cast(pa.array(rounded, mask=~np.isfinite(rounded)), pa.string())
+    finite = np.isfinite(rounded)
+    if finite.all():
+        return pc.cast(pa.array(rounded), pa.string())
+    strings = pc.cast(pa.array(rounded, mask=~finite), pa.string())
     return pc.fill_null(strings, MISSING)
 
 
@@ -68,11 +72,13 @@ def p_column(log_p: np.ndarray) -> pa.Array:
     """p from ln p, exact in the tail: `format_p_value` for -log10 p >= 300."""
     nlp = meta.neg_log10(log_p)
     p = meta.p_from_log(log_p)
-    strings = float_column(p).to_numpy(zero_copy_only=False).astype(object)
+    strings = float_column(p)
     tail = np.isfinite(nlp) & (nlp >= TAIL_NEG_LOG10_P)
-    if tail.any():
-        strings[tail] = format_p_value(p[tail], nlp[tail])
-    return pa.array(strings, type=pa.string())
+    if not tail.any():
+        return strings
+    values = strings.to_numpy(zero_copy_only=False).astype(object)
+    values[tail] = format_p_value(p[tail], nlp[tail])
+    return pa.array(values, type=pa.string())
 
 
 def format_table(

@@ -315,11 +315,13 @@ def _scan(
             table, chromosome, reason, z = clean_batch(batch, need_n)
             counts += np.bincount(reason[reason >= 0], minlength=len(ROW_CHECKS))
             z_parts.append(z)
+            if table.num_rows == 0:
+                continue
             bins = bin_of(chromosome, table.column("position").to_numpy())
             order = np.argsort(bins, kind="stable")
             bins = bins[order]
             table = table.take(pa.array(order))
-            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])[: bins.size]
+            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
             stops = np.r_[starts[1:], bins.size]
             for start, stop in zip(starts, stops, strict=True):
                 bin_id = int(bins[start])

@@ -16,6 +16,13 @@ from federation.analyses.export import variant_fields
 from federation.errors import SpecError
 from federation.spec import GwasAnalysis, LogisticTest, Model, PcaSettings, TraitType
 
+# Stopping rule of the logistic Newton iterations. Hail stops when the max |step| of the
+# coefficients is below this, without taking that step, so it bounds how far each beta is
+# from the maximum-likelihood estimate. Hail's default, 1e-6, left betas up to 4e-7 from a
+# float64 refit (over 1e-4 relative for betas below 0.004); at 1e-10 they are within 4e-11,
+# for ~0.7 more iterations per variant (3.2 -> 3.9 on average).
+LOGISTIC_TOLERANCE = 1e-10
+
 
 @dataclass(frozen=True)
 class GwasDesign:
@@ -124,7 +131,12 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
         )
     elif analysis.test is LogisticTest.WALD:
         fit = hl.logistic_regression_rows(
-            test="wald", y=y, x=x, covariates=covariates, pass_through=["gate"]
+            test="wald",
+            y=y,
+            x=x,
+            covariates=covariates,
+            pass_through=["gate"],
+            tolerance=LOGISTIC_TOLERANCE,
         )
         fit = fit.select(
             "gate",
@@ -139,7 +151,12 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
         # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE we
         # give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) so meta-analysis works.
         fit = hl.logistic_regression_rows(
-            test="firth", y=y, x=x, covariates=covariates, pass_through=["gate"]
+            test="firth",
+            y=y,
+            x=x,
+            covariates=covariates,
+            pass_through=["gate"],
+            tolerance=LOGISTIC_TOLERANCE,
         )
         fit = fit.select(
             "gate",

@@ -164,16 +164,17 @@ def node_sample_sizes(samples_per_node: int | Sequence[int], nodes: int) -> tupl
         raise SpecError(
             f"nodes={nodes}: need 1 to {len(NODE_IDS)} nodes; use --nodes 1..{len(NODE_IDS)}"
         )
-    if isinstance(samples_per_node, int):
+    given = [int(n) for n in np.atleast_1d(samples_per_node)]
+    if np.ndim(samples_per_node) == 0:  # one number: the smallest node's size
         factors = [NODE_SIZE_MULTIPLIERS[i % len(NODE_SIZE_MULTIPLIERS)] for i in range(nodes)]
-        sizes = tuple(round(samples_per_node * factor) for factor in factors)
-    elif len(samples_per_node) != nodes:
+        sizes = tuple(round(given[0] * factor) for factor in factors)
+    elif len(given) != nodes:
         raise SpecError(
-            f"samples_per_node={','.join(map(str, samples_per_node))}: {len(samples_per_node)} "
-            f"sizes for nodes={nodes}; give one size, or one per node"
+            f"samples_per_node={','.join(map(str, given))}: {len(given)} sizes for "
+            f"nodes={nodes}; give one size, or one per node"
         )
     else:
-        sizes = tuple(samples_per_node)
+        sizes = tuple(given)
     if min(sizes) < MIN_SAMPLES:
         raise SpecError(
             f"samples_per_node={min(sizes)}: a node needs at least {MIN_SAMPLES} samples; "
@@ -450,11 +451,10 @@ def plan_cohort(
     layout = variant_layout(variants, np.random.default_rng([seed, STREAM_LAYOUT]))
     low_call_rng = np.random.default_rng([seed, STREAM_LOW_CALL])
     low_samples, low_variants = low_call_rate_indices(sizes, variants, missing_rate, low_call_rng)
+    requested = [int(n) for n in np.atleast_1d(samples_per_node)]
     return CohortPlan(
         seed=seed,
-        requested_samples=samples_per_node
-        if isinstance(samples_per_node, int)
-        else list(samples_per_node),
+        requested_samples=requested[0] if np.ndim(samples_per_node) == 0 else requested,
         missing_rate=missing_rate,
         node_ids=node_ids,
         sizes=sizes,

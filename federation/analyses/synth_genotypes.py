@@ -79,7 +79,10 @@ class SyntheticGenotypes:
         return np.array([by_index[index] for index in variant_indices], dtype=float).T
 
     def export_node(self, node_index: int, directory: Path, is_female: Sequence[bool]) -> None:
-        """Write `genotypes.vcf.bgz` (+ .tbi) and `genotypes.bed/.bim/.fam` for one node."""
+        """Write `genotypes.vcf.bgz` (+ .tbi) and `genotypes.bed/.bim/.fam` for one node.
+
+        `is_female` has one entry per sample of the whole cohort (PLINK's .fam records sex).
+        """
         mt = self._mt.filter_cols(self._mt.node == node_index)
         mt = mt.select_entries(GT=hl.or_missing(~mt.call_missing, mt.true_GT))
         female = hl.literal(list(is_female), hl.tarray(hl.tbool))

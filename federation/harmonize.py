@@ -10,7 +10,9 @@ the alleles. When a variant is reported by more than one input, each row is plac
 frequency: rows whose minor allele disagrees with the majority are strand flips and are turned
 round (and counted); rows with MAF inside the ambiguous band (default 0.4-0.6) or no frequency
 are dropped and counted, never flipped silently. A palindromic SNP seen by one input only needs
-no alignment and is kept as reported.
+no alignment and is kept as reported. When as many inputs put the minor allele on one label as on
+the other, the rows are still combined consistently, but which strand the written labels belong
+to cannot be known (for A/T and C/G a complement is a swap).
 
 The output orientation of a variant does not depend on the order of the inputs, nor on which
 allele an input chose as its effect allele: each row claims a reference/alternate orientation
@@ -70,8 +72,17 @@ class Alignment:
     swapped: np.ndarray  # per kept row: effect allele was the variant's other allele
     strand_flipped: np.ndarray  # per kept row: alleles were on the other strand
     position: np.ndarray  # per variant, sorted by position then allele key
-    effect_allele: np.ndarray  # per variant
-    other_allele: np.ndarray  # per variant
+    allele_table: np.ndarray  # distinct allele strings
+    effect_code: np.ndarray  # per variant: index into allele_table
+    other_code: np.ndarray  # per variant: index into allele_table
+
+    @property
+    def effect_allele(self) -> np.ndarray:
+        return self.allele_table[self.effect_code]
+
+    @property
+    def other_allele(self) -> np.ndarray:
+        return self.allele_table[self.other_code]
 
     @property
     def n_groups(self) -> int:
@@ -209,13 +220,21 @@ def align(
     # Drop variants with no kept row and renumber the rest (still sorted by position, key).
     alive = np.bincount(group[kept], minlength=n_groups) > 0
     new_index = np.cumsum(alive) - 1
-    keys = key_uniques[group_values[alive] % max(len(key_uniques), 1)]
-    c1 = np.array([k.split("/")[0] for k in keys], dtype=object)
-    c2 = np.array([k.split("/")[1] for k in keys], dtype=object)
+    # Allele strings per distinct key (few), then codes into them per variant (no per-variant
+    # Python): table = [C1 | C2 | comp(C1) | comp(C2)], each block one entry per key.
+    halves = [str(k).split("/") for k in key_uniques]
+    n_keys = len(halves)
+    table = np.array(
+        [h[0] for h in halves]
+        + [h[1] for h in halves]
+        + [complement(h[0]) for h in halves]
+        + [complement(h[1]) for h in halves],
+        dtype=object,
+    )
+    key_index = group_values[alive] % max(n_keys, 1)
     flip_out = out_complement[alive]
-    if flip_out.any():
-        c1[flip_out] = [complement(a) for a in c1[flip_out]]
-        c2[flip_out] = [complement(a) for a in c2[flip_out]]
+    c1 = key_index + np.where(flip_out, 2 * n_keys, 0)
+    c2 = c1 + n_keys
     alt_first = out_alt_first[alive]
     return Alignment(
         group=np.where(kept, new_index[group], -1),
@@ -223,7 +242,8 @@ def align(
         fate=fate,
         swapped=swapped,
         strand_flipped=strand_flipped,
-        position=group_values[alive] // max(len(key_uniques), 1),
-        effect_allele=np.where(alt_first, c1, c2),
-        other_allele=np.where(alt_first, c2, c1),
+        position=group_values[alive] // max(n_keys, 1),
+        allele_table=table,
+        effect_code=np.where(alt_first, c1, c2),
+        other_code=np.where(alt_first, c2, c1),
     )

@@ -8,7 +8,7 @@ Chromosomes are GWAS-SSF integers 1-25 (X=23, Y=24, MT=25).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -82,16 +82,17 @@ def p_column(log_p: np.ndarray) -> pa.Array:
 
 
 def format_table(
-    chromosome: int, alignment: Alignment, stats: dict[str, np.ndarray], options: MetaOptions
+    chromosome: int, alignment: Alignment, stats: dict[str, Any], options: MetaOptions
 ) -> pa.Table:
     """One bin's variants as a table of GWAS-SSF text columns, in output order."""
     from federation.meta_runner import Scheme
 
     n_rows = alignment.n_groups
-    chrom = pa.array(np.full(n_rows, str(chromosome), dtype=object), type=pa.string())
+    chrom = pa.repeat(pa.scalar(str(chromosome)), n_rows)
     position = pc.cast(pa.array(alignment.position, type=pa.int64()), pa.string())
-    effect = pa.array(alignment.effect_allele, type=pa.string())
-    other = pa.array(alignment.other_allele, type=pa.string())
+    alleles = pa.array(alignment.allele_table, type=pa.string())
+    effect = pc.take(alleles, pa.array(alignment.effect_code))
+    other = pc.take(alleles, pa.array(alignment.other_code))
     columns = {
         "chromosome": chrom,
         "base_pair_location": position,
@@ -106,7 +107,7 @@ def format_table(
         "variant_id": pc.binary_join_element_wise(chrom, position, other, effect, "_"),
         NEG_LOG10_P: float_column(meta.neg_log10(stats["log_p"])),
         "n_studies": int_column(stats["n_studies"]),
-        "direction": pa.array(stats["direction"], type=pa.string()),
+        "direction": stats["direction"],
         "het_q": float_column(stats["het_q"]),
         "het_df": int_column(stats["het_df"]),
         "het_p": p_column(stats["het_log_p"]),

@@ -175,7 +175,7 @@ def _write_bin(
     sink: Any,
     chromosome: int,
     alignment: harmonize.Alignment,
-    stats: dict[str, np.ndarray],
+    stats: dict[str, Any],
     options: MetaOptions,
 ) -> None:
     buffer = io.BytesIO()
@@ -196,7 +196,7 @@ def _combine_bin(
     tallies: list[InputTally],
     options: MetaOptions,
     scratch: Path,
-) -> tuple[harmonize.Alignment, dict[str, np.ndarray]] | None:
+) -> tuple[harmonize.Alignment, dict[str, Any]] | None:
     pieces, owners = [], []
     for index in range(len(scans)):
         piece = load_bin(scratch, index, bin_id)
@@ -241,7 +241,7 @@ def combine_rows(
     group: np.ndarray,
     n_groups: int,
     options: MetaOptions,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """All per-variant statistics from aligned rows (pure; the columns of the output)."""
     fixed = meta.fixed_effects(beta, se, group, n_groups)
     het = meta.heterogeneity(beta, se, group, fixed)
@@ -282,11 +282,14 @@ def combine_rows(
 
 def direction_strings(
     beta: np.ndarray, group: np.ndarray, input_index: np.ndarray, n_groups: int, n_inputs: int
-) -> np.ndarray:
+) -> pa.Array:
     """METAL-style direction per variant: one of + - 0 ? per input, in input order."""
     cells = np.full((n_groups, n_inputs), ord("?"), dtype=np.uint8)
     cells[group, input_index] = np.where(beta > 0, ord("+"), np.where(beta < 0, ord("-"), 48))
-    return np.frombuffer(cells.tobytes(), dtype=f"S{n_inputs}").astype(str)
+    offsets = np.arange(0, (n_groups + 1) * n_inputs, n_inputs, dtype=np.int64)[: n_groups + 1]
+    return pa.LargeStringArray.from_buffers(
+        n_groups, pa.py_buffer(offsets), pa.py_buffer(cells.tobytes())
+    ).cast(pa.string())
 
 
 def _tally(alignment: harmonize.Alignment, input_index: np.ndarray, tallies: list) -> None:
@@ -339,6 +342,11 @@ def _sidecar(
         "trait": _agreed([m.get("trait") for m in input_meta]),
         "model": model,
         "scheme": options.scheme.value,
+        "p_value_source": (
+            "Stouffer's Z weighted by sqrt(n); beta/standard_error are inverse-variance"
+            if options.scheme is Scheme.SAMPLE_SIZE
+            else "z = beta / standard_error, two-sided normal"
+        ),
         "genomic_control": options.genomic_control,
         "palindromic_maf_band": list(options.palindromic_maf_band),
         "n_variants": n_variants,

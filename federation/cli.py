@@ -32,6 +32,8 @@ step_app = typer.Typer(
 app.add_typer(step_app, name="step")
 node_app = typer.Typer(help="Commands a national node's admin runs.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+keys_app = typer.Typer(help="ed25519 keys for signing tasks and results.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -144,6 +146,25 @@ def run_pipeline(
     )
     for path in run.released_files:
         typer.echo(str(path))
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Signer name: coordinator, or the node id.")
+    ] = "coordinator",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing key files (old signatures orphaned).")
+    ] = False,
+) -> None:
+    """Write a new ed25519 key pair; the private key file is mode 0600."""
+    from federation.signing import generate_keypair
+
+    pair = generate_keypair(out, name, force=force)
+    typer.echo(f"key_id\t{pair.key_id}")
+    typer.echo(f"private_key\t{pair.private_key_path}")
+    typer.echo(f"public_key\t{pair.public_key_path}")
 
 
 def _configs(node_config: Path, study_config: Path) -> tuple[NodeSettings, StudySpec]:

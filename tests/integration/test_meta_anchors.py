@@ -260,3 +260,23 @@ def test_output_passes_gwas_ssf_validate(run: dict) -> None:
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "Validation status: True" in done.stdout
+
+
+@pytest.mark.skipif(not GWAS_SSF.exists(), reason="run scripts/bootstrap.sh for .venv-ssf")
+def test_sidecar_fits_the_gwas_catalog_metadata_model(run: dict) -> None:
+    """The sidecar carries the GWAS Catalog metadata fields (their pydantic model accepts it);
+    gwas-ssf itself looks for `<file>-meta.yaml`, DESIGN.md names it `<file>.yaml`."""
+    check = (
+        "import sys, yaml\n"
+        "from gwas_sumstats_tools.schema.metadata import SumStatsMetadata\n"
+        "meta = SumStatsMetadata(**yaml.safe_load(open(sys.argv[1])))\n"
+        "print(meta.file_type, meta.data_file_name)\n"
+    )
+    sidecar = run["root"] / "fixed.tsv.gz.yaml"
+    done = subprocess.run(
+        [str(GWAS_SSF.parent / "python"), "-c", check, str(sidecar)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["GWAS-SSF", "v1.0", "fixed.tsv.gz"]

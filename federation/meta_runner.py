@@ -10,6 +10,7 @@ per reason per input, λGC per input and for the meta-analysis, and software ver
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import yaml
 from isal import isal_zlib
 
 from federation import harmonize, meta
@@ -35,7 +37,7 @@ from federation.meta_inputs import (
     load_bin,
     scan_input,
 )
-from federation.sumstats import read_sidecar, write_sidecar
+from federation.sumstats import read_sidecar, sidecar_path
 from federation.versions import software_versions
 
 # ISA-L level 3: its best ratio, still ~300 MB/s on one core (zlib -6 manages ~20 MB/s here).
@@ -136,7 +138,8 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
     n_variants = 0
     # The main thread aligns and combines bin b+1 while a writer thread formats, compresses
     # and writes bin b (Arrow casts and ISA-L release the GIL: both cores stay busy).
-    with open(partial, "wb") as sink, ThreadPoolExecutor(max_workers=1) as writer:
+    with open(partial, "wb") as raw, ThreadPoolExecutor(max_workers=1) as writer:
+        sink = HashingSink(raw)
         pending: Future[None] | None = None
 
         def emit(job: Any, *args: Any) -> None:
@@ -166,7 +169,7 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
     partial.replace(out)
     z_all = np.concatenate(z_parts)
     metadata = _sidecar(scans, tallies, options, n_variants, meta.genomic_control_lambda(z_all))
-    sidecar = write_sidecar(out, metadata)
+    sidecar = _write_sidecar(out, metadata, sink)
     return MetaResult(out, sidecar, n_variants, metadata["lambda_gc"], metadata)
 
 
@@ -181,6 +184,34 @@ def _write_bin(
     buffer = io.BytesIO()
     pcsv.write_csv(format_table(chromosome, alignment, stats, options), buffer, CSV_OPTIONS)
     _compress_into(compressor, sink, buffer.getvalue(), False)
+
+
+class HashingSink:
+    """A file that also digests what is written (MD5 for the GWAS Catalog, SHA-256 for us), so
+    the output is never read back whole to be hashed."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.raw.write(data)
+        self.md5.update(data)
+        self.sha256.update(data)
+
+
+def _write_sidecar(out: Path, metadata: dict[str, Any], sink: HashingSink) -> Path:
+    """`<out>.yaml` as `sumstats.write_sidecar` writes it, with the digests taken while writing."""
+    document = dict(metadata)
+    document.setdefault("data_file_name", out.name)
+    document["data_file_md5sum"] = sink.md5.hexdigest()
+    document["data_file_sha256"] = sink.sha256.hexdigest()
+    path = sidecar_path(out)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(yaml.safe_dump(document, sort_keys=False))
+    partial.replace(path)
+    return path
 
 
 def _compress_into(compressor: Any, sink: Any, data: bytes, last: bool) -> None:

@@ -32,6 +32,19 @@ class HailOptions:
 
 
 @dataclass(frozen=True)
+class NodeFederation:
+    """How the node takes part in studies: its mailbox, key, pinned coordinators, allow-list."""
+
+    mailbox: dict[str, Any]
+    signing_key: Path
+    trusted_coordinators: dict[str, Path]
+    approved_workflows: frozenset[str]
+    max_task_age_hours: float
+    ledger: Path
+    audit_log: Path
+
+
+@dataclass(frozen=True)
 class NodeSettings:
     node_id: str
     genotype_format: str
@@ -43,6 +56,8 @@ class NodeSettings:
     hail: HailOptions
     reference_fasta: Path | None = None
     disclosure: dict[str, Any] = field(default_factory=dict)
+    federation: NodeFederation | None = None
+    config_dir: Path | None = None
 
 
 def check_reference_genome(name: str, label: str) -> str:
@@ -77,9 +92,79 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         ),
         reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,
         disclosure=dict(data.get("disclosure", {})),
+        federation=_federation(data["federation"], resolve, work_dir)
+        if "federation" in data
+        else None,
+        config_dir=base_dir,
+    )
+
+
+def _federation(data: dict[str, Any], resolve: Any, work_dir: Path) -> NodeFederation:
+    return NodeFederation(
+        mailbox=dict(data["mailbox"]),
+        signing_key=resolve(data["signing_key"]),
+        trusted_coordinators={
+            name: resolve(path) for name, path in data["trusted_coordinators"].items()
+        },
+        approved_workflows=frozenset(data["approved_workflows"]),
+        max_task_age_hours=float(data["max_task_age_hours"]),
+        ledger=resolve(data["ledger"]) if "ledger" in data else work_dir / "node-ledger.sqlite",
+        audit_log=resolve(data["audit_log"]) if "audit_log" in data else work_dir / "audit.jsonl",
     )
 
 
 def load_node(path: Path) -> NodeSettings:
     label = f"node config '{path}'"
     return node_from_dict(load_document(path, label), path.resolve().parent, label)
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    node_id: str
+    public_key: Path
+    mailbox: dict[str, Any]
+    remote_run_once: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    coordinator_id: str
+    signing_key: Path
+    state_dir: Path
+    results_dir: Path
+    task_lifetime_hours: float
+    nodes: dict[str, NodeEndpoint]
+    config_dir: Path
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "coordinator.sqlite"
+
+
+def load_coordinator(path: Path) -> CoordinatorSettings:
+    label = f"coordinator config '{path}'"
+    data = validate(load_document(path, label), "coordinator", label)
+    base_dir = path.resolve().parent
+
+    def resolve(value: str) -> Path:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else (base_dir / candidate).resolve()
+
+    nodes = {
+        node_id: NodeEndpoint(
+            node_id,
+            resolve(entry["public_key"]),
+            dict(entry["mailbox"]),
+            tuple(entry.get("remote_run_once", ())),
+        )  # fmt: skip
+        for node_id, entry in data["nodes"].items()
+    }
+    return CoordinatorSettings(
+        coordinator_id=data["coordinator_id"],
+        signing_key=resolve(data["signing_key"]),
+        state_dir=resolve(data["state_dir"]),
+        results_dir=resolve(data["results_dir"]),
+        task_lifetime_hours=float(data["task_lifetime_hours"]),
+        nodes=nodes,
+        config_dir=base_dir,
+    )

@@ -77,7 +77,7 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
 COORDINATOR_SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     study_id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, submitted_at TEXT NOT NULL,
-    quorum INTEGER NOT NULL, deadline TEXT, status TEXT NOT NULL, missing_nodes TEXT
+    quorum INTEGER NOT NULL, deadline TEXT, status TEXT NOT NULL, missing_nodes TEXT, meta_nodes TEXT
 );
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, study_id TEXT NOT NULL REFERENCES studies(study_id),
@@ -132,7 +132,7 @@ class CoordinatorLedger:
                     f"study_id '{study_id}': already submitted; give the study a new study_id"
                 )
             connection.execute(
-                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
                 (
                     study_id,
                     json.dumps(spec, sort_keys=True),
@@ -253,12 +253,16 @@ class CoordinatorLedger:
         return record
 
     def set_study_status(
-        self, study_id: str, status: StudyStatus, missing_nodes: list[str] | None = None
+        self,
+        study_id: str,
+        status: StudyStatus,
+        missing_nodes: list[str] | None = None,
+        meta_nodes: list[str] | None = None,
     ) -> None:
         with _connect(self.path) as connection, _transaction(connection):
             connection.execute(
-                "UPDATE studies SET status = ?, missing_nodes = ? WHERE study_id = ?",
-                (status, json.dumps(missing_nodes or []), study_id),
+                "UPDATE studies SET status = ?, missing_nodes = ?, meta_nodes = ? WHERE study_id = ?",
+                (status, json.dumps(missing_nodes or []), json.dumps(meta_nodes or []), study_id),
             )
             self._event(
                 connection,

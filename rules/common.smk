@@ -35,7 +35,7 @@ WORK = NODE.work_dir / STUDY.study_id
 PRIVATE = WORK / "private"
 LOGS = WORK / "logs"
 RELEASE = WORK / "release"
-AUDIT_LOG = NODE.work_dir / "audit.jsonl"
+AUDIT_LOG = NODE.federation.audit_log if NODE.federation else NODE.work_dir / "audit.jsonl"
 # The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
 FEDERATION_STEP = f"{shlex.quote(sys.executable)} -m federation step"
 # Analysis ids as wildcard alternatives; "(?!)" matches nothing when a study has none.

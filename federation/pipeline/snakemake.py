@@ -89,9 +89,15 @@ def run_node_pipeline(
     *,
     cores: int = 2,
     profile: Path = LOCAL_PROFILE,
+    snakefile: Path = SNAKEFILE,
+    unlock_first: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> PipelineRun:
-    """Run the Snakemake node pipeline for one study on one node and publish its release."""
+    """Run the Snakemake node pipeline for one study on one node and publish its release.
+
+    `snakefile` is the repository's by default; the node agent passes the one from a
+    verified, approved bundle. `unlock_first` clears the lock a killed run left behind.
+    """
     node: NodeSettings = load_node(node_config)
     study: StudySpec = load_study(study_config)
     check_node_inputs(node, study)  # bad input stops here, before a JVM or a file
@@ -99,9 +105,27 @@ def run_node_pipeline(
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "logs" / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(node.work_dir),
+    ]
+    configs = [
+        "--config",
+        f"node_config={node_config.resolve()}",
+        f"study_config={study_config.resolve()}",
+    ]
+    if unlock_first:
+        subprocess.run(
+            [*base, "--unlock", *configs], cwd=snakefile.parent, capture_output=True, check=False
+        )
     command = [
         sys.executable, "-m", "snakemake",
-        "--snakefile", str(SNAKEFILE),
+        "--snakefile", str(snakefile),
         "--directory", str(node.work_dir),
         "--profile", str(profile),
         "--cores", str(cores),
@@ -111,7 +135,11 @@ def run_node_pipeline(
     with (
         open(log_path, "w") as log,
         subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=snakefile.parent,
         ) as process,
     ):
         assert process.stdout is not None

@@ -1,0 +1,264 @@
+"""The node agent: inbox -> verify -> policy -> pipeline -> disclosure -> signed result -> outbox.
+
+The agent only ever connects out (it polls its own mailbox), so it works in SPEs that
+forbid inbound connections. Nothing from a task is unpacked or run before the envelope's
+signature, the node ID, freshness, replay and sequence checks have passed, and nothing is
+run before the bundle matches its signed digests, passes the archive checks and carries a
+workflow the node admin approved. Every decision goes to the node audit log. What the
+coordinator is told about a failure is a category, never node data (an error message may
+name samples; the audit log on the node keeps the detail).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from federation.audit import append_event
+from federation.bundle import BundleLimits, inspect_bundle, pack_bundle, unpack_bundle
+from federation.errors import (
+    BundleError,
+    DisclosureError,
+    FederationError,
+    PolicyViolation,
+    SpecError,
+)
+from federation.manifest import workflow_digest
+from federation.pipeline.snakemake import run_node_pipeline
+from federation.policy import RESULT_FORMAT, STATUS_FORMAT, NodePolicy, TaskEnvelope
+from federation.settings import NodeSettings, load_node
+from federation.signing import canonical_json, load_private_key, sign_document
+from federation.spec import load_study
+from federation.state import NodeLedger, TaskStatus
+from federation.transport import NotFound, Transport, open_transport
+
+# A released result is a handful of summary-statistics files; these bounds allow genome-wide
+# tables of tens of millions of variants and nothing like a genotype dump.
+RESULT_LIMITS = BundleLimits(max_members=200, max_total_bytes=4 << 30, max_file_bytes=2 << 30)
+SUPPORTED_ENGINES = ("snakemake",)
+Progress = Callable[[str], None]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task_id: str
+    status: TaskStatus
+    reason: str | None = None
+
+
+class NodeAgent:
+    def __init__(self, node_config: Path, progress: Progress | None = None) -> None:
+        self.node_config = node_config.resolve()
+        self.node: NodeSettings = load_node(self.node_config)
+        if self.node.federation is None:
+            raise SpecError(
+                f"node config '{node_config}': no 'federation' section; add mailbox, signing_key and trusted_coordinators"
+            )
+        self.federation = self.node.federation
+        self.policy = NodePolicy.from_settings(self.node.node_id, self.federation)
+        self.ledger = NodeLedger(self.federation.ledger)
+        self.signing_key = load_private_key(self.federation.signing_key)
+        self.progress = progress or (lambda line: None)
+        base_dir = self.node.config_dir or self.node_config.parent
+        self.mailbox: Transport = open_transport(
+            self.federation.mailbox, base_dir, f"node '{self.node.node_id}' mailbox"
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _audit(self, event: str, **fields: object) -> None:
+        append_event(self.federation.audit_log, event, node_id=self.node.node_id, **fields)
+
+    def _task_dir(self, task_id: str) -> Path:
+        return self.node.work_dir / "tasks" / task_id
+
+    def _report(
+        self, task_id: str, study_id: str, status: TaskStatus, reason: str | None = None
+    ) -> None:
+        """A signed status for the coordinator (overwritten as the task moves on)."""
+        payload = {"format": STATUS_FORMAT, "task_id": task_id, "study_id": study_id, "node_id": self.node.node_id,
+                   "status": status.value, "reason": reason or "", "time": _now().isoformat(timespec="seconds")}  # fmt: skip
+        document = sign_document(payload, self.signing_key, self.node.node_id)
+        self.mailbox.put_bytes(f"outbox/{task_id}/STATUS.json", canonical_json(document))
+
+    def _refuse(
+        self, task_id: str, study_id: str, sequence: int, coordinator: str, reason: str
+    ) -> TaskOutcome:
+        self._audit("task_refused", task_id=task_id, reason=reason)
+        self.ledger.record_refusal(task_id, coordinator, sequence, study_id, reason)
+        try:
+            self._report(task_id, study_id, TaskStatus.REJECTED, reason)
+        except FederationError as error:  # the refusal stands even if the report cannot be sent
+            self._audit("report_failed", task_id=task_id, reason=str(error))
+        self.progress(f"[{self.node.node_id}] refused task {task_id}: {reason}")
+        return TaskOutcome(task_id, TaskStatus.REJECTED, reason)
+
+    # ------------------------------------------------------------------ the loop
+
+    def pending_task_ids(self) -> list[str]:
+        """Tasks whose envelope is in the inbox (the envelope is written last) and not yet seen."""
+        task_ids = []
+        for key in self.mailbox.list("inbox/"):
+            parts = key.split("/")
+            if (
+                len(parts) == 3
+                and parts[2] == "envelope.json"
+                and self.ledger.status(parts[1]) is None
+            ):
+                task_ids.append(parts[1])
+        return task_ids
+
+    def run_once(self) -> list[TaskOutcome]:
+        outcomes = [self._resume(task_id) for task_id in self.ledger.unfinished()]
+        outcomes += [self._handle(task_id) for task_id in self.pending_task_ids()]
+        return outcomes
+
+    def watch(self, interval_seconds: float = 30.0, max_cycles: int | None = None) -> None:
+        cycle = 0
+        while max_cycles is None or cycle < max_cycles:
+            self.run_once()
+            cycle += 1
+            if max_cycles is None or cycle < max_cycles:
+                time.sleep(interval_seconds)
+
+    # ------------------------------------------------------------------ one task
+
+    def _handle(self, task_id: str) -> TaskOutcome:
+        self._audit("task_seen", task_id=task_id)
+        try:
+            raw = self.mailbox.get_bytes(f"inbox/{task_id}/envelope.json")
+            envelope = self.policy.verify_envelope(raw, task_id, _now())
+        except (PolicyViolation, BundleError) as error:
+            return self._refuse(task_id, "unknown", 0, "unverified", str(error))
+        if envelope.engine not in SUPPORTED_ENGINES:
+            return self._refuse(task_id, envelope.study_id, envelope.sequence, envelope.coordinator,
+                                f"engine '{envelope.engine}' is not supported by this node")  # fmt: skip
+        try:
+            self.ledger.claim(task_id, envelope.coordinator, envelope.sequence, envelope.study_id)
+        except PolicyViolation as error:
+            self._audit("task_refused", task_id=task_id, reason=str(error))
+            self.progress(f"[{self.node.node_id}] refused task {task_id}: {error}")
+            return TaskOutcome(task_id, TaskStatus.REJECTED, str(error))
+        try:
+            bundle_dir = self._fetch_and_verify(envelope)
+        except (PolicyViolation, BundleError) as error:
+            self.ledger.set_status(task_id, TaskStatus.REJECTED, str(error))
+            self._audit("task_refused", task_id=task_id, reason=str(error))
+            self._report(task_id, envelope.study_id, TaskStatus.REJECTED, str(error))
+            self.progress(f"[{self.node.node_id}] refused task {task_id}: {error}")
+            return TaskOutcome(task_id, TaskStatus.REJECTED, str(error))
+        self._audit(
+            "task_accepted",
+            task_id=task_id,
+            study_id=envelope.study_id,
+            workflow=envelope.workflow_digest,
+        )
+        self._report(task_id, envelope.study_id, TaskStatus.ACCEPTED)
+        return self._run(task_id, envelope.study_id, bundle_dir, resumed=False)
+
+    def _fetch_and_verify(self, envelope: TaskEnvelope) -> Path:
+        task_dir = self._task_dir(envelope.task_id)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        tar_path = task_dir / "bundle.tar"
+        try:
+            self.mailbox.get_file(f"inbox/{envelope.task_id}/bundle.tar", tar_path)
+        except NotFound:
+            raise PolicyViolation(
+                f"task '{envelope.task_id}': envelope without a bundle; refused"
+            ) from None
+        actual = _sha256_file(tar_path)
+        if actual != envelope.bundle_sha256:
+            raise BundleError(f"task '{envelope.task_id}': bundle sha256 {actual[:16]}... does not match the signed "
+                              f"{envelope.bundle_sha256[:16]}...; refused")  # fmt: skip
+        manifest = inspect_bundle(tar_path)  # archive safety, before anything is written
+        if workflow_digest(manifest) != envelope.workflow_digest:
+            raise BundleError(
+                f"task '{envelope.task_id}': workflow digest differs from the signed one; refused"
+            )
+        self.policy.check_workflow(envelope.task_id, envelope.workflow_digest)
+        bundle_dir = task_dir / "bundle"
+        if bundle_dir.exists():
+            shutil.rmtree(bundle_dir)
+        unpack_bundle(tar_path, bundle_dir, envelope.manifest_digest)
+        study = load_study(bundle_dir / "study.yaml")
+        if study.study_id != envelope.study_id:
+            raise PolicyViolation(f"task '{envelope.task_id}': bundle study '{study.study_id}' differs from the "
+                                  f"signed '{envelope.study_id}'; refused")  # fmt: skip
+        return bundle_dir
+
+    def _resume(self, task_id: str) -> TaskOutcome:
+        """A task accepted or running when the node stopped: publish or re-run, never twice."""
+        bundle_dir = self._task_dir(task_id) / "bundle"
+        study_id = load_study(bundle_dir / "study.yaml").study_id
+        self._audit("task_resumed", task_id=task_id)
+        self.progress(f"[{self.node.node_id}] resuming task {task_id}")
+        return self._run(task_id, study_id, bundle_dir, resumed=True)
+
+    def _run(self, task_id: str, study_id: str, bundle_dir: Path, resumed: bool) -> TaskOutcome:
+        if self.mailbox.exists(f"outbox/{task_id}/COMPLETE"):
+            # Published before a crash, ledger not yet updated: one result, no duplicate.
+            self.ledger.set_status(task_id, TaskStatus.RELEASED)
+            return TaskOutcome(task_id, TaskStatus.RELEASED)
+        self.ledger.set_status(task_id, TaskStatus.RUNNING)
+        self._report(task_id, study_id, TaskStatus.RUNNING)
+        self.progress(f"[{self.node.node_id}] running study '{study_id}' (task {task_id})")
+        try:
+            run = run_node_pipeline(self.node_config, bundle_dir / "study.yaml", snakefile=bundle_dir / "Snakefile",
+                                    unlock_first=resumed, progress=self.progress)  # fmt: skip
+        except FederationError as error:
+            public = (
+                "withheld by the node's disclosure policy"
+                if isinstance(error, DisclosureError)
+                or "result withheld (node policy)" in str(error)
+                else "the node pipeline failed; the node's audit log has the details"
+            )
+            self.ledger.set_status(task_id, TaskStatus.FAILED, str(error))
+            self._audit("task_failed", task_id=task_id, reason=str(error))
+            self._report(task_id, study_id, TaskStatus.FAILED, public)
+            self.progress(f"[{self.node.node_id}] task {task_id} failed: {error}")
+            return TaskOutcome(task_id, TaskStatus.FAILED, public)
+        self._publish(task_id, study_id, run.released_dir, list(run.released_files))
+        self.ledger.set_status(task_id, TaskStatus.RELEASED)
+        self.progress(
+            f"[{self.node.node_id}] released {len(run.released_files)} files for task {task_id}"
+        )
+        return TaskOutcome(task_id, TaskStatus.RELEASED)
+
+    def _publish(self, task_id: str, study_id: str, released_dir: Path, files: list[Path]) -> None:
+        """Result bundle first, the signed COMPLETE marker last: readers never see half a result."""
+        result_path = self._task_dir(task_id) / "result.tar"
+        members = {str(path.relative_to(released_dir)): path for path in files}
+        metadata = {"task_id": task_id, "study_id": study_id, "node_id": self.node.node_id}
+        manifest = pack_bundle(members, result_path, metadata, limits=RESULT_LIMITS)
+        self.mailbox.put_file(f"outbox/{task_id}/result.tar", result_path)
+        payload = {"format": RESULT_FORMAT, "task_id": task_id, "study_id": study_id, "node_id": self.node.node_id,
+                   "status": TaskStatus.RELEASED.value, "result_sha256": _sha256_file(result_path),
+                   "manifest_digest": manifest.digest, "released_at": _now().isoformat(timespec="seconds")}  # fmt: skip
+        self.mailbox.put_bytes(
+            f"outbox/{task_id}/COMPLETE",
+            canonical_json(sign_document(payload, self.signing_key, self.node.node_id)),
+        )
+        self._report(task_id, study_id, TaskStatus.RELEASED)
+        self._audit(
+            "result_published",
+            task_id=task_id,
+            manifest_digest=manifest.digest,
+            files=sorted(members),
+        )

@@ -9,14 +9,12 @@ per reason per input, λGC per input and for the meta-analysis, and software ver
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import io
 import shutil
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
-import yaml
 from isal import isal_zlib
 
 from federation import harmonize, meta
@@ -37,13 +34,11 @@ from federation.meta_inputs import (
     load_bin,
     scan_input,
 )
-from federation.sumstats import read_sidecar, sidecar_path
-from federation.versions import software_versions
+from federation.meta_record import HashingSink, InputTally, build_sidecar, write_meta_sidecar
 
 # ISA-L level 3: its best ratio, still ~300 MB/s on one core (zlib -6 manages ~20 MB/s here).
 GZIP_LEVEL = 3
 GZIP_WBITS = 31  # 16 + 15: a gzip wrapper with mtime 0, so equal tables give equal bytes
-GWAS_SSF_FILE_TYPE = "GWAS-SSF v1.0"
 SCAN_THREADS = 2  # the machines this runs on have 2 cores (DESIGN: CI and nodes alike)
 CSV_OPTIONS = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
@@ -59,20 +54,6 @@ class MetaOptions:
     genomic_control: bool = False
     scheme: Scheme = Scheme.IVW
     palindromic_maf_band: tuple[float, float] = harmonize.DEFAULT_PALINDROMIC_MAF_BAND
-
-
-@dataclass
-class InputTally:
-    """Per-input counts that grow bin by bin."""
-
-    dropped: dict[str, int] = field(default_factory=dict)
-    allele_swaps: int = 0
-    strand_flips: int = 0
-    rows_used: int = 0
-
-    def add_drop(self, reason: str, count: int) -> None:
-        if count:
-            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
 
 
 @dataclass(frozen=True)
@@ -168,8 +149,10 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
             pending.result()
     partial.replace(out)
     z_all = np.concatenate(z_parts)
-    metadata = _sidecar(scans, tallies, options, n_variants, meta.genomic_control_lambda(z_all))
-    sidecar = _write_sidecar(out, metadata, sink)
+    metadata = build_sidecar(
+        scans, tallies, options, n_variants, meta.genomic_control_lambda(z_all)
+    )
+    sidecar = write_meta_sidecar(out, metadata, sink)
     return MetaResult(out, sidecar, n_variants, metadata["lambda_gc"], metadata)
 
 
@@ -184,34 +167,6 @@ def _write_bin(
     buffer = io.BytesIO()
     pcsv.write_csv(format_table(chromosome, alignment, stats, options), buffer, CSV_OPTIONS)
     _compress_into(compressor, sink, buffer.getvalue(), False)
-
-
-class HashingSink:
-    """A file that also digests what is written (MD5 for the GWAS Catalog, SHA-256 for us), so
-    the output is never read back whole to be hashed."""
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-        self.md5 = hashlib.md5()
-        self.sha256 = hashlib.sha256()
-
-    def write(self, data: bytes) -> None:
-        self.raw.write(data)
-        self.md5.update(data)
-        self.sha256.update(data)
-
-
-def _write_sidecar(out: Path, metadata: dict[str, Any], sink: HashingSink) -> Path:
-    """`<out>.yaml` as `sumstats.write_sidecar` writes it, with the digests taken while writing."""
-    document = dict(metadata)
-    document.setdefault("data_file_name", out.name)
-    document["data_file_md5sum"] = sink.md5.hexdigest()
-    document["data_file_sha256"] = sink.sha256.hexdigest()
-    path = sidecar_path(out)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(yaml.safe_dump(document, sort_keys=False))
-    partial.replace(path)
-    return path
 
 
 def _compress_into(compressor: Any, sink: Any, data: bytes, last: bool) -> None:
@@ -338,67 +293,6 @@ def _tally(alignment: harmonize.Alignment, input_index: np.ndarray, tallies: lis
         tally.rows_used += int(u)
         tally.allele_swaps += int(s)
         tally.strand_flips += int(f)
-
-
-def _agreed(values: list[Any]) -> Any:
-    present = [v for v in values if v is not None]
-    return present[0] if present and all(v == present[0] for v in present) else None
-
-
-def _sidecar(
-    scans: list[InputScan],
-    tallies: list[InputTally],
-    options: MetaOptions,
-    n_variants: int,
-    lambda_gc: float,
-) -> dict[str, Any]:
-    input_meta = [read_sidecar(s.path) for s in scans]
-    model = (
-        "random-effects (DerSimonian-Laird)"
-        if options.random_effects
-        else "fixed-effects (inverse-variance)"
-    )
-    versions = software_versions()
-    return {
-        "file_type": GWAS_SSF_FILE_TYPE,
-        "genome_assembly": _agreed([m.get("genome_assembly") for m in input_meta]) or "NR",
-        "coordinate_system": "1-based",
-        "is_harmonised": False,  # aligned across inputs, not to a reference genome
-        "is_sorted": True,
-        "date_metadata_last_modified": datetime.date.today().isoformat(),
-        "analysis_software": f"federation {versions.get('federation', '?')} meta",
-        "study_id": _agreed([m.get("study_id") for m in input_meta]),
-        "node_id": "coordinator",
-        "analysis": _agreed([m.get("analysis") for m in input_meta]) or "meta-analysis",
-        "trait": _agreed([m.get("trait") for m in input_meta]),
-        "model": model,
-        "scheme": options.scheme.value,
-        "p_value_source": (
-            "Stouffer's Z weighted by sqrt(n); beta/standard_error are inverse-variance"
-            if options.scheme is Scheme.SAMPLE_SIZE
-            else "z = beta / standard_error, two-sided normal"
-        ),
-        "genomic_control": options.genomic_control,
-        "palindromic_maf_band": list(options.palindromic_maf_band),
-        "n_variants": n_variants,
-        "lambda_gc": round(float(lambda_gc), 6),
-        "inputs": [
-            {
-                "path": str(scan.path),
-                "sha256": scan.sha256,
-                "node_id": meta_.get("node_id"),
-                "rows_read": scan.rows_read,
-                "rows_used": tally.rows_used,
-                "dropped": dict(sorted(tally.dropped.items())),
-                "allele_swaps": tally.allele_swaps,
-                "strand_flips": tally.strand_flips,
-                "lambda_gc": round(float(scan.lambda_gc), 6),
-                "se_inflation_applied": options.genomic_control and scan.lambda_gc > 1,
-            }
-            for scan, tally, meta_ in zip(scans, tallies, input_meta, strict=True)
-        ],
-        "software_versions": versions,
-    }
 
 
 def meta_command(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,6 +40,8 @@ from federation.meta_record import HashingSink, InputTally, build_sidecar, write
 GZIP_LEVEL = 3
 GZIP_WBITS = 31  # 16 + 15: a gzip wrapper with mtime 0, so equal tables give equal bytes
 SCAN_THREADS = 2  # the machines this runs on have 2 cores (DESIGN: CI and nodes alike)
+# Rows aligned and combined at once: bounds the temporaries (~1 KB per row at peak).
+SLICE_ROWS = 300_000
 CSV_OPTIONS = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
 
@@ -132,13 +134,14 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
         columns = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
         emit(_compress_into, compressor, sink, ("\t".join(columns) + "\n").encode(), False)
         for bin_id in all_bins:
-            combined = _combine_bin(bin_id, scans, factors, tallies, options, scratch)
-            if combined is None:
-                continue
-            alignment, stats = combined
-            n_variants += alignment.n_groups
-            z_parts.append(stats["z_primary"])
-            emit(_write_bin, compressor, sink, chromosome_of_bin(bin_id), alignment, stats, options)
+            for rows, input_index in _slices(_load_bin_rows(bin_id, len(scans), scratch)):
+                alignment, stats = _combine_slice(
+                    rows, input_index, factors, tallies, options, len(scans)
+                )
+                n_variants += alignment.n_groups
+                z_parts.append(stats["z_primary"])
+                chromosome = chromosome_of_bin(bin_id)
+                emit(_write_bin, compressor, sink, chromosome, alignment, stats, options)
         if n_variants == 0:
             raise MetaAnalysisError(
                 "meta-analysis: no usable variant in any input; see the drop counts in the "
@@ -175,24 +178,52 @@ def _compress_into(compressor: Any, sink: Any, data: bytes, last: bool) -> None:
         sink.write(compressor.flush())
 
 
-def _combine_bin(
-    bin_id: int,
-    scans: list[InputScan],
-    factors: list[float],
-    tallies: list[InputTally],
-    options: MetaOptions,
-    scratch: Path,
-) -> tuple[harmonize.Alignment, dict[str, Any]] | None:
+def _load_bin_rows(bin_id: int, n_inputs: int, scratch: Path) -> tuple[pa.Table, np.ndarray] | None:
+    """One position bin of every input, concatenated, with each row's input index."""
     pieces, owners = [], []
-    for index in range(len(scans)):
+    for index in range(n_inputs):
         piece = load_bin(scratch, index, bin_id)
         if piece is not None and piece.num_rows:
             pieces.append(piece)
             owners.append(np.full(piece.num_rows, index, dtype=np.int32))
     if not pieces:
         return None
-    rows = pa.concat_tables(pieces)
-    input_index = np.concatenate(owners)
+    return pa.concat_tables(pieces).combine_chunks(), np.concatenate(owners)
+
+
+def _slices(
+    loaded: tuple[pa.Table, np.ndarray] | None,
+) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """A bin in slices of about SLICE_ROWS rows, cut between positions (a position's rows
+    stay together), so a dense bin does not raise peak memory."""
+    if loaded is None:
+        return
+    rows, input_index = loaded
+    if rows.num_rows <= SLICE_ROWS:
+        yield rows, input_index
+        return
+    position = rows.column("position").to_numpy()
+    order = np.argsort(position, kind="stable")
+    position = position[order]
+    starts = [0]
+    while starts[-1] + SLICE_ROWS < position.size:
+        cut = int(np.searchsorted(position, position[starts[-1] + SLICE_ROWS], side="left"))
+        if cut <= starts[-1]:  # one position with more rows than a slice: keep it whole
+            cut = int(np.searchsorted(position, position[starts[-1]], side="right"))
+        starts.append(cut)
+    for start, stop in zip(starts, [*starts[1:], position.size], strict=True):
+        take = pa.array(order[start:stop])
+        yield rows.take(take), input_index[order[start:stop]]
+
+
+def _combine_slice(
+    rows: pa.Table,
+    input_index: np.ndarray,
+    factors: list[float],
+    tallies: list[InputTally],
+    options: MetaOptions,
+    n_inputs: int,
+) -> tuple[harmonize.Alignment, dict[str, Any]]:
     se = rows.column("se").to_numpy() * np.asarray(factors)[input_index]
     beta = rows.column("beta").to_numpy()
     frequency = rows.column("frequency").to_numpy()
@@ -215,7 +246,7 @@ def _combine_bin(
     n_k = n[kept]
     input_k = input_index[kept]
     stats = combine_rows(beta_k, se_k, freq_k, n_k, group, alignment.n_groups, options)
-    stats["direction"] = direction_strings(beta_k, group, input_k, alignment.n_groups, len(scans))
+    stats["direction"] = direction_strings(beta_k, group, input_k, alignment.n_groups, n_inputs)
     return alignment, stats
 
 

@@ -272,3 +272,29 @@ def test_allele_frequency_tables_are_pooled_with_a_homogeneity_test(tmp_path: Pa
     assert second.loc["pooled", "population_specific"]
     assert second.loc["pooled", "fst"] > 0.05
     assert sidecar(out)["dropped_rows"][str(ee)] == 1
+
+
+def test_slicing_a_dense_bin_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from federation import meta_runner
+
+    rng = np.random.default_rng(9)
+    inputs = []
+    for index in range(3):
+        rows = [
+            {"base_pair_location": int(p), "beta": float(b), "effect_allele": e}
+            for p, b, e in zip(
+                rng.choice(60, 50, replace=False) + 1,
+                rng.normal(0, 0.1, 50),
+                rng.choice(["G", "C"], 50),
+                strict=True,
+            )
+        ]
+        inputs.append(write(tmp_path / f"in{index}.tsv.gz", rows))
+    whole, sliced = tmp_path / "whole.tsv.gz", tmp_path / "sliced.tsv.gz"
+    run_meta(inputs, whole, MetaOptions(random_effects=True))
+    monkeypatch.setattr(meta_runner, "SLICE_ROWS", 7)
+    run_meta(inputs, sliced, MetaOptions(random_effects=True))
+    assert whole.read_bytes() == sliced.read_bytes()
+    assert read(whole).base_pair_location.is_monotonic_increasing

@@ -1,0 +1,411 @@
+"""The node pipeline against plink2 on one synthetic cohort: wall time, peak memory, JVM starts.
+
+    uv run python -m bench.node_pipeline                       # 5,000 samples x 100,000 variants
+    uv run python -m bench.node_pipeline --samples 1000 --variants 10000   # a quick run
+
+One cohort is synthesised (not timed against anything), then the node pipeline (Snakemake,
+Hail QC -> allele frequencies -> linear GWAS of quant_trait on age + sex -> disclosure gate)
+and plink2 (`--freq counts` and `--glm` with the same QC filters) run on the same PLINK
+files, one after the other. Each is measured as a process tree: wall time, and peak resident
+memory summed over the tree (Snakemake, its step processes and their JVMs), sampled every
+0.1 s. JVM start-ups are the Spark driver JVMs seen in the node run: each Hail job of the
+Snakemake pipeline starts one (spark-submit also runs a short launcher JVM before it).
+
+The plink2 helpers here (phenotype files, command line, reading and aligning its output) are
+shared with `tests/integration/test_node_vs_plink2.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil  # a dependency of snakemake
+import yaml
+
+PLINK2 = "plink2"
+QUANT_TRAIT = "quant_trait"
+BINARY_TRAIT = "binary_trait"
+COVARIATES = ("age", "sex")
+STUDY_ID = "bench-node-pipeline"
+POLL_SECONDS = 0.1
+MIB = 1024 * 1024
+# The study's QC thresholds (the schema defaults), mirrored by plink2's filters below.
+QC = {"sample_call_rate_min": 0.97, "variant_call_rate_min": 0.95, "hwe_p_min": 1e-6}
+HAIL_RULES = ("qc", "allele_frequencies", "gwas")  # the Snakemake rules that start a JVM
+
+
+# ---------------------------------------------------------------- plink2 helpers
+
+
+def plink2_available() -> bool:
+    return shutil.which(PLINK2) is not None
+
+
+def write_plink2_inputs(
+    phenotypes_tsv: Path,
+    plink_prefix: Path,
+    out_dir: Path,
+    traits: Sequence[str],
+    covariates: Sequence[str] = COVARIATES,
+) -> tuple[Path, Path]:
+    """plink2 `--pheno` and `--covar` files (FID/IID from the .fam) from `phenotypes.tsv`.
+
+    Binary traits stay coded 0 = control, 1 = case: run plink2 with `--1`.
+    """
+    fam = pd.read_csv(
+        Path(str(plink_prefix) + ".fam"), sep=r"\s+", header=None, usecols=[0, 1], dtype=str
+    )
+    fam.columns = ["#FID", "IID"]
+    table = pd.read_csv(phenotypes_tsv, sep="\t", dtype={"sample_id": str})
+    joined = fam.merge(table, left_on="IID", right_on="sample_id", how="inner")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pheno, covar = out_dir / "plink2.pheno", out_dir / "plink2.covar"
+    joined[["#FID", "IID", *traits]].to_csv(pheno, sep="\t", index=False, na_rep="NA")
+    joined[["#FID", "IID", *covariates]].to_csv(covar, sep="\t", index=False, na_rep="NA")
+    return pheno, covar
+
+
+def plink2_command(
+    plink_prefix: Path,
+    pheno: Path,
+    covar: Path,
+    out_prefix: Path,
+    *,
+    threads: int,
+    qc_filters: bool = False,
+) -> list[str]:
+    """`--freq counts` and a Wald `--glm` (no Firth fallback), -log10 p, covariates hidden.
+
+    plink2 reports the effect of A1, which is not always ALT (it omits the major allele):
+    align by allele with `align_glm`. With `qc_filters`, samples and variants are filtered
+    like the study's QC (call rates, HWE); the MAF floor is left out so --freq sees them all.
+    """
+    command = [
+        PLINK2, "--bfile", str(plink_prefix),
+        "--pheno", str(pheno), "--covar", str(covar), "--1",
+        "--freq", "counts", "cols=chrom,pos,ref,alt,altfreq,nobs",
+        "--glm", "no-firth", "hide-covar", "log10",
+        "cols=chrom,pos,ref,alt,a1freq,nobs,beta,se,tz,p,err",
+        "--threads", str(threads),
+        "--out", str(out_prefix),
+    ]  # fmt: skip
+    if qc_filters:
+        command += [
+            "--mind", f"{1 - QC['sample_call_rate_min']:.6g}",
+            "--geno", f"{1 - QC['variant_call_rate_min']:.6g}",
+            "--hwe", f"{QC['hwe_p_min']:.6g}",
+        ]  # fmt: skip
+    return command
+
+
+def read_plink2_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["NA", "."],
+        keep_default_na=False,
+        dtype={"#CHROM": str, "REF": str, "ALT": str, "A1": str},
+    ).rename(columns={"#CHROM": "chromosome", "POS": "base_pair_location"})
+
+
+def _allele_key(
+    chromosome: pd.Series, position: pd.Series, a: pd.Series, b: pd.Series
+) -> pd.Series:
+    low = np.where(a.to_numpy(str) < b.to_numpy(str), a, b)
+    high = np.where(a.to_numpy(str) < b.to_numpy(str), b, a)
+    return chromosome.astype(str) + ":" + position.astype(str) + ":" + low + ":" + high
+
+
+def align_glm(released: pd.DataFrame, plink2: pd.DataFrame) -> pd.DataFrame:
+    """Released GWAS-SSF rows with plink2's estimates for the same effect allele.
+
+    Joined on chromosome, position and the allele pair; plink2's BETA is negated where its A1
+    is our other allele. Adds `plink2_beta`, `plink2_se`, `plink2_nlp` (NaN where plink2 has no
+    result or its alleles do not match) and `plink2_obs`.
+    """
+    ours = released.copy()
+    ours["key"] = _allele_key(
+        ours.chromosome, ours.base_pair_location, ours.effect_allele, ours.other_allele
+    )
+    theirs = plink2.copy()
+    theirs["key"] = _allele_key(
+        theirs.chromosome, theirs.base_pair_location, theirs.REF, theirs.ALT
+    )
+    theirs = theirs[["key", "A1", "BETA", "SE", "LOG10_P", "OBS_CT"]]
+    merged = ours.merge(theirs, on="key", how="left", validate="one_to_one")
+    sign = np.where(
+        merged.effect_allele == merged.A1,
+        1.0,
+        np.where(merged.other_allele == merged.A1, -1.0, np.nan),
+    )
+    merged["plink2_beta"] = merged.BETA * sign
+    merged["plink2_se"] = merged.SE.where(np.isfinite(sign))
+    merged["plink2_nlp"] = merged.LOG10_P.where(np.isfinite(sign))
+    merged["plink2_obs"] = merged.OBS_CT
+    return merged.drop(columns=["key", "BETA", "SE", "LOG10_P", "OBS_CT"])
+
+
+def align_counts(released: pd.DataFrame, acount: pd.DataFrame) -> pd.DataFrame:
+    """Released allele-frequency rows with plink2's ALT count and allele number for our ALT."""
+    ours = released.copy()
+    ours["key"] = _allele_key(ours.chromosome, ours.base_pair_location, ours.ref, ours.alt)
+    theirs = acount.copy()
+    theirs["key"] = _allele_key(
+        theirs.chromosome, theirs.base_pair_location, theirs.REF, theirs.ALT
+    )
+    merged = ours.merge(
+        theirs[["key", "ALT", "ALT_CTS", "OBS_CT"]], on="key", how="left", validate="one_to_one"
+    )
+    same = merged.alt == merged.ALT
+    merged["plink2_alt_count"] = np.where(same, merged.ALT_CTS, merged.OBS_CT - merged.ALT_CTS)
+    merged["plink2_allele_number"] = merged.OBS_CT
+    return merged.drop(columns=["key", "ALT", "ALT_CTS", "OBS_CT"])
+
+
+def relative_difference(ours: pd.Series, theirs: pd.Series) -> np.ndarray:
+    ours_a, theirs_a = ours.to_numpy(float), theirs.to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(ours_a - theirs_a) / np.abs(theirs_a)
+
+
+# ---------------------------------------------------------------- measuring process trees
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_seconds: float
+    peak_rss_bytes: int  # max over samples of the tree's summed RSS, or of any one process
+    jvm_starts: int  # Spark driver JVMs (each Hail session starts one)
+    jvm_processes: int  # all `java` processes, including spark-submit's short launcher JVMs
+    returncode: int
+    output: str
+
+
+def _tree(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def run_measured(command: Sequence[str], cwd: Path | None = None) -> Measured:
+    """Run `command`; sample the summed RSS of its process tree and note `java` processes.
+
+    Sampling every POLL_SECONDS misses short peaks, so the kernel's own maximum RSS of the
+    largest single process in the tree (wait4's rusage, as /usr/bin/time reports) is a floor.
+    """
+    jvms: dict[tuple[int, float], bool] = {}  # (pid, start time) -> is a Spark driver
+    with tempfile.TemporaryFile(mode="w+") as output_file:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            list(command), cwd=cwd, stdout=output_file, stderr=subprocess.STDOUT, text=True
+        )
+        root = psutil.Process(process.pid)
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            total = 0
+            for member in _tree(root):
+                try:
+                    total += member.memory_info().rss
+                    key = (member.pid, member.create_time())
+                    if key not in jvms and member.name() == "java":
+                        jvms[key] = "SparkSubmit" in " ".join(member.cmdline())
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            peak = max(peak, total)
+            time.sleep(POLL_SECONDS)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output_file.seek(0)
+        output = output_file.read()
+    largest_single = usage.ru_maxrss * 1024  # kilobytes on Linux
+    return Measured(
+        wall_seconds=wall,
+        peak_rss_bytes=max(peak, largest_single),
+        jvm_starts=sum(jvms.values()),
+        jvm_processes=len(jvms),
+        returncode=process.returncode,
+        output=output,
+    )
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def write_configs(cohort_dir: Path, run_dir: Path, cores: int) -> tuple[Path, Path]:
+    node = {
+        "node_id": cohort_dir.name,
+        "genotypes": {"format": "plink", "path": str(cohort_dir / "genotypes")},
+        "phenotypes": str(cohort_dir / "phenotypes.tsv"),
+        "reference_genome": "GRCh38",
+        "work_dir": str(run_dir / "work"),
+        "results_dir": str(run_dir / "results"),
+        "hail": {"master": f"local[{cores}]", "driver_memory": "4g"},
+    }
+    study = {
+        "study_id": STUDY_ID,
+        "reference_genome": "GRCh38",
+        "qc": dict(QC),
+        "analyses": [
+            {"id": "allele_frequencies", "type": "allele_frequency"},
+            {
+                "id": "quant_trait_gwas",
+                "type": "gwas",
+                "trait": QUANT_TRAIT,
+                "trait_type": "quantitative",
+                "covariates": list(COVARIATES),
+            },
+        ],
+    }
+    node_path, study_path = run_dir / "node.yaml", run_dir / "study.yaml"
+    node_path.write_text(yaml.safe_dump(node, sort_keys=False))
+    study_path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return node_path, study_path
+
+
+def hail_jobs(snakemake_log: Path) -> int:
+    """Snakemake jobs of the rules that start a Hail JVM, from the run's log."""
+    names = {f"rule {rule}:" for rule in HAIL_RULES} | {f"localrule {rule}:" for rule in HAIL_RULES}
+    return sum(line.strip() in names for line in snakemake_log.read_text().splitlines())
+
+
+def _agreement(run_dir: Path, plink2_prefix: Path, cohort_dir: Path) -> str:
+    released = run_dir / "results" / STUDY_ID / "nodes" / cohort_dir.name
+    gwas = pd.read_csv(released / "quant_trait_gwas.tsv.gz", sep="\t", dtype={"chromosome": str})
+    aligned = align_glm(gwas, read_plink2_table(Path(f"{plink2_prefix}.{QUANT_TRAIT}.glm.linear")))
+    ok = aligned.plink2_beta.notna()
+    beta = relative_difference(aligned.beta[ok], aligned.plink2_beta[ok])
+    se = relative_difference(aligned.standard_error[ok], aligned.plink2_se[ok])
+    nlp = np.abs(aligned.neg_log_10_p_value[ok] - aligned.plink2_nlp[ok])
+    return (
+        f"agreement with plink2 on {ok.sum()} of {len(aligned)} released variants: max relative "
+        f"difference beta {beta.max():.2g}, SE {se.max():.2g}; max |d(-log10 p)| {nlp.max():.2g}"
+    )
+
+
+def _line_count(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _row(label: str, ours: str, theirs: str, ratio: str) -> str:
+    return f"{label:<22}{ours:>18}{theirs:>14}{ratio:>14}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.node_pipeline", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--samples", type=int, default=5000, help="samples in the cohort")
+    parser.add_argument("--variants", type=int, default=100_000, help="variants (chr1-22)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cores", type=int, default=2, help="cores for Snakemake/Hail and plink2")
+    parser.add_argument(
+        "--out", type=Path, help="keep everything here (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--cohort", type=Path, help="reuse a `federation synth` output (its first node)"
+    )
+    args = parser.parse_args(argv)
+    if not plink2_available():
+        print("plink2 not found on PATH (Debian package plink2)", file=sys.stderr)
+        return 2
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-node-pipeline-"))
+    out.mkdir(parents=True, exist_ok=True)
+    synth_seconds = None
+    if args.cohort:
+        cohort_dir = sorted(p for p in args.cohort.iterdir() if (p / "phenotypes.tsv").is_file())[0]
+    else:
+        from federation.synth import synthesize
+
+        start = time.perf_counter()
+        result = synthesize(out / "cohort", nodes=1, samples_per_node=args.samples, variants=args.variants,
+                            seed=args.seed, force=True, progress=lambda line: None)  # fmt: skip
+        synth_seconds = time.perf_counter() - start
+        cohort_dir = result.nodes[0].directory
+    n_samples = _line_count(cohort_dir / "genotypes.fam")
+    n_variants = _line_count(cohort_dir / "genotypes.bim")
+
+    load_before = os.getloadavg()[0]
+    run_dir = out / "node_run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir()
+    node_path, study_path = write_configs(cohort_dir, run_dir, args.cores)
+    ours = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "federation",
+            "node",
+            "run-pipeline",
+            "--node-config",
+            str(node_path),
+            "--study-config",
+            str(study_path),
+            "--cores",
+            str(args.cores),
+        ]  # fmt: skip
+    )
+    if ours.returncode != 0:
+        print(ours.output[-3000:], file=sys.stderr)
+        return 1
+    jobs = hail_jobs(run_dir / "work" / STUDY_ID / "logs" / "snakemake.log")
+
+    plink_dir = out / "plink2"
+    plink_dir.mkdir(exist_ok=True)
+    prefix = cohort_dir / "genotypes"
+    pheno, covar = write_plink2_inputs(
+        cohort_dir / "phenotypes.tsv", prefix, plink_dir, [QUANT_TRAIT]
+    )
+    theirs = run_measured(
+        plink2_command(prefix, pheno, covar, plink_dir / "out", threads=args.cores, qc_filters=True)
+    )
+    if theirs.returncode != 0:
+        print(theirs.output[-3000:], file=sys.stderr)
+        return 1
+
+    print(f"cohort: {n_samples} samples x {n_variants} variants ({cohort_dir})")
+    print(
+        f"machine: {os.cpu_count()} CPUs; 1-minute load average {load_before:.1f} before the "
+        f"node run, {os.getloadavg()[0]:.1f} after plink2 (other work on the machine slows both)"
+    )
+    if synth_seconds is not None:
+        print(f"synthesis (not compared): {synth_seconds:.1f} s")
+    print(f"work: {args.cores} cores; node pipeline = Snakemake + Hail (QC, allele frequencies, "
+          "linear GWAS on age + sex, disclosure gate); plink2 = --freq counts + --glm, same QC")  # fmt: skip
+    print(_row("", "node pipeline", "plink2", "ours/plink2"))
+    print(_row("wall time (s)", f"{ours.wall_seconds:.1f}", f"{theirs.wall_seconds:.1f}",
+               f"{ours.wall_seconds / theirs.wall_seconds:.1f}x"))  # fmt: skip
+    print(_row("peak RSS, tree (MiB)", f"{ours.peak_rss_bytes / MIB:.0f}",
+               f"{theirs.peak_rss_bytes / MIB:.0f}",
+               f"{ours.peak_rss_bytes / max(theirs.peak_rss_bytes, 1):.1f}x"))  # fmt: skip
+    print(_row("JVM start-ups", f"{ours.jvm_starts}", f"{theirs.jvm_starts}", "-"))
+    print(
+        f"Hail jobs in the Snakemake run: {jobs} (one Spark driver JVM each); driver JVMs seen: "
+        f"{ours.jvm_starts}; all java processes: {ours.jvm_processes} (spark-submit also starts "
+        "a short launcher JVM per session)"
+    )
+    print(_agreement(run_dir, plink_dir / "out", cohort_dir))
+    if not args.out:
+        shutil.rmtree(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

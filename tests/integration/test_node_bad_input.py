@@ -1,0 +1,151 @@
+"""Bad input and mid-way failures of `federation node run-pipeline` on a real cohort.
+
+The fast cases (configs, phenotype columns, hand-written VCFs) are unit tests in
+tests/unit/test_preflight.py. Here: genotype files made by real tools from the shared
+synthetic federation's 'fi' node (bcftools, the synthesised PLINK files), and a run that
+fails after its Hail jobs have run, because the disclosure gate withholds the GWAS of a
+cohort below min_cohort_gwas. Nothing may reach the results folder, and the failure is one
+`error:` line naming the rule and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federation.cli import main
+from federation.disclosure import DisclosurePolicy
+from federation.synth import NodeCohort, SynthResult
+
+pytestmark = pytest.mark.integration
+
+STUDY_ID = "bad-input"
+ANALYSIS = "quant_gwas"
+# Fewer than the default min_cohort_gwas (100) but enough for allele frequencies (50).
+SMALL_COHORT = 60
+
+
+def _node_config(root: Path, genotypes: dict, phenotypes: Path) -> Path:
+    node = {
+        "node_id": "fi",
+        "genotypes": genotypes,
+        "phenotypes": str(phenotypes),
+        "reference_genome": "GRCh38",
+        "work_dir": str(root / "work"),
+        "results_dir": str(root / "results"),
+        "hail": {"master": "local[2]", "driver_memory": "4g"},
+    }
+    path = root / "node.yaml"
+    path.write_text(yaml.safe_dump(node))
+    return path
+
+
+def _study_config(root: Path) -> Path:
+    study = {
+        "study_id": STUDY_ID,
+        "reference_genome": "GRCh38",
+        "analyses": [
+            {
+                "id": ANALYSIS,
+                "type": "gwas",
+                "trait": "quant_trait",
+                "trait_type": "quantitative",
+                "covariates": ["age", "sex"],
+            }
+        ],
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _run(node: Path, study: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    argv = ["node", "run-pipeline", "--node-config", str(node), "--study-config", str(study)]
+    code = main(argv)
+    return code, capsys.readouterr().err.splitlines()
+
+
+def _error_line(stderr: list[str]) -> str:
+    """The run's one `error:` line, which must also be its last line on stderr."""
+    errors = [line for line in stderr if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-5:]
+    assert stderr[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.fixture()
+def fi(synthetic_federation: SynthResult) -> NodeCohort:
+    return synthetic_federation.nodes[0]
+
+
+@pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
+def test_vcf_without_samples_from_bcftools(
+    fi: NodeCohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_samples = tmp_path / "no_samples.vcf.gz"
+    subprocess.run(
+        ["bcftools", "view", "--drop-genotypes", "-Oz", "-o", str(no_samples), str(fi.vcf)],
+        check=True,
+        capture_output=True,
+    )
+    node = _node_config(tmp_path, {"format": "vcf", "path": str(no_samples)}, fi.phenotypes)
+    code, stderr = _run(node, _study_config(tmp_path), capsys)
+    assert code == 2
+    assert stderr == [f"error: genotypes '{no_samples}': the file has no samples; "
+                      "export genotypes with sample columns"]  # fmt: skip
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "work").exists()
+
+
+def test_plink_sample_ids_that_do_not_match_the_phenotypes(
+    fi: NodeCohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phenotypes = tmp_path / "phenotypes.tsv"
+    lines = fi.phenotypes.read_text().splitlines()
+    phenotypes.write_text("\n".join([lines[0], *(f"x{line}" for line in lines[1:])]) + "\n")
+    node = _node_config(tmp_path, {"format": "plink", "path": str(fi.plink_prefix)}, phenotypes)
+    code, stderr = _run(node, _study_config(tmp_path), capsys)
+    assert code == 2
+    (line,) = stderr
+    assert "sample IDs do not match" in line
+    assert "'fi_00001'" in line and "'xfi_00001'" in line
+    assert not (tmp_path / "results").exists()
+
+
+def test_failure_after_the_hail_jobs_publishes_nothing(
+    fi: NodeCohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GWAS of 60 samples passes preflight and runs QC and the regression in Hail; the gate
+    then withholds it (min_cohort_gwas = 100), so the run fails without a partial result."""
+    limit = DisclosurePolicy().min_cohort_gwas
+    assert limit > SMALL_COHORT
+    phenotypes = tmp_path / "phenotypes.tsv"
+    lines = fi.phenotypes.read_text().splitlines()
+    phenotypes.write_text("\n".join(lines[: SMALL_COHORT + 1]) + "\n")
+    node = _node_config(tmp_path, {"format": "plink", "path": str(fi.plink_prefix)}, phenotypes)
+
+    code, stderr = _run(node, _study_config(tmp_path), capsys)
+
+    assert code == 1  # a refused release is a failure, not bad input
+    line = _error_line(stderr)
+    assert "rule 'release_gwas' failed" in line
+    assert f"min_cohort_gwas: observed {SMALL_COHORT}, limit {limit}" in line
+    assert "result withheld" in line
+    # Mid-way: the Hail jobs (QC, regression) finished and left their private outputs...
+    work = tmp_path / "work" / STUDY_ID
+    assert (work / "qc.mt").is_dir()
+    assert (work / "private" / "gwas" / f"{ANALYSIS}.tsv.bgz").is_file()
+    # ...but the withheld release left nothing, staged or published.
+    assert not (work / "release" / f"{ANALYSIS}.tsv.gz").exists()
+    assert not (tmp_path / "results" / STUDY_ID).exists()
+    events = [
+        json.loads(row) for row in (tmp_path / "work" / "audit.jsonl").read_text().splitlines()
+    ]
+    withheld = [event for event in events if event.get("event") == "release_withheld"]
+    assert len(withheld) == 1
+    assert not any(event.get("event") == "release_written" for event in events)

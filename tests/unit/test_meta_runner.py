@@ -189,6 +189,7 @@ def test_cli_meta_runs_and_prints_a_summary(tmp_path: Path, capsys: pytest.Captu
         (lambda d: _raw(d / "text.tsv.gz", b"\x1f\x8bnot really gzip"), "cannot be read"),
         (lambda d: write(d / "nocol.tsv.gz", [{}]).parent / "nocol2.tsv.gz", "file not found"),
         (lambda d: _no_se(d / "nose.tsv.gz"), "column 'standard_error' missing"),
+        (lambda d: _truncated(d / "cut.tsv.gz"), "truncated or corrupt"),
     ],
 )
 def test_cli_exits_2_with_one_line_on_bad_input_and_loses_nothing(
@@ -218,6 +219,13 @@ def test_cli_rejects_bad_options_with_exit_2(tmp_path: Path, args: list[str]) ->
 
 def _raw(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    rows = [{"base_pair_location": i, "beta": i / 7} for i in range(1, 20_000)]
+    whole = write(path.with_name("whole.tsv.gz"), rows).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
     return path
 
 

@@ -33,6 +33,7 @@ TIME = "/usr/bin/time"
 class Measured:
     name: str
     wall_seconds: float
+    cpu_seconds: float  # user + system: comparable even when other work shares the cores
     peak_rss_mb: float
 
 
@@ -48,18 +49,18 @@ def warm_up() -> None:
 
 
 def measure(name: str, command: list[str], cwd: Path) -> Measured:
-    """Run `command` under /usr/bin/time -f '%e %M'; wall seconds and peak RSS in MB."""
+    """Run `command` under /usr/bin/time; wall and CPU seconds and peak RSS in MB."""
     report = cwd / f"{name}.time"
     subprocess.run(
-        [TIME, "-f", "%e %M", "-o", str(report), *command],
+        [TIME, "-f", "%e %U %S %M", "-o", str(report), *command],
         check=True,
         cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=environment(),
     )
-    wall, peak_kb = report.read_text().split()[-2:]
-    return Measured(name, float(wall), float(peak_kb) / 1024)
+    wall, user, system, peak_kb = report.read_text().split()[-4:]
+    return Measured(name, float(wall), float(user) + float(system), float(peak_kb) / 1024)
 
 
 def simulate(work: Path, studies: int, variants: int, seed: int, anchors_too: bool):
@@ -172,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
             plink_cmd = [anchors.PLINK, "--meta-analysis", *map(str, plink_inputs), "+", "qt"]
             plink_cmd += ["logscale", "report-all", "--out", "plink", "--threads", "2"]
             results.append(measure("plink1.9", plink_cmd, work))
-        print(f"{'tool':<12}{'wall s':>10}{'peak MB':>10}{'ours faster':>13}")
+        print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; others' work slows all)")
+        print(
+            f"{'tool':<12}{'wall s':>8}{'cpu s':>8}{'peak MB':>9}{'wall ratio':>12}{'cpu ratio':>11}"
+        )
         for item in results:
-            ratio = item.wall_seconds / ours.wall_seconds if ours.wall_seconds else float("nan")
+            wall_ratio = item.wall_seconds / ours.wall_seconds
+            cpu_ratio = item.cpu_seconds / ours.cpu_seconds
             print(
-                f"{item.name:<12}{item.wall_seconds:>10.2f}{item.peak_rss_mb:>10.0f}{ratio:>12.2f}x"
+                f"{item.name:<12}{item.wall_seconds:>8.2f}{item.cpu_seconds:>8.2f}"
+                f"{item.peak_rss_mb:>9.0f}{wall_ratio:>11.2f}x{cpu_ratio:>10.2f}x"
             )
         if not args.no_anchors:
             for name, value in agreement(work, sim).items():

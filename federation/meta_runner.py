@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ from federation.meta_record import HashingSink, InputTally, build_sidecar, write
 GZIP_LEVEL = 3
 GZIP_WBITS = 31  # 16 + 15: a gzip wrapper with mtime 0, so equal tables give equal bytes
 SCAN_THREADS = 2  # the machines this runs on have 2 cores (DESIGN: CI and nodes alike)
+FORMAT_THREADS = 2  # formatting text is the costliest stage of the combine phase
 # Rows aligned and combined at once: bounds the temporaries (~1 KB per row at peak).
-SLICE_ROWS = 300_000
+SLICE_ROWS = 200_000
 CSV_OPTIONS = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
 
@@ -119,20 +121,29 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
     compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
     z_parts: list[np.ndarray] = []
     n_variants = 0
-    # The main thread aligns and combines bin b+1 while a writer thread formats, compresses
-    # and writes bin b (Arrow casts and ISA-L release the GIL: both cores stay busy).
-    with open(partial, "wb") as raw, ThreadPoolExecutor(max_workers=1) as writer:
+    # Three stages overlap: the main thread aligns and combines a slice, two formatter threads
+    # turn earlier slices into text, and a writer thread compresses and writes them in order
+    # (Arrow casts and ISA-L release the GIL, so both cores stay busy).
+    with (
+        open(partial, "wb") as raw,
+        ThreadPoolExecutor(max_workers=FORMAT_THREADS) as formatters,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
         sink = HashingSink(raw)
-        pending: Future[None] | None = None
+        texts: deque[Future[bytes]] = deque()
+        written: Future[None] | None = None
 
-        def emit(job: Any, *args: Any) -> None:
-            nonlocal pending
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(job, *args)
+        def write_ready(keep: int) -> None:
+            nonlocal written
+            while len(texts) > keep:
+                data = texts.popleft().result()
+                if written is not None:
+                    written.result()
+                written = writer.submit(_compress_into, compressor, sink, data, False)
 
         columns = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
-        emit(_compress_into, compressor, sink, ("\t".join(columns) + "\n").encode(), False)
+        header = ("\t".join(columns) + "\n").encode()
+        texts.append(formatters.submit(lambda: header))
         for bin_id in all_bins:
             for rows, input_index in _slices(_load_bin_rows(bin_id, len(scans), scratch)):
                 alignment, stats = _combine_slice(
@@ -141,15 +152,17 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
                 n_variants += alignment.n_groups
                 z_parts.append(stats["z_primary"])
                 chromosome = chromosome_of_bin(bin_id)
-                emit(_write_bin, compressor, sink, chromosome, alignment, stats, options)
+                texts.append(formatters.submit(_format_text, chromosome, alignment, stats, options))
+                write_ready(keep=FORMAT_THREADS)
         if n_variants == 0:
             raise MetaAnalysisError(
                 "meta-analysis: no usable variant in any input; see the drop counts in the "
                 "input files' checks (missing columns or all rows invalid)"
             )
-        emit(_compress_into, compressor, sink, b"", True)
-        if pending is not None:
-            pending.result()
+        write_ready(keep=0)
+        if written is not None:
+            written.result()
+        writer.submit(_compress_into, compressor, sink, b"", True).result()
     partial.replace(out)
     z_all = np.concatenate(z_parts)
     metadata = build_sidecar(
@@ -159,17 +172,12 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
     return MetaResult(out, sidecar, n_variants, metadata["lambda_gc"], metadata)
 
 
-def _write_bin(
-    compressor: Any,
-    sink: Any,
-    chromosome: int,
-    alignment: harmonize.Alignment,
-    stats: dict[str, Any],
-    options: MetaOptions,
-) -> None:
+def _format_text(
+    chromosome: int, alignment: harmonize.Alignment, stats: dict[str, Any], options: MetaOptions
+) -> bytes:
     buffer = io.BytesIO()
     pcsv.write_csv(format_table(chromosome, alignment, stats, options), buffer, CSV_OPTIONS)
-    _compress_into(compressor, sink, buffer.getvalue(), False)
+    return buffer.getvalue()
 
 
 def _compress_into(compressor: Any, sink: Any, data: bytes, last: bool) -> None:

@@ -15,6 +15,7 @@ import typer
 from federation.errors import FederationError
 
 if TYPE_CHECKING:
+    from federation.coordinator import Coordinator
     from federation.settings import NodeSettings
     from federation.spec import StudySpec
 
@@ -32,8 +33,14 @@ step_app = typer.Typer(
 app.add_typer(step_app, name="step")
 node_app = typer.Typer(help="Commands a national node's admin runs.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+study_app = typer.Typer(help="Commands a coordinator runs for a study.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
 keys_app = typer.Typer(help="ed25519 keys for signing tasks and results.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 @app.command()
@@ -119,17 +126,23 @@ AuditLogOption = Annotated[
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Directory for cohorts, configs and results.")],
-    nodes: Annotated[int, typer.Option(help="Number of national nodes.")] = 1,
+    nodes: Annotated[int, typer.Option(help="Number of national nodes.")] = 3,
     samples_per_node: Annotated[int, typer.Option(help="Samples in the smallest node.")] = 1000,
     variants: Annotated[int, typer.Option(help="Variants over chromosomes 1-22.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 42,
+    transport: Annotated[
+        str, typer.Option(help="local, s3 (SeaweedFS) or ssh (OpenSSH), on loopback.")
+    ] = "local",
+    engine: Annotated[
+        str, typer.Option(help="Pipeline engine of the study: snakemake.")
+    ] = "snakemake",
 ) -> None:
-    """Run the main job: synthetic cohorts -> node pipeline -> released summary statistics."""
-    from federation.demo import format_summary, run_demo
+    """Run the main job: a coordinator and national nodes on synthetic data, end to end."""
+    from federation.demo import run_demo
 
-    summaries = run_demo(out, nodes=nodes, samples_per_node=samples_per_node, variants=variants, seed=seed,
-                         progress=lambda line: typer.echo(line, err=True))  # fmt: skip
-    typer.echo(format_summary(summaries, out))
+    summary = run_demo(out, nodes=nodes, samples_per_node=samples_per_node, variants=variants, seed=seed,
+                       transport=transport, engine=engine, progress=_echo_err)  # fmt: skip
+    typer.echo(summary)
 
 
 @node_app.command("run-pipeline")
@@ -268,6 +281,84 @@ def step_release_qc(
 
     node, study = _configs(node_config, study_config)
     release_qc_metrics(node, study, qc_counts, out)
+
+
+CoordinatorOption = Annotated[
+    Path, typer.Option("--coordinator", help="The coordinator config (coordinator.schema.json).")
+]
+NodeAgentConfigOption = Annotated[
+    Path, typer.Option("--config", help="The node config with its federation section.")
+]
+
+
+def _coordinator(config: Path) -> Coordinator:
+    from federation.coordinator import Coordinator
+    from federation.settings import load_coordinator
+
+    return Coordinator(load_coordinator(config), progress=_echo_err)
+
+
+@study_app.command("submit")
+def study_submit(
+    study: Annotated[Path, typer.Argument(help="The study YAML (study.schema.json).")],
+    coordinator: CoordinatorOption,
+) -> None:
+    """Validate a study and deliver one signed task per node."""
+    submission = _coordinator(coordinator).submit(study)
+    typer.echo(f"study {submission.study_id}: {len(submission.tasks)} tasks delivered "
+               f"(workflow {submission.workflow_digest})")  # fmt: skip
+
+
+@study_app.command("status")
+def study_status(
+    study_id: Annotated[str, typer.Argument(help="The study's id.")], coordinator: CoordinatorOption
+) -> None:
+    """Print each node's task status."""
+    from federation.coordinator import format_status
+
+    typer.echo(format_status(_coordinator(coordinator), study_id))
+
+
+@study_app.command("collect")
+def study_collect(
+    study_id: Annotated[str, typer.Argument(help="The study's id.")],
+    coordinator: CoordinatorOption,
+    random_effects: Annotated[
+        bool, typer.Option("--random-effects", help="Report random effects as beta/se/p.")
+    ] = False,
+) -> None:
+    """Verify released results and meta-analyse once the quorum is met."""
+    from federation.coordinator import format_status
+    from federation.meta_runner import MetaOptions
+
+    coordinator_ = _coordinator(coordinator)
+    collection = coordinator_.collect(study_id, MetaOptions(random_effects=random_effects))
+    typer.echo(format_status(coordinator_, study_id))
+    for path in collection.meta_files:
+        typer.echo(str(path))
+
+
+@node_app.command("run-once")
+def node_run_once(config: NodeAgentConfigOption) -> None:
+    """Check the inbox once: verify, run and release every new task."""
+    from federation.agent import NodeAgent
+
+    for outcome in NodeAgent(config, progress=_echo_err).run_once():
+        typer.echo(f"{outcome.task_id}\t{outcome.status.value}\t{outcome.reason or ''}")
+
+
+@node_app.command("watch")
+def node_watch(
+    config: NodeAgentConfigOption,
+    interval: Annotated[float, typer.Option(help="Seconds between inbox checks.")] = 30.0,
+    cycles: Annotated[
+        int | None, typer.Option(help="Stop after this many checks (default: never).")
+    ] = None,
+) -> None:
+    """Poll the inbox (outbound connections only) and handle tasks as they arrive."""
+    from federation.agent import NodeAgent
+
+    NodeAgent(config, progress=_echo_err).watch(interval, cycles)
 
 
 def main(argv: list[str] | None = None) -> int:

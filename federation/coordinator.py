@@ -315,3 +315,19 @@ class Coordinator:
                 f"[coordinator] meta-analysed '{analysis['id']}' over {len(inputs)} nodes -> {out}"
             )
         return written
+
+
+def format_status(coordinator: Coordinator, study_id: str) -> str:
+    """A table per node: status, reason, last update; then quorum and missing nodes."""
+    study = coordinator.ledger.study(study_id)
+    tasks = coordinator.ledger.tasks(study_id)
+    lines = [f"study {study_id}: {study['status']} (quorum {study['quorum']} of {len(tasks)})",
+             f"{'node':<8} {'status':<10} {'updated':<26} reason"]  # fmt: skip
+    for task in tasks:
+        lines.append(
+            f"{task.node_id:<8} {task.status.value:<10} {task.updated_at:<26} {task.reason or ''}"
+        )
+    results = coordinator.ledger.results(study_id)
+    missing = [task.node_id for task in tasks if task.node_id not in results]
+    lines.append(f"released: {len(results)}; missing: {', '.join(missing) or 'none'}")
+    return "\n".join(lines)

@@ -1,20 +1,26 @@
-"""`federation demo`: the project's main job, end to end on synthetic data.
+"""`federation demo`: the project's main job, a whole federation on one machine.
 
-It synthesises national cohorts, writes the study a researcher would submit, runs the node
-pipeline on each node's own data, and summarises what was released: top hits per analysis
-and whether the planted causal variants were found. Layout (DESIGN.md §3):
+It synthesises national cohorts, creates a coordinator and one node per cohort (keys,
+configs, mailboxes), submits a study (allele frequencies, a quantitative and a binary
+GWAS), runs every node's agent, collects and verifies the results, meta-analyses them and
+prints a summary. With `--transport s3|ssh` the mailboxes go through a SeaweedFS server or
+an OpenSSH server that the demo starts on 127.0.0.1 and stops afterwards. Layout (DESIGN.md §3):
 
-    DIR/cohorts/<node_id>/...                    the synthetic cohorts
+    DIR/cohorts/<node_id>/...                    the synthetic cohorts (+ truth.json)
     DIR/study.yaml                               the study
+    DIR/keys/, DIR/coordinator/                  keys; the coordinator's config and ledger
     DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
-    DIR/results/<study_id>/nodes/<node_id>/...   what each node released
+    DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
+    DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,66 +28,126 @@ from typing import Any
 import yaml
 
 from federation import sumstats
-from federation.pipeline.snakemake import PipelineRun, run_node_pipeline
+from federation.agent import NodeAgent
+from federation.bundle import pack_bundle, pipeline_files
+from federation.coordinator import REPO_ROOT, Coordinator, format_status
+from federation.errors import SpecError
+from federation.manifest import workflow_digest
+from federation.meta_runner import MetaOptions
+from federation.settings import load_coordinator
+from federation.signing import generate_keypair
 
 DEMO_STUDY_ID = "demo-cardiometabolic"
+COORDINATOR_ID = "coordinator"
 GENOME_WIDE_SIGNIFICANCE = 5e-8
 TOP_HITS_SHOWN = 5
+TRANSPORTS = ("local", "s3", "ssh")
+Progress = Callable[[str], None]
 
 
-def demo_study(nodes: list[str]) -> dict[str, Any]:
+def demo_study(nodes: list[str], engine: str = "snakemake") -> dict[str, Any]:
     """The study the demo submits: allele frequencies, a quantitative and a binary GWAS."""
     return {
         "study_id": DEMO_STUDY_ID,
         "title": "Demo: synthetic cardiometabolic traits across national cohorts",
         "reference_genome": "GRCh38",
-        "engine": "snakemake",
+        "engine": engine,
         "nodes": nodes,
-        "qc": {
-            "sample_call_rate_min": 0.97,
-            "variant_call_rate_min": 0.95,
-            "hwe_p_min": 1e-6,
-            "maf_min": 0.01,
-        },
+        "quorum": len(nodes),
+        "qc": {"sample_call_rate_min": 0.97, "variant_call_rate_min": 0.95, "hwe_p_min": 1e-6, "maf_min": 0.01},
         "analyses": [
             {"id": "allele_frequencies", "type": "allele_frequency"},
-            {
-                "id": "quant_trait_gwas",
-                "type": "gwas",
-                "trait": "quant_trait",
-                "trait_type": "quantitative",
-                "covariates": ["age", "sex"],
-                "principal_components": 2,
-            },
-            {
-                "id": "binary_trait_gwas",
-                "type": "gwas",
-                "trait": "binary_trait",
-                "trait_type": "binary",
-                "test": "wald",
-                "covariates": ["age", "sex"],
-            },
+            {"id": "quant_trait_gwas", "type": "gwas", "trait": "quant_trait", "trait_type": "quantitative",
+             "covariates": ["age", "sex"], "principal_components": 2},
+            {"id": "binary_trait_gwas", "type": "gwas", "trait": "binary_trait", "trait_type": "binary",
+             "test": "wald", "covariates": ["age", "sex"]},
         ],
-    }
+    }  # fmt: skip
 
 
-def node_config(
-    node_id: str, cohort_dir: Path, node_dir: Path, results_dir: Path
-) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "genotypes": {"format": "vcf", "path": str(cohort_dir / "genotypes.vcf.bgz")},
-        "phenotypes": str(cohort_dir / "phenotypes.tsv"),
-        "reference_genome": "GRCh38",
-        "work_dir": str(node_dir / "work"),
-        "results_dir": str(results_dir),
-        "hail": {"master": "local[2]", "driver_memory": "4g"},
-    }
+def pipeline_workflow_digest(study_path: Path) -> str:
+    """The digest a node admin approves: the pipeline files the coordinator will ship."""
+    with tempfile.TemporaryDirectory() as scratch:
+        manifest = pack_bundle(pipeline_files(REPO_ROOT, study_path), Path(scratch) / "bundle.tar")
+    return workflow_digest(manifest)
+
+
+def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _write_secret(path: Path, document: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        yaml.safe_dump(document, handle)
+    return path
 
 
 @dataclass(frozen=True)
-class AnalysisSummary:
-    node_id: str
+class Mailboxes:
+    """Per node: how the coordinator reaches its mailbox, and how the node itself does."""
+
+    coordinator_side: dict[str, dict[str, Any]]
+    node_side: dict[str, dict[str, Any]]
+
+
+@contextmanager
+def mailboxes(
+    kind: str, out_dir: Path, node_ids: list[str], progress: Progress
+) -> Iterator[Mailboxes]:
+    local = {
+        node: {"kind": "local", "path": str(out_dir / "mailboxes" / node)} for node in node_ids
+    }
+    if kind == "local":
+        yield Mailboxes(local, local)
+        return
+    from federation.transport.servers import (
+        OpenSSHServer,
+        mailbox_bucket,
+        node_identity_name,
+        seaweedfs_mailboxes,
+    )
+
+    if kind == "s3":
+        with seaweedfs_mailboxes(out_dir / "s3-server", node_ids) as server:
+            progress(f"SeaweedFS S3 server on {server.endpoint_url} (loopback only, telemetry off)")
+
+            def s3_side(identity: str, node: str) -> dict[str, Any]:
+                credentials = server.credentials(identity)
+                secret = _write_secret(out_dir / "keys" / f"s3-{identity}.yaml",
+                                       {"access_key": credentials.access_key, "secret_key": credentials.secret_key})  # fmt: skip
+                return {"kind": "s3", "endpoint_url": server.endpoint_url, "bucket": mailbox_bucket(node),
+                        "credentials_file": str(secret)}  # fmt: skip
+
+            yield Mailboxes(
+                {node: s3_side("coordinator", node) for node in node_ids},
+                {node: s3_side(node_identity_name(node), node) for node in node_ids},
+            )
+        progress("SeaweedFS stopped")
+        return
+    with OpenSSHServer(out_dir / "sshd") as sshd:
+        progress(f"OpenSSH server on 127.0.0.1:{sshd.port} (pinned host key, loopback only)")
+        coordinator_side = {
+            node: {
+                "kind": "ssh",
+                "host": sshd.host,
+                "port": sshd.port,
+                "username": sshd.username,
+                "client_key": str(sshd.client_key_path),
+                "known_hosts": str(sshd.known_hosts_path),
+                "remote_root": local[node]["path"],
+            }  # fmt: skip
+            for node in node_ids
+        }
+        yield Mailboxes(coordinator_side, local)
+    progress("OpenSSH server stopped")
+
+
+@dataclass(frozen=True)
+class MetaSummary:
     analysis: str
     variants: int
     top_hits: list[tuple[str, float]]
@@ -89,75 +155,108 @@ class AnalysisSummary:
     planted_missed: list[str]
 
 
-def _summarise(
-    run: PipelineRun, analysis_ids: list[str], planted: list[str]
-) -> list[AnalysisSummary]:
-    summaries = []
-    for analysis_id in analysis_ids:
-        table = sumstats.read_table(run.released_dir / f"{analysis_id}.tsv.gz")
-        ranked = table.sort_values(sumstats.NEG_LOG10_P, ascending=False)
-        top = [
-            (row.variant_id, float(row.neg_log_10_p_value))
-            for row in ranked.head(TOP_HITS_SHOWN).itertuples()
-        ]
-        threshold = -math.log10(GENOME_WIDE_SIGNIFICANCE)
-        significant = set(table.loc[table[sumstats.NEG_LOG10_P] > threshold, "variant_id"])
-        found = [variant for variant in planted if variant in significant]
-        missed = [variant for variant in planted if variant not in significant]
-        summaries.append(AnalysisSummary(run.node_id, analysis_id, len(table), top, found, missed))
-    return summaries
+def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
+    table = sumstats.read_table(meta_file)
+    column = sumstats.NEG_LOG10_P
+    ranked = table.sort_values(column, ascending=False)
+    top = [
+        (str(row["variant_id"]), float(row[column]))
+        for _, row in ranked.head(TOP_HITS_SHOWN).iterrows()
+    ]
+    significant = set(
+        table.loc[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE), "variant_id"]
+    )
+    found = [variant for variant in planted if variant in significant]
+    missed = [variant for variant in planted if variant not in significant]
+    return MetaSummary(meta_file.name.removesuffix(".tsv.gz"), len(table), top, found, missed)
 
 
 def run_demo(
     out_dir: Path,
-    nodes: int = 1,
+    nodes: int = 3,
     samples_per_node: int | list[int] = 1000,
     variants: int = 10_000,
     seed: int = 42,
-    progress: Callable[[str], None] = print,
-) -> list[AnalysisSummary]:
+    transport: str = "local",
+    engine: str = "snakemake",
+    progress: Progress = print,
+) -> str:
+    """Run the whole federation; return the printed summary."""
+    if transport not in TRANSPORTS:
+        raise SpecError(f"--transport '{transport}': unknown; use one of {', '.join(TRANSPORTS)}")
     from federation.synth import synthesize  # starts Hail: imported only when needed
 
     out_dir = out_dir.resolve()
-    cohorts_dir = out_dir / "cohorts"
-    progress(f"synthesising {nodes} national cohort(s) in {cohorts_dir}")
-    result = synthesize(cohorts_dir, nodes=nodes, samples_per_node=samples_per_node, variants=variants,
-                        seed=seed, force=True, progress=progress)  # fmt: skip
-    node_ids = [cohort.node_id for cohort in result.nodes]
-    study = demo_study(node_ids)
-    study_path = out_dir / "study.yaml"
-    study_path.write_text(yaml.safe_dump(study, sort_keys=False))
-    planted = [variant.variant_id for variant in result.causal_variants]
-    gwas_ids = [entry["id"] for entry in study["analyses"] if entry["type"] == "gwas"]
+    progress(f"[1/5] synthesising {nodes} national cohorts in {out_dir / 'cohorts'}")
+    cohorts = synthesize(out_dir / "cohorts", nodes=nodes, samples_per_node=samples_per_node, variants=variants,
+                         seed=seed, force=True, progress=progress)  # fmt: skip
+    node_ids = [cohort.node_id for cohort in cohorts.nodes]
+    study_path = _write_yaml(out_dir / "study.yaml", demo_study(node_ids, engine))
+    digest = pipeline_workflow_digest(study_path)
 
-    summaries: list[AnalysisSummary] = []
-    for cohort in result.nodes:
-        node_dir = out_dir / "nodes" / cohort.node_id
-        node_dir.mkdir(parents=True, exist_ok=True)
-        config_path = node_dir / "node.yaml"
-        config = node_config(cohort.node_id, cohort.directory, node_dir, out_dir / "results")
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        progress(f"[{cohort.node_id}] running the node pipeline on {cohort.n_samples} samples")
-        run = run_node_pipeline(config_path, study_path, progress=progress)
+    progress("[2/5] keys and configs for the coordinator and each node")
+    keys = out_dir / "keys"
+    generate_keypair(keys, COORDINATOR_ID, force=True)
+    for node in node_ids:
+        generate_keypair(keys, node, force=True)
+
+    with ExitStack() as stack:
+        boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
+        node_configs = {}
+        for cohort in cohorts.nodes:
+            node_dir = out_dir / "nodes" / cohort.node_id
+            node_configs[cohort.node_id] = _write_yaml(node_dir / "node.yaml", {
+                "node_id": cohort.node_id,
+                "genotypes": {"format": "vcf", "path": str(cohort.vcf)},
+                "phenotypes": str(cohort.phenotypes),
+                "reference_genome": "GRCh38",
+                "work_dir": str(node_dir / "work"),
+                "results_dir": str(node_dir / "released"),
+                "hail": {"master": "local[2]", "driver_memory": "4g"},
+                "federation": {
+                    "mailbox": boxes.node_side[cohort.node_id],
+                    "signing_key": str(keys / f"{cohort.node_id}.key"),
+                    "trusted_coordinators": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}.pub")},
+                    "approved_workflows": [digest],
+                },
+            })  # fmt: skip
+        coordinator_config = _write_yaml(out_dir / "coordinator" / "coordinator.yaml", {
+            "coordinator_id": COORDINATOR_ID,
+            "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
+            "state_dir": str(out_dir / "coordinator" / "state"),
+            "results_dir": str(out_dir / "results"),
+            "nodes": {node: {"public_key": str(keys / f"{node}.pub"), "mailbox": boxes.coordinator_side[node]}
+                      for node in node_ids},
+        })  # fmt: skip
+        coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
+        ledger = out_dir / "coordinator" / "state" / "coordinator.sqlite"
+        if ledger.exists():  # a re-run of the demo starts a fresh study
+            ledger.unlink()
+            coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
+
         progress(
-            f"[{cohort.node_id}] released {len(run.released_files)} files to {run.released_dir}"
+            f"[3/5] submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
         )
-        summaries += _summarise(run, gwas_ids, planted)
-    (out_dir / "demo_summary.json").write_text(
-        json.dumps([summary.__dict__ for summary in summaries], indent=2) + "\n"
-    )
-    return summaries
+        coordinator.submit(study_path)
+        progress("[4/5] each node verifies its task, runs the pipeline and releases aggregates")
+        for node in node_ids:
+            NodeAgent(node_configs[node], progress=progress).run_once()
+        progress("[5/5] collecting, verifying and meta-analysing")
+        collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
+        status = format_status(coordinator, DEMO_STUDY_ID)
 
-
-def format_summary(summaries: list[AnalysisSummary], out_dir: Path) -> str:
-    lines = []
-    for summary in summaries:
-        lines.append(
-            f"{summary.node_id} / {summary.analysis}: {summary.variants} variants released"
-        )
+    planted = [variant.variant_id for variant in cohorts.causal_variants]
+    lines = [status, ""]
+    for meta_file in collection.meta_files:
+        if meta_file.name.startswith("allele_frequencies"):
+            lines.append(f"pooled allele frequencies: {meta_file}")
+            continue
+        summary = summarise_meta(meta_file, planted)
+        lines.append(f"meta-analysis {summary.analysis}: {summary.variants} variants ({meta_file})")
         for variant, nlp in summary.top_hits:
             lines.append(f"    {variant:<24} -log10 p = {nlp:7.2f}")
         total = len(summary.planted_found) + len(summary.planted_missed)
-        lines.append(f"    planted variants at p < 5e-8: {len(summary.planted_found)} of {total}")
-    lines.append(f"summary statistics: {out_dir.resolve() / 'results' / DEMO_STUDY_ID / 'nodes'}")
+        lines.append(
+            f"    planted causal variants at p < 5e-8: {len(summary.planted_found)} of {total}"
+        )
     return "\n".join(lines)

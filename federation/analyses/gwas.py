@@ -50,7 +50,11 @@ def principal_components(mt: hl.MatrixTable, k: int, settings: PcaSettings) -> h
         common = common.filter_rows(
             hl.hash(common.locus) % 1_000_000 < int(keep_fraction * 1_000_000)
         )
-    _, scores, _ = hl.hwe_normalized_pca(common.GT, k=k, compute_loadings=False)
+    # Randomised block Lanczos (as gnomAD uses) rather than ARPACK, which fails to converge
+    # when a cohort has no structure and the top eigenvalues are nearly equal.
+    _, scores, _ = hl._hwe_normalized_blanczos(
+        common.GT, k=k, compute_loadings=False, q_iterations=10
+    )
     return scores.select(**{f"PC{i + 1}": scores.scores[i] for i in range(k)})
 
 

@@ -47,8 +47,12 @@ def _loopback_spark_conf(settings: HailSettings) -> dict[str, str]:
 
 
 @contextmanager
-def hail_session(settings: HailSettings) -> Iterator[None]:
-    """Start Hail once for a job and stop it afterwards, whatever happens in between."""
+def hail_session(settings: HailSettings, *, stop_at_end: bool = True) -> Iterator[None]:
+    """Start Hail once for a job and stop it afterwards, whatever happens in between.
+
+    `hl.stop()` costs about 10 s (Hail's internal HTTP server shuts down slowly). A pipeline
+    step is its own process, so it passes `stop_at_end=False`: the JVM ends with the process.
+    """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Hail 0.2.139 is tested with Java 11 and warns on the system's Java 17, which works.
     warnings.filterwarnings("ignore", message="Hail was built and tested with Java 11")
@@ -64,12 +68,14 @@ def hail_session(settings: HailSettings) -> Iterator[None]:
         log=log_path,
         tmp_dir=tmp_dir,
         local_tmpdir=tmp_dir,
-        default_reference=settings.reference_genome,
+        show_progress=False,
         spark_conf=_loopback_spark_conf(settings),
         idempotent=True,
         global_seed=settings.global_seed,
     )
+    hl.default_reference(settings.reference_genome)
     try:
         yield
     finally:
-        hl.stop()
+        if stop_at_end:
+            hl.stop()

@@ -54,7 +54,7 @@ def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Pat
     check_node_inputs(node, study)
     phenotypes = read_phenotypes(node.phenotypes)
     work_dir = out_mt.parent
-    with hail_session(_hail_settings(node, work_dir)):
+    with hail_session(_hail_settings(node, work_dir), stop_at_end=False):
         mt = load_genotypes(node)
         mt, counts = run_qc(mt, phenotypes, study.qc)
         tmp = out_mt.with_name(".partial-" + out_mt.name)
@@ -64,7 +64,7 @@ def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Pat
 
 
 def allele_frequency_step(node: NodeSettings, qc_mt: Path, out: Path) -> None:
-    with hail_session(_hail_settings(node, out.parent)):
+    with hail_session(_hail_settings(node, out.parent), stop_at_end=False):
         mt = hl.read_matrix_table(str(qc_mt))
         export_private_table(allele_frequencies(mt), out)
 
@@ -78,7 +78,7 @@ def gwas_step(
     design_path: Path,
 ) -> None:
     check_node_inputs(node, study)
-    with hail_session(_hail_settings(node, out.parent)):
+    with hail_session(_hail_settings(node, out.parent), stop_at_end=False):
         mt = hl.read_matrix_table(str(qc_mt))
         pcs = None
         if analysis.principal_components:

@@ -8,7 +8,7 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 demo: bootstrap
-	uv run federation demo --out $(OUT)
+	uv run federation demo --out $(OUT) $(ARGS)
 
 test: bootstrap lint unit integration
 

@@ -121,6 +121,15 @@ StudyConfigOption = Annotated[
 AuditLogOption = Annotated[
     Path, typer.Option("--audit-log", help="The node audit log (JSON lines).")
 ]
+# CWL stages the node's data as File inputs; these replace the paths in the node config.
+GenotypesOption = Annotated[
+    Path | None,
+    typer.Option("--genotypes", help="Genotype file (VCF, PLINK .bed) instead of the config's."),
+]
+PhenotypesOption = Annotated[
+    Path | None,
+    typer.Option("--phenotypes", help="Phenotype table instead of the one in the node config."),
+]
 
 
 @app.command()
@@ -180,11 +189,17 @@ def keys_generate(
     typer.echo(f"public_key\t{pair.public_key_path}")
 
 
-def _configs(node_config: Path, study_config: Path) -> tuple[NodeSettings, StudySpec]:
-    from federation.settings import load_node
+def _configs(
+    node_config: Path,
+    study_config: Path,
+    genotypes: Path | None = None,
+    phenotypes: Path | None = None,
+) -> tuple[NodeSettings, StudySpec]:
+    from federation.settings import load_node, with_input_paths
     from federation.spec import load_study
 
-    return load_node(node_config), load_study(study_config)
+    node = with_input_paths(load_node(node_config), genotypes, phenotypes)
+    return node, load_study(study_config)
 
 
 @step_app.command("qc")
@@ -193,11 +208,13 @@ def step_qc(
     study_config: StudyConfigOption,
     out_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable (node-private).")],
     counts: Annotated[Path, typer.Option(help="QC counts JSON (node-private).")],
+    genotypes: GenotypesOption = None,
+    phenotypes: PhenotypesOption = None,
 ) -> None:
     """Import genotypes, match phenotypes, run sample and variant QC."""
     from federation.analyses.steps import qc_step
 
-    node, study = _configs(node_config, study_config)
+    node, study = _configs(node_config, study_config, genotypes, phenotypes)
     qc_step(node, study, out_mt, counts)
 
 
@@ -222,11 +239,13 @@ def step_gwas(
     qc_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable from `step qc`.")],
     out: Annotated[Path, typer.Option(help="Private association table (TSV).")],
     design: Annotated[Path, typer.Option(help="Model summary JSON (N, cases, parameters).")],
+    genotypes: GenotypesOption = None,
+    phenotypes: PhenotypesOption = None,
 ) -> None:
     """Linear or logistic regression per variant, with covariates and optional PCs."""
     from federation.analyses.steps import gwas_step
 
-    node, study = _configs(node_config, study_config)
+    node, study = _configs(node_config, study_config, genotypes, phenotypes)
     gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design)
 
 

@@ -6,7 +6,7 @@ config beside the data. Nothing here ever leaves the node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,24 @@ def _federation(data: dict[str, Any], resolve: Any, work_dir: Path) -> NodeFeder
 def load_node(path: Path) -> NodeSettings:
     label = f"node config '{path}'"
     return node_from_dict(load_document(path, label), path.resolve().parent, label)
+
+
+def with_input_paths(
+    node: NodeSettings, genotypes: Path | None = None, phenotypes: Path | None = None
+) -> NodeSettings:
+    """The node's settings with its genotype/phenotype paths replaced by the given ones.
+
+    A CWL engine stages input files where it likes (a job directory, a container mount, an
+    object store): the workflow declares the data as File inputs and passes the staged paths
+    here, so paths written in the node config never need to resolve inside a job.
+    """
+    # absolute(), not resolve(): a staged .bed may be a link into a content-addressed store
+    # whose target has no .bim/.fam beside it; the staged names do.
+    if genotypes is not None:
+        node = replace(node, genotype_path=genotypes.absolute())
+    if phenotypes is not None:
+        node = replace(node, phenotypes=phenotypes.absolute())
+    return node
 
 
 @dataclass(frozen=True)

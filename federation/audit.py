@@ -1,25 +1,200 @@
-"""The node's append-only audit log (JSON lines): every release decision and its reasons.
+"""Append-only, hash-chained audit logs (JSON lines) at the node and at the coordinator.
 
-The audit log stays on the node. It may name rules and thresholds; it never holds sample
-IDs or per-sample values.
+The node's log records every release decision and its reasons; it stays on the node. It may
+name rules and thresholds; it never holds sample IDs or per-sample values.
+
+Each record carries ``seq`` (its index), ``prev`` (the ``hash`` of the record before it; 64
+zeros for the first) and ``hash`` (SHA-256 of the record's canonical JSON without ``hash``).
+Editing a record breaks its own hash, or, if the editor re-hashed it, the next record's
+``prev``; deleting one breaks ``seq``; a cut in the middle of a line is not valid JSON. A
+chain alone cannot notice records cut off at the end, so every append also rewrites
+``<log>.head`` (count and last hash); `verify_log` compares the two. Someone who can rewrite
+both files can forge a history: ship the head elsewhere (e.g. to a WORM store) for more.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+GENESIS = "0" * 64  # `prev` of the first record
+HEAD_SUFFIX = ".head"
+TAIL_BLOCK = 64 * 1024  # records are small; the last one is found within a block or two
+CHAIN_FIELDS = ("seq", "prev", "hash")
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of `record` without its own ``hash`` field."""
+    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def head_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + HEAD_SUFFIX)
+
+
+@contextmanager
+def _locked(log_path: Path) -> Iterator[int]:
+    """The log opened for append under an exclusive lock: concurrent steps take turns, so two
+    writers never link to the same predecessor."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield descriptor
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _last_line(descriptor: int) -> bytes | None:
+    size = os.fstat(descriptor).st_size
+    if size == 0:
+        return None
+    end = size
+    tail = b""
+    while end > 0:
+        start = max(0, end - TAIL_BLOCK)
+        tail = os.pread(descriptor, end - start, start) + tail
+        end = start
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        if b"\n" in body or end == 0:
+            return body.rsplit(b"\n", 1)[-1]
+    return tail
+
+
+def _count_lines(descriptor: int) -> int:
+    count, offset = 0, 0
+    while block := os.pread(descriptor, 1 << 20, offset):
+        count += block.count(b"\n")
+        offset += len(block)
+    return count
+
+
+def _link(descriptor: int) -> tuple[int, str]:
+    """(seq, prev) for the next record."""
+    last = _last_line(descriptor)
+    if last is None:
+        return 0, GENESIS
+    try:
+        record = json.loads(last)
+        return int(record["seq"]) + 1, str(record["hash"])
+    except (ValueError, KeyError, TypeError):
+        # A damaged or pre-chain last line: link to its raw bytes and keep counting lines, so
+        # the damage stays visible to `verify_log` at its own index.
+        return _count_lines(descriptor), hashlib.sha256(last).hexdigest()
+
 
 def append_event(log_path: Path, event: str, **fields: Any) -> None:
-    record = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, **fields}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    # One write of a whole line with O_APPEND: concurrent steps never interleave records.
-    descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    """Append one record `{time, event, **fields}`, chained to the one before it."""
+    record: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "event": event,
+        **fields,
+    }
+    with _locked(log_path) as descriptor:
+        record["seq"], record["prev"] = _link(descriptor)
+        record["hash"] = record_hash(record)
+        # One write of a whole line with O_APPEND, under the lock: records never interleave.
+        os.write(descriptor, _canonical(record) + b"\n")
+        head = head_path(log_path)
+        tmp = head.with_name(".partial-" + head.name)
+        tmp.write_text(json.dumps({"records": record["seq"] + 1, "last_hash": record["hash"]}))
+        tmp.replace(head)
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    path: Path
+    records: int
+    problem: str | None = None  # one line naming the record's index; None when intact
+    index: int | None = None
+    head_checked: bool = False
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        if self.problem:
+            return f"{self.path}: {self.problem}"
+        tail = "head matches" if self.head_checked else "no head file: cut-off tail not checked"
+        return f"{self.path}: {self.records} records, hash chain intact ({tail})"
+
+
+def _check_record(index: int, line: bytes, prev: str) -> tuple[str | None, int, str]:
+    """(problem or None, the index it names, this record's hash) for line `index`."""
     try:
-        os.write(descriptor, line.encode())
-    finally:
-        os.close(descriptor)
+        record = json.loads(line)
+    except ValueError:
+        return f"record {index}: not valid JSON (edited or truncated)", index, ""
+    if not isinstance(record, dict) or any(name not in record for name in CHAIN_FIELDS):
+        return f"record {index}: no seq/prev/hash (edited, or written without the chain)", index, ""
+    seq = record["seq"]
+    if seq != index:
+        if isinstance(seq, int) and seq > index:
+            deleted = seq - index
+            return (
+                f"record {index}: seq {seq}, expected {index}: {deleted} record(s) deleted before it",
+                index,
+                "",
+            )
+        return (
+            f"record {index}: seq {seq!r}, expected {index} (duplicated, reordered or edited)",
+            index,
+            "",
+        )
+    if record_hash(record) != record["hash"]:
+        return f"record {index}: content does not match its hash (edited)", index, ""
+    if record["prev"] != prev:
+        # The record before was changed and re-hashed: its successor still names the old hash.
+        return f"record {index - 1}: edited (record {index} links to another hash)", index - 1, ""
+    return None, index, str(record["hash"])
+
+
+def verify_log(log_path: Path) -> AuditVerification:
+    """Check every record's hash, link and index, and the end of the log against its head."""
+    data = log_path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # a final piece without "\n" is a cut-off record
+    prev = GENESIS
+    for index, line in enumerate(complete):
+        problem, named, prev = _check_record(index, line, prev)
+        if problem:
+            return AuditVerification(log_path, index, problem, named)
+    if lines[-1]:
+        index = len(complete)
+        return AuditVerification(
+            log_path, index, f"record {index}: truncated (no end of line)", index
+        )
+    count = len(complete)
+    head = head_path(log_path)
+    if not head.exists():
+        return AuditVerification(log_path, count)
+    try:
+        expected = json.loads(head.read_text())
+        written, last_hash = int(expected["records"]), str(expected["last_hash"])
+    except (ValueError, KeyError, TypeError):
+        return AuditVerification(log_path, count, f"head file {head.name}: unreadable", count)
+    if count < written:
+        problem = (
+            f"record {count}: missing: {written} records were written, {count} remain (truncated)"
+        )
+        return AuditVerification(log_path, count, problem, count)
+    if count > written or prev != last_hash:
+        index = written - 1 if count > written else count - 1
+        problem = f"record {index}: differs from the head written with it (edited or appended behind the lock)"
+        return AuditVerification(log_path, count, problem, index)
+    return AuditVerification(log_path, count, head_checked=True)

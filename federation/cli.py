@@ -130,6 +130,14 @@ PhenotypesOption = Annotated[
     Path | None,
     typer.Option("--phenotypes", help="Phenotype table instead of the one in the node config."),
 ]
+# The analysed cohort's sample IDs (node-private): the release step's privacy ledger needs it.
+SamplesOutOption = Annotated[
+    Path | None,
+    typer.Option("--samples", help="Write the analysed cohort's sample IDs here (node-private)."),
+]
+SamplesInOption = Annotated[
+    Path, typer.Option("--samples", help="The analysed cohort's sample IDs from the Hail step.")
+]
 
 
 @app.command()
@@ -210,12 +218,13 @@ def step_qc(
     counts: Annotated[Path, typer.Option(help="QC counts JSON (node-private).")],
     genotypes: GenotypesOption = None,
     phenotypes: PhenotypesOption = None,
+    samples: SamplesOutOption = None,
 ) -> None:
     """Import genotypes, match phenotypes, run sample and variant QC."""
     from federation.analyses.steps import qc_step
 
     node, study = _configs(node_config, study_config, genotypes, phenotypes)
-    qc_step(node, study, out_mt, counts)
+    qc_step(node, study, out_mt, counts, samples)
 
 
 @step_app.command("allele-freq")
@@ -241,12 +250,13 @@ def step_gwas(
     design: Annotated[Path, typer.Option(help="Model summary JSON (N, cases, parameters).")],
     genotypes: GenotypesOption = None,
     phenotypes: PhenotypesOption = None,
+    samples: SamplesOutOption = None,
 ) -> None:
     """Linear or logistic regression per variant, with covariates and optional PCs."""
     from federation.analyses.steps import gwas_step
 
     node, study = _configs(node_config, study_config, genotypes, phenotypes)
-    gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design)
+    gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design, samples)
 
 
 @step_app.command("release-gwas")
@@ -259,14 +269,14 @@ def step_release_gwas(
     qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
     out: Annotated[Path, typer.Option(help="Released GWAS-SSF file (.tsv.gz).")],
     audit_log: AuditLogOption,
+    samples: SamplesInOption,
 ) -> None:
     """Pass association results through the disclosure gate into GWAS-SSF."""
     from federation.release import release_gwas
 
     node, study = _configs(node_config, study_config)
-    release_gwas(
-        node, study, study.gwas_analysis(analysis), private, design, qc_counts, out, audit_log
-    )
+    release_gwas(node, study, study.gwas_analysis(analysis), private, design, qc_counts, out,
+                 audit_log, samples_path=samples)  # fmt: skip
 
 
 @step_app.command("release-af")
@@ -280,12 +290,14 @@ def step_release_af(
     qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
     out: Annotated[Path, typer.Option(help="Released allele-frequency table (.tsv.gz).")],
     audit_log: AuditLogOption,
+    samples: SamplesInOption,
 ) -> None:
     """Pass allele frequencies through the disclosure gate."""
     from federation.release import release_allele_frequencies
 
     node, study = _configs(node_config, study_config)
-    release_allele_frequencies(node, study, analysis, private, qc_counts, out, audit_log)
+    release_allele_frequencies(node, study, analysis, private, qc_counts, out, audit_log,
+                               samples_path=samples)  # fmt: skip
 
 
 @step_app.command("release-qc")

@@ -6,6 +6,7 @@ rule release_gwas:
     input:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
+        samples=PRIVATE / "gwas" / "{analysis}.samples.txt",
         counts=WORK / "qc_counts.json",
         node_config=NODE_CONFIG,
         study_config=STUDY_CONFIG,
@@ -24,12 +25,14 @@ rule release_gwas:
     shell:
         "{params.step} release-gwas --node-config {input.node_config:q} --study-config {input.study_config:q}"
         " --analysis {wildcards.analysis} --private {input.table:q} --design {input.design:q}"
-        " --qc-counts {input.counts:q} --out {output.sumstats:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
+        " --qc-counts {input.counts:q} --samples {input.samples:q} --out {output.sumstats:q}"
+        " --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 
 rule release_allele_frequencies:
     input:
         table=PRIVATE / "allele_frequencies.tsv.bgz",
+        samples=PRIVATE / "qc.samples.txt",
         counts=WORK / "qc_counts.json",
         node_config=NODE_CONFIG,
         study_config=STUDY_CONFIG,
@@ -47,7 +50,7 @@ rule release_allele_frequencies:
         analysis=ALLELE_FREQUENCY_IDS,
     shell:
         "{params.step} release-af --node-config {input.node_config:q} --study-config {input.study_config:q}"
-        " --analysis {wildcards.analysis} --private {input.table:q} --qc-counts {input.counts:q}"
+        " --analysis {wildcards.analysis} --private {input.table:q} --qc-counts {input.counts:q} --samples {input.samples:q}"
         " --out {output.table:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 

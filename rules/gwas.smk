@@ -10,6 +10,7 @@ rule gwas:
     output:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
+        samples=PRIVATE / "gwas" / "{analysis}.samples.txt",
     log:
         LOGS / "gwas.{analysis}.log",
     conda:
@@ -22,4 +23,4 @@ rule gwas:
     shell:
         "{params.step} gwas --node-config {input.node_config:q} --study-config {input.study_config:q}"
         " --analysis {wildcards.analysis} --qc-mt {input.mt:q}"
-        " --out {output.table:q} --design {output.design:q} > {log:q} 2>&1"
+        " --out {output.table:q} --design {output.design:q} --samples {output.samples:q} > {log:q} 2>&1"

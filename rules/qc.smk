@@ -10,6 +10,7 @@ rule qc:
     output:
         mt=directory(WORK / "qc.mt"),
         counts=WORK / "qc_counts.json",
+        samples=PRIVATE / "qc.samples.txt",
     log:
         LOGS / "qc.log",
     conda:
@@ -21,4 +22,4 @@ rule qc:
         mem_mb=6000,
     shell:
         "{params.step} qc --node-config {input.node_config:q} --study-config {input.study_config:q}"
-        " --out-mt {output.mt:q} --counts {output.counts:q} > {log:q} 2>&1"
+        " --out-mt {output.mt:q} --counts {output.counts:q} --samples {output.samples:q} > {log:q} 2>&1"

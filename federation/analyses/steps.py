@@ -8,6 +8,7 @@ step leaves nothing that a later step or a rerun could mistake for a result.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -50,7 +51,26 @@ def _write_json(document: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Path) -> None:
+def _write_samples(mt: hl.MatrixTable, path: Path | None) -> None:
+    """The analysed cohort's sample IDs, one per line, for the release step's privacy ledger.
+    Node-private (mode 0600, under the work dir); it never goes near the release folder."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".partial-" + path.name)
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.writelines(f"{sample}\n" for sample in mt.s.collect())
+    tmp.replace(path)
+
+
+def qc_step(
+    node: NodeSettings,
+    study: StudySpec,
+    out_mt: Path,
+    counts_path: Path,
+    samples_path: Path | None = None,
+) -> None:
     check_node_inputs(node, study)
     phenotypes = read_phenotypes(node.phenotypes)
     work_dir = out_mt.parent
@@ -59,6 +79,7 @@ def qc_step(node: NodeSettings, study: StudySpec, out_mt: Path, counts_path: Pat
         mt, counts = run_qc(mt, phenotypes, study.qc)
         tmp = out_mt.with_name(".partial-" + out_mt.name)
         mt.write(str(tmp), overwrite=True)
+        _write_samples(hl.read_matrix_table(str(tmp)), samples_path)  # columns only: cheap
     _replace_directory(tmp, out_mt)
     _write_json(counts.as_dict(), counts_path)
 
@@ -76,6 +97,7 @@ def gwas_step(
     qc_mt: Path,
     out: Path,
     design_path: Path,
+    samples_path: Path | None = None,
 ) -> None:
     check_node_inputs(node, study)
     with hail_session(_hail_settings(node, out.parent), stop_at_end=False):
@@ -84,6 +106,7 @@ def gwas_step(
         if analysis.principal_components:
             pcs = principal_components(mt, analysis.principal_components, study.pca).persist()
         mt = analysis_samples(mt, analysis, pcs)
+        _write_samples(mt, samples_path)
         fit, design = run_gwas(mt, analysis)
         export_private_table(fit, out)
     _write_json({"analysis": analysis.id, **asdict(design)}, design_path)

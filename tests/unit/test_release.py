@@ -78,6 +78,12 @@ def _gwas_private(n_rows: int, n: int, alt_counts, statistic=None, binary=False)
     return frame
 
 
+def _samples(tmp_path: Path, n: int, name="samples.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(f"S{i:05d}\n" for i in range(n)))
+    return path
+
+
 def _release(
     node, tmp_path, private: pd.DataFrame, analysis_id="q", n=1000, n_parameters=3, n_cases=None
 ):
@@ -88,7 +94,8 @@ def _release(
     (tmp_path / "qc.json").write_text(json.dumps(QC_COUNTS))
     out = tmp_path / "release" / f"{analysis_id}.tsv.gz"
     release_gwas(node, STUDY, STUDY.gwas_analysis(analysis_id), private_path, tmp_path / "design.json",
-                 tmp_path / "qc.json", out, tmp_path / "audit.jsonl")  # fmt: skip
+                 tmp_path / "qc.json", out, tmp_path / "audit.jsonl",
+                 samples_path=_samples(tmp_path, n))  # fmt: skip
     return out
 
 
@@ -189,8 +196,9 @@ def test_allele_frequency_release(node, tmp_path):
     (tmp_path / "qc.json").write_text(json.dumps(QC_COUNTS))
     out = tmp_path / "release" / "af.tsv.gz"
     release_allele_frequencies(
-        node, STUDY, "af", private_path, tmp_path / "qc.json", out, tmp_path / "a.jsonl"
-    )
+        node, STUDY, "af", private_path, tmp_path / "qc.json", out, tmp_path / "a.jsonl",
+        samples_path=_samples(tmp_path, 1000),
+    )  # fmt: skip
     table = sumstats.read_table(out)
     # MAC 9 and AN 98 are suppressed; MAC 10 passes; released rows carry no reason.
     assert table["base_pair_location"].tolist() == [20, 30, 40]

@@ -37,6 +37,10 @@ study_app = typer.Typer(help="Commands a coordinator runs for a study.", no_args
 app.add_typer(study_app, name="study")
 keys_app = typer.Typer(help="ed25519 keys for signing tasks and results.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(
+    help="Hash-chained audit logs (node and coordinator).", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 
 def _echo_err(line: str) -> None:
@@ -390,6 +394,44 @@ def node_watch(
     from federation.agent import NodeAgent
 
     NodeAgent(config, progress=_echo_err).watch(interval, cycles)
+
+
+@node_app.command("selftest")
+def node_selftest(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="The node config whose policy is tested.")
+    ] = None,
+    case: Annotated[
+        list[str] | None, typer.Option("--case", help="Run only this case (repeatable).")
+    ] = None,
+) -> None:
+    """Feed the installed disclosure gate disclosive outputs and attack bundles; exit 1 on a FAIL."""
+    from federation.selftest import format_results, run_selftest
+    from federation.settings import load_node
+
+    results = run_selftest(load_node(config) if config else None, only=set(case) if case else None)
+    typer.echo(format_results(results))
+    if not all(result.passed for result in results):
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[
+        Path, typer.Argument(help="An audit log (JSON lines) with its .head beside it.")
+    ],
+) -> None:
+    """Check the hash chain: exit 1 naming the first edited, deleted or truncated record."""
+    from federation.audit import verify_log
+    from federation.errors import SpecError
+
+    if not log.is_file():
+        raise SpecError(f"audit log '{log}': not a file; give the path of the .jsonl log")
+    result = verify_log(log)
+    if not result.intact:
+        typer.echo(f"error: {result.summary()}", err=True)
+        raise typer.Exit(1)
+    typer.echo(result.summary())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,9 +75,8 @@ def node_policy(
 
 def ledger_for(node: NodeSettings) -> PrivacyLedger:
     """The node-wide ledger: one per node, not per study, so studies cannot difference each other."""
-    ledger = getattr(node, "privacy_ledger", None) or node.work_dir / LEDGER_NAME
-    secret = getattr(node, "privacy_secret", None) or node.work_dir / SECRET_NAME
-    return PrivacyLedger(ledger, secret)
+    return PrivacyLedger(node.privacy_ledger or node.work_dir / LEDGER_NAME,
+                         node.privacy_secret or node.work_dir / SECRET_NAME)  # fmt: skip
 
 
 def remove_outputs(out_path: Path) -> None:

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import traceback
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,7 +157,7 @@ def installation_results(node: NodeSettings) -> list[CaseResult]:
         results.append(
             CaseResult("node audit log", "hash chain intact", check.intact, check.summary())
         )
-    secret = getattr(node, "privacy_secret", None) or node.work_dir / "privacy-ledger.secret"
+    secret = node.privacy_secret or node.work_dir / "privacy-ledger.secret"
     if secret.exists():
         mode = secret.stat().st_mode & 0o777
         results.append(
@@ -167,12 +167,15 @@ def installation_results(node: NodeSettings) -> list[CaseResult]:
 
 
 def _scratch(node: NodeSettings, root: Path, policy: DisclosurePolicy) -> Scratch:
-    changes: dict[str, object] = {"work_dir": root / "work", "results_dir": root / "released"}
-    for name in ("privacy_ledger", "privacy_secret"):  # the real ledger is never touched
-        if name in {f.name for f in fields(node)}:
-            changes[name] = None
     root.mkdir(parents=True, exist_ok=True)
-    return Scratch(root, replace(node, **changes), policy)  # type: ignore[arg-type]
+    scratch = replace(
+        node,
+        work_dir=root / "work",
+        results_dir=root / "released",
+        privacy_ledger=None,
+        privacy_secret=None,
+    )  # the real ledger is never touched
+    return Scratch(root, scratch, policy)
 
 
 def run_selftest(

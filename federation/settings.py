@@ -58,6 +58,8 @@ class NodeSettings:
     disclosure: dict[str, Any] = field(default_factory=dict)
     federation: NodeFederation | None = None
     config_dir: Path | None = None
+    privacy_ledger: Path | None = None  # None: work_dir/privacy-ledger.sqlite
+    privacy_secret: Path | None = None  # None: work_dir/privacy-ledger.secret
 
 
 def check_reference_genome(name: str, label: str) -> str:
@@ -76,6 +78,7 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         return path if path.is_absolute() else (base_dir / path).resolve()
 
     hail = data["hail"]
+    ledger = data.get("privacy_ledger", {})
     work_dir = resolve(data.get("work_dir", "work"))
     return NodeSettings(
         node_id=data["node_id"],
@@ -96,6 +99,8 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         if "federation" in data
         else None,
         config_dir=base_dir,
+        privacy_ledger=resolve(ledger["path"]) if "path" in ledger else None,
+        privacy_secret=resolve(ledger["secret_file"]) if "secret_file" in ledger else None,
     )
 
 

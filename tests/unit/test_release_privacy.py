@@ -331,3 +331,17 @@ def test_a_sample_list_inside_the_release_folder_is_refused(tmp_path, base):
     with pytest.raises(DisclosureError, match="inside the release folder"):
         release_af_of(node, make_study("s1"), inputs, tmp_path / "out", audit)
     assert _audit(audit)[-1]["event"] == "release_failed"
+
+
+def test_configured_ledger_location_is_used(tmp_path):
+    from federation.settings import node_from_dict
+
+    document = {"node_id": "fi", "genotypes": {"format": "vcf", "path": "g.vcf.bgz"}, "phenotypes": "p.tsv",
+                "privacy_ledger": {"path": "state/ledger.sqlite", "secret_file": "secrets/ledger.key"}}  # fmt: skip
+    node = node_from_dict(document, tmp_path)
+    cohort = random_cohort(np.random.default_rng(4), 120, COMMON, binary=False)
+    inputs = write_inputs(cohort, tmp_path / "in", binary=False)
+    release_af_of(node, make_study("s1"), inputs, tmp_path / "out", tmp_path / "audit.jsonl")
+    assert (tmp_path / "state" / "ledger.sqlite").is_file()
+    assert (tmp_path / "secrets" / "ledger.key").stat().st_mode & 0o777 == 0o600
+    assert not (node.work_dir / "privacy-ledger.sqlite").exists()

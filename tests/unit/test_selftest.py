@@ -23,7 +23,7 @@ def test_every_case_passes_with_the_built_in_policy():
 def test_cases_follow_a_stricter_node_policy(tmp_path):
     node = node_from_dict(
         {"node_id": "fi", "genotypes": {"format": "vcf", "path": "g.vcf.bgz"}, "phenotypes": "p.tsv",
-         "work_dir": "real-work",
+         "work_dir": "real-work", "privacy_ledger": {"path": "real.sqlite", "secret_file": "real.secret"},
          "disclosure": {"min_cohort_gwas": 200, "min_mac_gwas": 30, "n_rounding": 10,
                         "min_cohort_difference": 15, "max_phenotype_fraction": 0.02}},
         tmp_path,
@@ -33,7 +33,10 @@ def test_cases_follow_a_stricter_node_policy(tmp_path):
     assert all(r.passed for r in results), format_results(results)
     assert "observed 199, limit 200" in results[0].detail
     assert "by 1 and 14 samples withheld, by 15 released" in results[3].detail
-    assert not (tmp_path / "real-work").exists()  # the node's own work dir is never touched
+    # The node's own work dir and privacy ledger are never touched.
+    assert not any(
+        (tmp_path / name).exists() for name in ("real-work", "real.sqlite", "real.secret")
+    )
 
 
 def test_a_gate_that_lets_rare_rows_through_fails(monkeypatch):

@@ -154,7 +154,8 @@ class Gate:
         staged = staging / self.out_path.name
         sumstats.write_table(released, staged, {**metadata, "disclosure": summary.public_summary()},
                              float_format="%.8g")  # fmt: skip
-        files = {staged.name: staged, sumstats.sidecar_path(staged).name: sumstats.sidecar_path(staged)}  # fmt: skip
+        staged_sidecar = sumstats.sidecar_path(staged)
+        files = {staged.name: staged, staged_sidecar.name: staged_sidecar}
         try:
             with self.ledger.reserve(
                 self.key, self.cohort, phenotype, policy.min_cohort_difference

@@ -186,8 +186,9 @@ def run_selftest(
     with tempfile.TemporaryDirectory(prefix="federation-selftest-") as scratch_dir:
         base = Path(scratch_dir)
         if node is None:
-            node = node_from_dict({"node_id": "selftest", "genotypes": {"format": "vcf", "path": "g.vcf.bgz"},
-                                   "phenotypes": "p.tsv"}, base)  # fmt: skip
+            document = {"node_id": "selftest", "phenotypes": "p.tsv",
+                        "genotypes": {"format": "vcf", "path": "g.vcf.bgz"}}  # fmt: skip
+            node = node_from_dict(document, base)
         policy = DisclosurePolicy().tightened(node.disclosure, f"node '{node.node_id}' config")
         results = []
         for index, (name, expectation, case) in enumerate([*DISCLOSURE_CASES, *ATTACK_CASES]):

@@ -42,6 +42,8 @@ class NodeFederation:
     max_task_age_hours: float
     ledger: Path
     audit_log: Path
+    # Crypt4GH public key per trusted coordinator: results leave encrypted for the task's signer.
+    coordinator_encryption_keys: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,10 @@ def _federation(data: dict[str, Any], resolve: Any, work_dir: Path) -> NodeFeder
         max_task_age_hours=float(data["max_task_age_hours"]),
         ledger=resolve(data["ledger"]) if "ledger" in data else work_dir / "node-ledger.sqlite",
         audit_log=resolve(data["audit_log"]) if "audit_log" in data else work_dir / "audit.jsonl",
+        coordinator_encryption_keys={
+            name: resolve(path)
+            for name, path in data.get("coordinator_encryption_keys", {}).items()
+        },
     )
 
 
@@ -158,10 +164,16 @@ class CoordinatorSettings:
     task_lifetime_hours: float
     nodes: dict[str, NodeEndpoint]
     config_dir: Path
+    crypt4gh_key: Path | None = None  # the secret key that opens results; collecting needs it
 
     @property
     def ledger_path(self) -> Path:
         return self.state_dir / "coordinator.sqlite"
+
+    @property
+    def audit_log(self) -> Path:
+        """The coordinator's hash-chained audit log (submissions, verified and refused results)."""
+        return self.state_dir / "audit.jsonl"
 
 
 def load_coordinator(path: Path) -> CoordinatorSettings:
@@ -190,4 +202,5 @@ def load_coordinator(path: Path) -> CoordinatorSettings:
         task_lifetime_hours=float(data["task_lifetime_hours"]),
         nodes=nodes,
         config_dir=base_dir,
+        crypt4gh_key=resolve(data["crypt4gh_key"]) if "crypt4gh_key" in data else None,
     )

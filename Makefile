@@ -23,6 +23,7 @@ lint:
 	uv run ruff format --check federation tests bench
 	uv run mypy
 	uv run snakemake --lint --config node_config=config/examples/node.yaml study_config=config/examples/study.yaml
+	find workflows -name '*.cwl' | sort | while read -r cwl; do uv run cwltool --quiet --validate "$$cwl" || exit 1; done
 
 bench: bootstrap
 	uv run python -m bench.node_pipeline

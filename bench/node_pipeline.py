@@ -43,6 +43,7 @@ MIB = 1024 * 1024
 # The study's QC thresholds (the schema defaults), mirrored by plink2's filters below.
 QC = {"sample_call_rate_min": 0.97, "variant_call_rate_min": 0.95, "hwe_p_min": 1e-6}
 HAIL_RULES = ("qc", "allele_frequencies", "gwas")  # the Snakemake rules that start a JVM
+SPARK_LAUNCHER = "org.apache.spark.launcher.Main"
 
 
 # ---------------------------------------------------------------- plink2 helpers
@@ -223,7 +224,8 @@ def run_measured(command: Sequence[str], cwd: Path | None = None) -> Measured:
                     total += member.memory_info().rss
                     key = (member.pid, member.create_time())
                     if key not in jvms and member.name() == "java":
-                        jvms[key] = "SparkSubmit" in " ".join(member.cmdline())
+                        # spark-submit's launcher JVM only prints the driver's command line
+                        jvms[key] = SPARK_LAUNCHER not in member.cmdline()
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
             peak = max(peak, total)

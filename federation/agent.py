@@ -29,6 +29,7 @@ from federation.errors import (
     SpecError,
 )
 from federation.manifest import workflow_digest
+from federation.pipeline.cwl import BUNDLED_WORKFLOW, run_cwl_pipeline
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.policy import RESULT_FORMAT, STATUS_FORMAT, NodePolicy, TaskEnvelope
 from federation.settings import NodeSettings, load_node
@@ -40,7 +41,7 @@ from federation.transport import NotFound, Transport, open_transport
 # A released result is a handful of summary-statistics files; these bounds allow genome-wide
 # tables of tens of millions of variants and nothing like a genotype dump.
 RESULT_LIMITS = BundleLimits(max_members=200, max_total_bytes=4 << 30, max_file_bytes=2 << 30)
-SUPPORTED_ENGINES = ("snakemake",)
+SUPPORTED_ENGINES = ("snakemake", "cwl")
 Progress = Callable[[str], None]
 
 
@@ -220,8 +221,12 @@ class NodeAgent:
         self._report(task_id, study_id, TaskStatus.RUNNING)
         self.progress(f"[{self.node.node_id}] running study '{study_id}' (task {task_id})")
         try:
-            run = run_node_pipeline(self.node_config, bundle_dir / "study.yaml", snakefile=bundle_dir / "Snakefile",
-                                    unlock_first=resumed, progress=self.progress)  # fmt: skip
+            if load_study(bundle_dir / "study.yaml").engine == "cwl":
+                run = run_cwl_pipeline(self.node_config, bundle_dir / "study.yaml",
+                                       workflow=bundle_dir / BUNDLED_WORKFLOW, progress=self.progress)  # fmt: skip
+            else:
+                run = run_node_pipeline(self.node_config, bundle_dir / "study.yaml", snakefile=bundle_dir / "Snakefile",
+                                        unlock_first=resumed, progress=self.progress)  # fmt: skip
         except FederationError as error:
             public = (
                 "withheld by the node's disclosure policy"

@@ -59,6 +59,8 @@ MIB = 1024 * 1024
 PIPELINE_PATTERNS = (
     "Snakefile",
     "rules/*.smk",
+    "workflows/*.cwl",  # the same pipeline in CWL, for studies with `engine: cwl`
+    "workflows/tools/*.cwl",
     "envs/*",
     "config/schema/*.json",
     "profiles/local/*",

@@ -155,7 +155,7 @@ def demo(
         str, typer.Option(help="local, s3 (SeaweedFS) or ssh (OpenSSH), on loopback.")
     ] = "local",
     engine: Annotated[
-        str, typer.Option(help="Pipeline engine of the study: snakemake.")
+        str, typer.Option(help="Pipeline engine of the study: snakemake or cwl (cwltool).")
     ] = "snakemake",
 ) -> None:
     """Run the main job: a coordinator and national nodes on synthetic data, end to end."""
@@ -172,12 +172,18 @@ def run_pipeline(
     study_config: StudyConfigOption,
     cores: Annotated[int, typer.Option(help="CPU cores Snakemake may use.")] = 2,
 ) -> None:
-    """Run the node pipeline for one study on this node and publish what passes the gate."""
-    from federation.pipeline.snakemake import run_node_pipeline
+    """Run the node pipeline for one study on this node and publish what passes the gate.
 
-    run = run_node_pipeline(
-        node_config, study_config, cores=cores, progress=lambda line: typer.echo(line, err=True)
-    )
+    The study's `engine` picks the runner: Snakemake, or cwltool for `engine: cwl`.
+    """
+    from federation.pipeline.cwl import run_cwl_pipeline
+    from federation.pipeline.snakemake import run_node_pipeline
+    from federation.spec import load_study
+
+    if load_study(study_config).engine == "cwl":
+        run = run_cwl_pipeline(node_config, study_config, progress=_echo_err)
+    else:
+        run = run_node_pipeline(node_config, study_config, cores=cores, progress=_echo_err)
     for path in run.released_files:
         typer.echo(str(path))
 

@@ -143,9 +143,8 @@ def test_failure_after_the_hail_jobs_publishes_nothing(
     # ...but the withheld release left nothing, staged or published.
     assert not (work / "release" / f"{ANALYSIS}.tsv.gz").exists()
     assert not (tmp_path / "results" / STUDY_ID).exists()
-    events = [
-        json.loads(row) for row in (tmp_path / "work" / "audit.jsonl").read_text().splitlines()
-    ]
-    withheld = [event for event in events if event.get("event") == "release_withheld"]
-    assert len(withheld) == 1
-    assert not any(event.get("event") == "release_written" for event in events)
+    audit = (tmp_path / "work" / "audit.jsonl").read_text().splitlines()
+    events = [json.loads(row) for row in audit]
+    withheld = [event for event in events if event["event"] == "release_withheld"]
+    assert [event["release"] for event in withheld] == [f"analysis '{ANALYSIS}'"]
+    assert not [e for e in events if e["event"] == "release_written" and ANALYSIS in e["file"]]

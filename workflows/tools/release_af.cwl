@@ -1,0 +1,92 @@
+#!/usr/bin/env cwl-runner
+# The `release_allele_frequencies` rule of rules/export.smk as a CWL tool.
+cwlVersion: v1.2
+class: CommandLineTool
+label: Release allele frequencies through the disclosure gate
+doc: |
+  Applies the node's disclosure policy to the private allele-count table (cohort size,
+  minor allele count, allele number) and writes the released allele-frequency table with a
+  YAML metadata sidecar. A withheld release writes nothing and fails this step.
+
+$namespaces:
+  edam: http://edamontology.org/
+
+hints:
+  # Nodes here run with `cwltool --no-container` in the project's own venv; a node that runs
+  # containers builds this image from envs/federation.yaml (no public registry holds it).
+  DockerRequirement:
+    dockerImageId: federation-node:0.1.0
+  SoftwareRequirement:
+    packages:
+      federation:
+        version: ["0.1.0"]
+  ResourceRequirement:
+    coresMin: 1
+    ramMin: 2000
+
+baseCommand: [federation, step, release-af]
+
+inputs:
+  node_config:
+    type: File
+    format: edam:format_3750  # YAML
+    doc: The node's own config (node.schema.json).
+    inputBinding:
+      prefix: --node-config
+  study_config:
+    type: File
+    format: edam:format_3750  # YAML
+    doc: The study config (study.schema.json).
+    inputBinding:
+      prefix: --study-config
+  analysis:
+    type: string
+    doc: Allele-frequency analysis id from the study config.
+    inputBinding:
+      prefix: --analysis
+  allele_counts:
+    type: File
+    format: edam:format_3475  # TSV (block gzip)
+    doc: Private allele-count table from the allele_freq step.
+    inputBinding:
+      prefix: --private
+  qc_counts:
+    type: File
+    format: edam:format_3464  # JSON
+    doc: QC counts from the qc step.
+    inputBinding:
+      prefix: --qc-counts
+  cohort_samples:
+    type: File
+    format: edam:format_1964  # plain text, one sample ID per line
+    doc: The QC'd cohort's sample IDs from the qc step (checked against the node's privacy ledger).
+    inputBinding:
+      prefix: --samples
+  audit_log:
+    type: string
+    doc: |
+      Absolute path of the node audit log (JSON lines), appended to by the disclosure gate.
+      A path, not an output: the log is node-owned and must record a withheld release, and a
+      withheld release fails its step, and a failed step has no outputs.
+    inputBinding:
+      prefix: --audit-log
+
+arguments:
+  - prefix: --out
+    valueFrom: $(runtime.outdir)/$(inputs.analysis).tsv.gz
+
+stderr: release.$(inputs.analysis).log
+
+outputs:
+  allele_frequency_table:
+    type: File
+    format: edam:format_3475  # TSV (gzip)
+    doc: Released allele-frequency table.
+    outputBinding:
+      glob: $(inputs.analysis).tsv.gz
+  sidecar:
+    type: File
+    format: edam:format_3750  # YAML
+    doc: Metadata sidecar (N, QC counts, software versions, data checksums).
+    outputBinding:
+      glob: $(inputs.analysis).tsv.gz.yaml

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from federation.audit import append_event
 from federation.bundle import BundleLimits, inspect_bundle, pack_bundle, unpack_bundle
+from federation.crypt import ENCRYPTION, SEALED_RESULT, seal
+from federation.crypt import load_public_key as load_encryption_key
 from federation.errors import (
     BundleError,
     DisclosureError,
@@ -76,11 +78,23 @@ class NodeAgent:
         self.policy = NodePolicy.from_settings(self.node.node_id, self.federation)
         self.ledger = NodeLedger(self.federation.ledger)
         self.signing_key = load_private_key(self.federation.signing_key)
+        self.encryption_keys = self._encryption_keys()
         self.progress = progress or (lambda line: None)
         base_dir = self.node.config_dir or self.node_config.parent
         self.mailbox: Transport = open_transport(
             self.federation.mailbox, base_dir, f"node '{self.node.node_id}' mailbox"
         )
+
+    def _encryption_keys(self) -> dict[str, bytes]:
+        """Each trusted coordinator's Crypt4GH key: without one a result would leave in clear."""
+        keys = self.federation.coordinator_encryption_keys
+        missing = sorted(set(self.federation.trusted_coordinators) - set(keys))
+        if missing:
+            raise SpecError(
+                f"node config 'federation.coordinator_encryption_keys': no Crypt4GH key for trusted "
+                f"coordinator '{missing[0]}'; add its .c4gh.pub (results never leave the node in clear)"
+            )
+        return {name: load_encryption_key(path) for name, path in keys.items()}
 
     # ------------------------------------------------------------------ helpers
 
@@ -252,9 +266,16 @@ class NodeAgent:
         members = {str(path.relative_to(released_dir)): path for path in files}
         metadata = {"task_id": task_id, "study_id": study_id, "node_id": self.node.node_id}
         manifest = pack_bundle(members, result_path, metadata, limits=RESULT_LIMITS)
-        self.mailbox.put_file(f"outbox/{task_id}/result.tar", result_path)
+        # Encrypted for the coordinator that signed the task; its plaintext digest and length
+        # are signed below, since Crypt4GH alone misses a cut at a segment boundary.
+        coordinator = self.ledger.coordinator(task_id) or ""
+        if coordinator not in self.encryption_keys:
+            raise SpecError(f"task '{task_id}': no Crypt4GH key for coordinator '{coordinator}'; result not published")  # fmt: skip
+        sealed_path = result_path.with_name(SEALED_RESULT)
+        sealed = seal(result_path, sealed_path, self.encryption_keys[coordinator])
+        self.mailbox.put_file(f"outbox/{task_id}/{SEALED_RESULT}", sealed_path)
         payload = {"format": RESULT_FORMAT, "task_id": task_id, "study_id": study_id, "node_id": self.node.node_id,
-                   "status": TaskStatus.RELEASED.value, "result_sha256": _sha256_file(result_path),
+                   "status": TaskStatus.RELEASED.value, "result_encryption": ENCRYPTION, "result": sealed.as_dict(),
                    "manifest_digest": manifest.digest, "released_at": _now().isoformat(timespec="seconds")}  # fmt: skip
         self.mailbox.put_bytes(
             f"outbox/{task_id}/COMPLETE",

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from federation import __version__
 from federation.agent import RESULT_LIMITS
+from federation.audit import append_event
 from federation.bundle import pack_bundle, pipeline_files, unpack_bundle
+from federation.crypt import ENCRYPTION, SEALED_RESULT, SealedFile, load_secret_key, open_sealed
 from federation.errors import (
     BundleError,
     FederationError,
@@ -91,6 +93,19 @@ class Coordinator:
             },
             source="coordinator's pinned node keys",
         )
+
+    def _audit(self, event: str, **fields: object) -> None:
+        append_event(
+            self.settings.audit_log, event, coordinator_id=self.settings.coordinator_id, **fields
+        )
+
+    def _crypt4gh_key(self) -> bytes:
+        if self.settings.crypt4gh_key is None:
+            raise SpecError(
+                "coordinator config 'crypt4gh_key': not set; nodes encrypt results for the "
+                "coordinator's Crypt4GH key, so collecting needs its .c4gh.sec"
+            )
+        return load_secret_key(self.settings.crypt4gh_key)
 
     def mailbox(self, node_id: str) -> Transport:
         endpoint = self.settings.nodes[node_id]
@@ -168,6 +183,7 @@ class Coordinator:
             self.ledger.add_task(task_id, study.study_id, node_id, sequence, payload)
             tasks[node_id] = task_id
             self.progress(f"[coordinator] delivered task {task_id} to node '{node_id}'")
+            self._audit("task_delivered", study_id=study.study_id, node_id=node_id, task_id=task_id)
             self._trigger(node_id)
         return Submission(study.study_id, tasks, workflow_digest(manifest))
 
@@ -236,13 +252,18 @@ class Coordinator:
                     f"released {complete['released_at']} after the deadline",
                 )
                 return
+            if complete.get("result_encryption") != ENCRYPTION:
+                raise PolicyViolation(
+                    f"node '{node_id}' task '{task_id}': result not encrypted with {ENCRYPTION}; ignored"
+                )
+            where = f"node '{node_id}' task '{task_id}'"
+            sealed = SealedFile.from_dict(complete.get("result"), f"{where} COMPLETE")
             incoming = self.settings.state_dir / "incoming" / f"{task_id}.tar"
             incoming.parent.mkdir(parents=True, exist_ok=True)
-            mailbox.get_file(f"outbox/{task_id}/result.tar", incoming)
-        if _sha256_file(incoming) != complete["result_sha256"]:
-            raise BundleError(
-                f"node '{node_id}' task '{task_id}': result.tar does not match its signed sha256; ignored"
-            )
+            mailbox.get_file(f"outbox/{task_id}/{SEALED_RESULT}", incoming.with_suffix(".tar.c4gh"))
+        # Opened only if ciphertext, plaintext length and plaintext SHA-256 match the signed ones.
+        open_sealed(incoming.with_suffix(".tar.c4gh"), incoming, self._crypt4gh_key(), sealed,
+                    f"{where}: {SEALED_RESULT}")  # fmt: skip
         destination = self.settings.results_dir / study_id / "nodes" / node_id
         verified = destination.with_name(f".verified-{node_id}")
         if verified.exists():
@@ -252,6 +273,8 @@ class Coordinator:
             shutil.rmtree(destination)
         verified.replace(destination)
         if self.ledger.record_result(task_id, complete["manifest_digest"], destination):
+            self._audit("result_verified", study_id=study_id, node_id=node_id, task_id=task_id,
+                        manifest_digest=complete["manifest_digest"], plaintext_sha256=sealed.plaintext_sha256)  # fmt: skip
             self.progress(
                 f"[coordinator] verified result of node '{node_id}' ({complete['manifest_digest'][:12]}...)"
             )
@@ -268,6 +291,8 @@ class Coordinator:
                 self.progress(f"[coordinator] node '{task.node_id}' not reachable now: {error}")
             except (PolicyViolation, BundleError) as error:
                 self.ledger.set_task_status(task.task_id, TaskStatus.FAILED, str(error))
+                self._audit("result_refused", study_id=study_id, node_id=task.node_id,
+                            task_id=task.task_id, reason=str(error))  # fmt: skip
                 self.progress(f"[coordinator] refused result of node '{task.node_id}': {error}")
         if deadline and _now() >= deadline:
             for task in self.ledger.tasks(study_id):

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from federation.errors import BundleError, SpecError
 
 ENCRYPTION = "crypt4gh/1"  # named in signed results; bump if the scheme changes
+SEALED_RESULT = "result.tar.c4gh"  # a node's encrypted result bundle in its outbox
 PUBLIC_SUFFIX = ".c4gh.pub"
 SECRET_SUFFIX = ".c4gh.sec"
 SECRET_MODE = 0o600

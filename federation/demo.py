@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from federation import sumstats
+from federation import crypt, sumstats
 from federation.agent import NodeAgent
 from federation.bundle import pack_bundle, pipeline_files
 from federation.coordinator import REPO_ROOT, Coordinator, format_status
@@ -197,6 +197,7 @@ def run_demo(
     progress("[2/5] keys and configs for the coordinator and each node")
     keys = out_dir / "keys"
     generate_keypair(keys, COORDINATOR_ID, force=True)
+    crypt.generate_keypair(keys, COORDINATOR_ID, force=True)  # results are sealed for it
     for node in node_ids:
         generate_keypair(keys, node, force=True)
 
@@ -217,12 +218,14 @@ def run_demo(
                     "mailbox": boxes.node_side[cohort.node_id],
                     "signing_key": str(keys / f"{cohort.node_id}.key"),
                     "trusted_coordinators": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}.pub")},
+                    "coordinator_encryption_keys": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}{crypt.PUBLIC_SUFFIX}")},
                     "approved_workflows": [digest],
                 },
             })  # fmt: skip
         coordinator_config = _write_yaml(out_dir / "coordinator" / "coordinator.yaml", {
             "coordinator_id": COORDINATOR_ID,
             "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
+            "crypt4gh_key": str(keys / f"{COORDINATOR_ID}{crypt.SECRET_SUFFIX}"),
             "state_dir": str(out_dir / "coordinator" / "state"),
             "results_dir": str(out_dir / "results"),
             "nodes": {node: {"public_key": str(keys / f"{node}.pub"), "mailbox": boxes.coordinator_side[node]}

@@ -344,6 +344,14 @@ class NodeLedger:
             ).fetchone()
         return TaskStatus(row["status"]) if row else None
 
+    def coordinator(self, task_id: str) -> str | None:
+        """Who signed the task: its result is encrypted for that coordinator."""
+        with _connect(self.path) as connection:
+            row = connection.execute(
+                "SELECT coordinator FROM seen_tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return str(row["coordinator"]) if row else None
+
     def unfinished(self) -> list[str]:
         """Tasks accepted or running when the node stopped: resumed on the next run."""
         with _connect(self.path) as connection:

@@ -86,17 +86,30 @@ def _sex_check(mt: hl.MatrixTable, thresholds: QcThresholds) -> tuple[hl.MatrixT
 def run_qc(
     mt: hl.MatrixTable, phenotypes: pd.DataFrame, thresholds: QcThresholds
 ) -> tuple[hl.MatrixTable, QcCounts]:
-    """Return the QC'd MatrixTable (rows annotated `pass_gwas`) and the counts of what was removed."""
+    """Return the QC'd MatrixTable (rows annotated `pass_gwas`) and the counts of what was removed.
+
+    The imported genotypes are checkpointed once (Hail's native format, in the node's Hail
+    temporary directory) and per-sample call rates are computed in one pass into a small
+    table: without that, every count and aggregate below re-reads the VCF/PLINK input.
+    """
+    mt = mt.checkpoint(hl.utils.new_temp_file("qc-import", "mt"))
     samples_genotyped = mt.count_cols()
     variants_input = mt.count_rows()
     mt, matched, orphan_rows = attach_phenotypes(mt, phenotypes)
 
-    mt = hl.sample_qc(mt)
-    mean_sample_call_rate = mt.aggregate_cols(hl.agg.mean(mt.sample_qc.call_rate))
-    low_call = mt.aggregate_cols(
-        hl.agg.count_where(mt.sample_qc.call_rate < thresholds.sample_call_rate_min)
+    call_rates = mt.annotate_cols(call_rate=hl.agg.fraction(hl.is_defined(mt.GT))).cols()
+    call_rates = call_rates.select("call_rate").checkpoint(
+        hl.utils.new_temp_file("qc-samples", "ht")
     )
-    mt = mt.filter_cols(mt.sample_qc.call_rate >= thresholds.sample_call_rate_min).drop("sample_qc")
+    mt = mt.annotate_cols(call_rate=call_rates[mt.s].call_rate)
+    sample_summary = call_rates.aggregate(
+        hl.struct(
+            mean=hl.agg.mean(call_rates.call_rate),
+            low=hl.agg.count_where(call_rates.call_rate < thresholds.sample_call_rate_min),
+        )
+    )
+    mean_sample_call_rate, low_call = sample_summary.mean, sample_summary.low
+    mt = mt.filter_cols(mt.call_rate >= thresholds.sample_call_rate_min).drop("call_rate")
     mt, sex_mismatches, sex_status = _sex_check(mt, thresholds)
     samples_passed = mt.count_cols()
     if samples_passed == 0:

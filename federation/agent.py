@@ -7,6 +7,11 @@ run before the bundle matches its signed digests, passes the archive checks and 
 workflow the node admin approved. Every decision goes to the node audit log. What the
 coordinator is told about a failure is a category, never node data (an error message may
 name samples; the audit log on the node keeps the detail).
+
+A task the node has decided on (refused, or accepted and unpacked) is removed from the inbox;
+if its envelope shows up there again it is refused as a replay. A task that was accepted or
+running when the node stopped is resumed from the node ledger on the next run, and a task
+whose mailbox cannot be reached now is simply tried again then.
 """
 
 from __future__ import annotations
@@ -29,21 +34,34 @@ from federation.errors import (
     FederationError,
     PolicyViolation,
     SpecError,
+    TransportError,
 )
-from federation.manifest import workflow_digest
+from federation.manifest import STUDY_CONFIG_NAME, workflow_digest
 from federation.pipeline.cwl import BUNDLED_WORKFLOW, run_cwl_pipeline
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.policy import RESULT_FORMAT, STATUS_FORMAT, NodePolicy, TaskEnvelope
 from federation.settings import NodeSettings, load_node
-from federation.signing import canonical_json, load_private_key, sign_document
+from federation.signing import (
+    TrustStore,
+    canonical_json,
+    load_private_key,
+    parse_json_strictly,
+    sign_document,
+    verify_document,
+)
 from federation.spec import load_study
-from federation.state import NodeLedger, TaskStatus
+from federation.state import FINAL_STATUSES, NodeLedger, TaskStatus
 from federation.transport import NotFound, Transport, open_transport
 
 # A released result is a handful of summary-statistics files; these bounds allow genome-wide
 # tables of tens of millions of variants and nothing like a genotype dump.
 RESULT_LIMITS = BundleLimits(max_members=200, max_total_bytes=4 << 30, max_file_bytes=2 << 30)
 SUPPORTED_ENGINES = ("snakemake", "cwl")
+# What a task refusal may be about: the envelope, the bundle or the node's own policy. Refusals
+# found after the task was accepted name the task's bundle by its mailbox key, never by a
+# path on the node (the reason goes to the coordinator).
+TASK_REFUSALS = (PolicyViolation, BundleError, SpecError)
+INBOX_FILES = ("envelope.json", "bundle.tar")
 Progress = Callable[[str], None]
 
 
@@ -113,42 +131,92 @@ class NodeAgent:
         document = sign_document(payload, self.signing_key, self.node.node_id)
         self.mailbox.put_bytes(f"outbox/{task_id}/STATUS.json", canonical_json(document))
 
-    def _refuse(
-        self, task_id: str, study_id: str, sequence: int, coordinator: str, reason: str
-    ) -> TaskOutcome:
-        self._audit("task_refused", task_id=task_id, reason=reason)
-        self.ledger.record_refusal(task_id, coordinator, sequence, study_id, reason)
+    def _try_report(self, task_id: str, study_id: str, status: TaskStatus, reason: str) -> None:
+        """Report a final decision; the decision stands even if the report cannot be sent."""
         try:
-            self._report(task_id, study_id, TaskStatus.REJECTED, reason)
-        except FederationError as error:  # the refusal stands even if the report cannot be sent
+            self._report(task_id, study_id, status, reason)
+        except FederationError as error:
             self._audit("report_failed", task_id=task_id, reason=str(error))
+
+    def _public(self, message: str, task_id: str) -> str:
+        """`message` without the node's own paths: the bundle by its mailbox key, the rest relative."""
+        tar_path = str(self._task_dir(task_id) / "bundle.tar")
+        message = message.replace(tar_path, f"inbox/{task_id}/bundle.tar")
+        return message.replace(str(self.node.work_dir), "<work_dir>")
+
+    def _clear_inbox(self, task_id: str) -> None:
+        """Remove a decided task from the inbox, so a copy that reappears is seen as a replay."""
+        for name in INBOX_FILES:
+            try:
+                self.mailbox.delete(f"inbox/{task_id}/{name}")
+            except TransportError as error:  # the ledger still prevents a second run
+                self._audit("inbox_cleanup_failed", task_id=task_id, reason=str(error))
+
+    def _refuse(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        envelope: TaskEnvelope | None = None,
+        claimed: bool = False,
+        report: bool = True,
+    ) -> TaskOutcome:
+        """Refuse a task: audit, ledger, a signed REJECTED status, and an emptied inbox slot."""
+        self._audit("task_refused", task_id=task_id, reason=reason)
+        study_id = envelope.study_id if envelope else "unknown"
+        if claimed:
+            self.ledger.set_status(task_id, TaskStatus.REJECTED, reason)
+        elif report:  # a replay keeps the ledger entry of the task it copies
+            coordinator = envelope.coordinator if envelope else "unverified"
+            sequence = envelope.sequence if envelope else 0
+            self.ledger.record_refusal(task_id, coordinator, sequence, study_id, reason)
+        if report:
+            self._try_report(task_id, study_id, TaskStatus.REJECTED, reason)
+        self._clear_inbox(task_id)
         self.progress(f"[{self.node.node_id}] refused task {task_id}: {reason}")
         return TaskOutcome(task_id, TaskStatus.REJECTED, reason)
 
     # ------------------------------------------------------------------ the loop
 
     def pending_task_ids(self) -> list[str]:
-        """Tasks whose envelope is in the inbox (the envelope is written last) and not yet seen."""
+        """Tasks whose envelope is in the inbox (the envelope is written last).
+
+        Tasks accepted and not finished are left to `_resume`; a task already decided whose
+        envelope is (again) in the inbox is a replay, refused by `_handle`.
+        """
         task_ids = []
         for key in self.mailbox.list("inbox/"):
             parts = key.split("/")
-            if (
-                len(parts) == 3
-                and parts[2] == "envelope.json"
-                and self.ledger.status(parts[1]) is None
-            ):
-                task_ids.append(parts[1])
+            if len(parts) == 3 and parts[2] == "envelope.json":
+                status = self.ledger.status(parts[1])
+                if status is None or status in FINAL_STATUSES:
+                    task_ids.append(parts[1])
         return task_ids
 
     def run_once(self) -> list[TaskOutcome]:
-        outcomes = [self._resume(task_id) for task_id in self.ledger.unfinished()]
-        outcomes += [self._handle(task_id) for task_id in self.pending_task_ids()]
-        return outcomes
+        """Resume unfinished tasks, then handle new ones. A task whose mailbox cannot be
+        reached now is left as it is and tried again on the next run."""
+        outcomes = [self._deferrable(self._resume, task_id) for task_id in self.ledger.unfinished()]
+        outcomes += [self._deferrable(self._handle, task_id) for task_id in self.pending_task_ids()]
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _deferrable(self, step: Callable[[str], TaskOutcome], task_id: str) -> TaskOutcome | None:
+        try:
+            return step(task_id)
+        except TransportError as error:
+            self._audit("task_deferred", task_id=task_id, reason=str(error))
+            self.progress(f"[{self.node.node_id}] task {task_id} deferred: {error}")
+            return None
 
     def watch(self, interval_seconds: float = 30.0, max_cycles: int | None = None) -> None:
         cycle = 0
         while max_cycles is None or cycle < max_cycles:
-            self.run_once()
+            try:
+                self.run_once()
+            except TransportError as error:
+                if not error.retryable:
+                    raise
+                self.progress(f"[{self.node.node_id}] mailbox not reachable now: {error}")
             cycle += 1
             if max_cycles is None or cycle < max_cycles:
                 time.sleep(interval_seconds)
@@ -157,28 +225,37 @@ class NodeAgent:
 
     def _handle(self, task_id: str) -> TaskOutcome:
         self._audit("task_seen", task_id=task_id)
+        seen = self.ledger.status(task_id)
+        if seen is not None:
+            reason = f"task '{task_id}': already seen (replay; it was {seen.value}); refused"
+            return self._refuse(task_id, reason, report=False)
+        raw = self.mailbox.get_bytes(f"inbox/{task_id}/envelope.json")
         try:
-            raw = self.mailbox.get_bytes(f"inbox/{task_id}/envelope.json")
             envelope = self.policy.verify_envelope(raw, task_id, _now())
-        except (PolicyViolation, BundleError) as error:
-            return self._refuse(task_id, "unknown", 0, "unverified", str(error))
+        except TASK_REFUSALS as error:
+            return self._refuse(task_id, str(error))
         if envelope.engine not in SUPPORTED_ENGINES:
-            return self._refuse(task_id, envelope.study_id, envelope.sequence, envelope.coordinator,
-                                f"engine '{envelope.engine}' is not supported by this node")  # fmt: skip
+            reason = f"task '{task_id}': engine '{envelope.engine}' is not supported by this node; refused"
+            return self._refuse(task_id, reason, envelope=envelope)
+        # Kept beside the task, so a node killed before the bundle is unpacked can resume.
+        task_dir = self._task_dir(task_id)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        (task_dir / "envelope.json").write_bytes(raw)
         try:
             self.ledger.claim(task_id, envelope.coordinator, envelope.sequence, envelope.study_id)
         except PolicyViolation as error:
-            self._audit("task_refused", task_id=task_id, reason=str(error))
-            self.progress(f"[{self.node.node_id}] refused task {task_id}: {error}")
-            return TaskOutcome(task_id, TaskStatus.REJECTED, str(error))
+            return self._refuse(task_id, str(error), envelope=envelope)
+        return self._accept(envelope)
+
+    def _accept(self, envelope: TaskEnvelope) -> TaskOutcome:
+        """Fetch, verify and unpack a claimed task's bundle, then run it."""
+        task_id = envelope.task_id
         try:
             bundle_dir = self._fetch_and_verify(envelope)
-        except (PolicyViolation, BundleError) as error:
-            self.ledger.set_status(task_id, TaskStatus.REJECTED, str(error))
-            self._audit("task_refused", task_id=task_id, reason=str(error))
-            self._report(task_id, envelope.study_id, TaskStatus.REJECTED, str(error))
-            self.progress(f"[{self.node.node_id}] refused task {task_id}: {error}")
-            return TaskOutcome(task_id, TaskStatus.REJECTED, str(error))
+        except TASK_REFUSALS as error:
+            reason = self._public(str(error), task_id)
+            return self._refuse(task_id, reason, envelope=envelope, claimed=True)
+        self._clear_inbox(task_id)
         self._audit(
             "task_accepted",
             task_id=task_id,
@@ -212,24 +289,62 @@ class NodeAgent:
         if bundle_dir.exists():
             shutil.rmtree(bundle_dir)
         unpack_bundle(tar_path, bundle_dir, envelope.manifest_digest)
-        study = load_study(bundle_dir / "study.yaml")
-        if study.study_id != envelope.study_id:
-            raise PolicyViolation(f"task '{envelope.task_id}': bundle study '{study.study_id}' differs from the "
-                                  f"signed '{envelope.study_id}'; refused")  # fmt: skip
+        try:
+            study = load_study(bundle_dir / STUDY_CONFIG_NAME)
+            if study.study_id != envelope.study_id:
+                raise PolicyViolation(f"task '{envelope.task_id}': bundle study '{study.study_id}' differs from the "
+                                      f"signed '{envelope.study_id}'; refused")  # fmt: skip
+        except TASK_REFUSALS:
+            shutil.rmtree(
+                bundle_dir, ignore_errors=True
+            )  # nothing of a refused task stays runnable
+            raise
         return bundle_dir
 
     def _resume(self, task_id: str) -> TaskOutcome:
         """A task accepted or running when the node stopped: publish or re-run, never twice."""
-        bundle_dir = self._task_dir(task_id) / "bundle"
-        study_id = load_study(bundle_dir / "study.yaml").study_id
+        task_dir = self._task_dir(task_id)
         self._audit("task_resumed", task_id=task_id)
         self.progress(f"[{self.node.node_id}] resuming task {task_id}")
-        return self._run(task_id, study_id, bundle_dir, resumed=True)
+        if not (task_dir / "bundle" / STUDY_CONFIG_NAME).is_file():
+            # Stopped between accepting the task and unpacking its bundle: check it all again.
+            try:
+                raw = (task_dir / "envelope.json").read_bytes()
+            except OSError:
+                reason = f"task '{task_id}': its envelope is gone from the node's task directory; refused"
+                return self._refuse(task_id, reason, claimed=True)
+            try:
+                envelope = self.policy.verify_envelope(raw, task_id, _now())
+            except TASK_REFUSALS as error:
+                return self._refuse(task_id, str(error), claimed=True)
+            return self._accept(envelope)
+        self._clear_inbox(task_id)  # stopped before the inbox was emptied: empty it now
+        study_id = load_study(task_dir / "bundle" / STUDY_CONFIG_NAME).study_id
+        return self._run(task_id, study_id, task_dir / "bundle", resumed=True)
+
+    def _published(self, task_id: str) -> bool:
+        """Whether this node's own signed COMPLETE for this task is in the outbox."""
+        try:
+            raw = self.mailbox.get_bytes(f"outbox/{task_id}/COMPLETE")
+        except NotFound:
+            return False
+        own = TrustStore(
+            {self.node.node_id: self.signing_key.public_key()}, source="node's own key"
+        )
+        try:
+            payload, _ = verify_document(
+                parse_json_strictly(raw), own, expected_signer=self.node.node_id
+            )
+        except (ValueError, PolicyViolation) as error:
+            self._audit("foreign_completion_marker", task_id=task_id, reason=str(error))
+            return False
+        return bool(payload.get("task_id") == task_id)
 
     def _run(self, task_id: str, study_id: str, bundle_dir: Path, resumed: bool) -> TaskOutcome:
-        if self.mailbox.exists(f"outbox/{task_id}/COMPLETE"):
+        if self._published(task_id):
             # Published before a crash, ledger not yet updated: one result, no duplicate.
             self.ledger.set_status(task_id, TaskStatus.RELEASED)
+            self._report(task_id, study_id, TaskStatus.RELEASED)
             return TaskOutcome(task_id, TaskStatus.RELEASED)
         self.ledger.set_status(task_id, TaskStatus.RUNNING)
         self._report(task_id, study_id, TaskStatus.RUNNING)
@@ -241,17 +356,18 @@ class NodeAgent:
             else:
                 run = run_node_pipeline(self.node_config, bundle_dir / "study.yaml", snakefile=bundle_dir / "Snakefile",
                                         unlock_first=resumed, progress=self.progress)  # fmt: skip
-        except FederationError as error:
+        except Exception as error:  # any failure ends this task, never the node's agent
+            detail = str(error) if isinstance(error, FederationError) else repr(error)
             public = (
                 "withheld by the node's disclosure policy"
                 if isinstance(error, DisclosureError)
                 or "result withheld (node policy)" in str(error)
                 else "the node pipeline failed; the node's audit log has the details"
             )
-            self.ledger.set_status(task_id, TaskStatus.FAILED, str(error))
-            self._audit("task_failed", task_id=task_id, reason=str(error))
-            self._report(task_id, study_id, TaskStatus.FAILED, public)
-            self.progress(f"[{self.node.node_id}] task {task_id} failed: {error}")
+            self.ledger.set_status(task_id, TaskStatus.FAILED, detail)
+            self._audit("task_failed", task_id=task_id, reason=detail)
+            self._try_report(task_id, study_id, TaskStatus.FAILED, public)
+            self.progress(f"[{self.node.node_id}] task {task_id} failed: {detail}")
             return TaskOutcome(task_id, TaskStatus.FAILED, public)
         self._publish(task_id, study_id, run.released_dir, list(run.released_files))
         self.ledger.set_status(task_id, TaskStatus.RELEASED)

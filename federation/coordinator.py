@@ -4,13 +4,16 @@ Submission builds one content-addressed bundle per study and one signed envelope
 (the envelope is written to the node's inbox last, so a node never sees half a task).
 Collection verifies every node's signature and every digest before it keeps a result,
 keeps only results released before the deadline, and meta-analyses once k of n nodes
-have released. All state is in the SQLite ledger, so a coordinator killed at any point
-continues where it was and never counts a result twice.
+have released (again only when another node's result arrives; a study whose quorum can no
+longer be met fails). A node that cannot be reached at submission gets a failed task with
+the reason instead of stopping the study. All state is in the SQLite ledger, so a
+coordinator killed at any point continues where it was and never counts a result twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import Callable
@@ -177,9 +180,18 @@ class Coordinator:
                 "federation_version": __version__, "engine": study.engine,
             }  # fmt: skip
             envelope = sign_document(payload, key, self.settings.coordinator_id)
-            with closing(self.mailbox(node_id)) as mailbox:
-                mailbox.put_file(f"inbox/{task_id}/bundle.tar", bundle_path)
-                mailbox.put_bytes(f"inbox/{task_id}/envelope.json", canonical_json(envelope))
+            try:
+                with closing(self.mailbox(node_id)) as mailbox:
+                    mailbox.put_file(f"inbox/{task_id}/bundle.tar", bundle_path)
+                    mailbox.put_bytes(f"inbox/{task_id}/envelope.json", canonical_json(envelope))
+            except TransportError as error:
+                # One unreachable (or impersonated) node does not stop the study: its task is
+                # recorded as failed with the reason, and the quorum decides.
+                reason = f"not delivered: {error}"
+                self.ledger.add_task(task_id, study.study_id, node_id, sequence, payload,
+                                     status=TaskStatus.FAILED, reason=reason)  # fmt: skip
+                self.progress(f"[coordinator] task {task_id} for node '{node_id}' {reason}")
+                continue
             self.ledger.add_task(task_id, study.study_id, node_id, sequence, payload)
             tasks[node_id] = task_id
             self.progress(f"[coordinator] delivered task {task_id} to node '{node_id}'")
@@ -194,10 +206,13 @@ class Coordinator:
             return
         from federation.transport.ssh import SSHTransport
 
-        with closing(self.mailbox(node_id)) as mailbox:
-            if isinstance(mailbox, SSHTransport):
-                result = mailbox.run_remote(list(command))
-                self.progress(f"[coordinator] triggered node '{node_id}': exit {result[0]}")
+        try:
+            with closing(self.mailbox(node_id)) as mailbox:
+                if isinstance(mailbox, SSHTransport):
+                    result = mailbox.run_remote(list(command))
+                    self.progress(f"[coordinator] triggered node '{node_id}': exit {result[0]}")
+        except TransportError as error:
+            self.progress(f"[coordinator] could not trigger node '{node_id}' (it polls): {error}")
 
     # ------------------------------------------------------------------ collect
 
@@ -226,10 +241,14 @@ class Coordinator:
                 and status.get("format") == STATUS_FORMAT
                 and status.get("task_id") == task_id
             ):
-                reported = TaskStatus(status["status"])
-                if (
-                    reported is not TaskStatus.RELEASED
-                ):  # RELEASED only counts with a verified result
+                try:
+                    reported = TaskStatus(str(status.get("status")))
+                except ValueError:
+                    raise PolicyViolation(
+                        f"node '{node_id}' task '{task_id}': unknown status {status.get('status')!r}; ignored"
+                    ) from None
+                # RELEASED only counts with a verified result
+                if reported not in (TaskStatus.RELEASED, TaskStatus.DELIVERED):
                     self.ledger.set_task_status(task_id, reported, status.get("reason") or None)
             complete = self._read_signed(mailbox, f"outbox/{task_id}/COMPLETE", node_id)
             if complete is None:
@@ -244,7 +263,16 @@ class Coordinator:
                 raise PolicyViolation(
                     f"node '{node_id}' task '{task_id}': completion marker names another task; ignored"
                 )
-            released_at = datetime.fromisoformat(complete["released_at"])
+            try:
+                released_at = datetime.fromisoformat(str(complete["released_at"]))
+            except (KeyError, ValueError):
+                raise PolicyViolation(
+                    f"node '{node_id}' task '{task_id}': completion marker has no valid released_at; ignored"
+                ) from None
+            if released_at.tzinfo is None:
+                raise PolicyViolation(
+                    f"node '{node_id}' task '{task_id}': released_at has no time zone; ignored"
+                )
             if deadline and released_at > deadline:
                 self.ledger.set_task_status(
                     task_id,
@@ -306,13 +334,35 @@ class Coordinator:
         missing = sorted(node for node in statuses if node not in results)
         meta_files: list[Path] = []
         if len(results) >= study["quorum"]:
-            meta_files = self._meta_analyse(
-                study_id, study["spec"], results, meta_options or MetaOptions()
-            )
-            self.ledger.set_study_status(
-                study_id, StudyStatus.META_ANALYSED, missing, sorted(results)
-            )
+            analysed = json.loads(study["meta_nodes"] or "[]")
+            if study["status"] == StudyStatus.META_ANALYSED and analysed == sorted(results):
+                # Nothing new since the last collect: no second meta-analysis, no new events.
+                meta_files = self._meta_outputs(study_id, study["spec"])
+            else:
+                meta_files = self._meta_analyse(
+                    study_id, study["spec"], results, meta_options or MetaOptions()
+                )
+                self.ledger.set_study_status(
+                    study_id, StudyStatus.META_ANALYSED, missing, sorted(results)
+                )
+        elif study["status"] != StudyStatus.FAILED:
+            still_open = [task for task in tasks if task.status not in FINAL_STATUSES]
+            if len(results) + len(still_open) < study["quorum"]:
+                self.ledger.set_study_status(study_id, StudyStatus.FAILED, missing, sorted(results))
+                self.progress(f"[coordinator] study '{study_id}': {len(results)} results and "
+                              f"{len(still_open)} open tasks cannot reach the quorum of {study['quorum']}")  # fmt: skip
         return Collection(study_id, statuses, sorted(results), missing, meta_files)
+
+    def _meta_outputs(self, study_id: str, spec: dict) -> list[Path]:
+        """The meta-analysis files an earlier collect wrote for this study."""
+        meta_dir = self.settings.results_dir / study_id / "meta"
+        names = [
+            "allele_frequencies.tsv.gz"
+            if analysis["type"] == "allele_frequency"
+            else f"{analysis['id']}.tsv.gz"
+            for analysis in spec["analyses"]
+        ]
+        return [meta_dir / name for name in names if (meta_dir / name).exists()]
 
     def _meta_analyse(
         self, study_id: str, spec: dict, results: dict[str, Path], options: MetaOptions

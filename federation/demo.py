@@ -19,11 +19,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -36,6 +36,9 @@ from federation.manifest import workflow_digest
 from federation.meta_runner import MetaOptions
 from federation.settings import load_coordinator
 from federation.signing import generate_keypair
+
+if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
+    from federation.synth import NodeCohort
 
 DEMO_STUDY_ID = "demo-cardiometabolic"
 COORDINATOR_ID = "coordinator"
@@ -92,6 +95,7 @@ class Mailboxes:
 
     coordinator_side: dict[str, dict[str, Any]]
     node_side: dict[str, dict[str, Any]]
+    server: Any = None  # the SeaweedFSServer or OpenSSHServer behind them (None for local)
 
 
 @contextmanager
@@ -125,6 +129,7 @@ def mailboxes(
             yield Mailboxes(
                 {node: s3_side("coordinator", node) for node in node_ids},
                 {node: s3_side(node_identity_name(node), node) for node in node_ids},
+                server,
             )
         progress("SeaweedFS stopped")
         return
@@ -142,8 +147,63 @@ def mailboxes(
             }  # fmt: skip
             for node in node_ids
         }
-        yield Mailboxes(coordinator_side, local)
+        yield Mailboxes(coordinator_side, local, sshd)
     progress("OpenSSH server stopped")
+
+
+@dataclass(frozen=True)
+class FederationConfigs:
+    """Where `write_federation_configs` put the coordinator's and each node's config."""
+
+    coordinator: Path
+    nodes: dict[str, Path]
+
+
+def write_federation_configs(
+    out_dir: Path,
+    cohorts: Sequence[NodeCohort],
+    boxes: Mailboxes,
+    approved_workflows: Sequence[str],
+) -> FederationConfigs:
+    """Fresh keys (DIR/keys), a node config per cohort and the coordinator's config.
+
+    Each node reads its cohort's VCF and phenotypes, keeps its scratch in
+    DIR/nodes/<node_id>/work, pins the coordinator's key and approves `approved_workflows`.
+    """
+    keys = out_dir / "keys"
+    node_ids = [cohort.node_id for cohort in cohorts]
+    for name in (COORDINATOR_ID, *node_ids):
+        generate_keypair(keys, name, force=True)
+    crypt.generate_keypair(keys, COORDINATOR_ID, force=True)  # results are sealed for it
+    node_configs = {}
+    for cohort in cohorts:
+        node_dir = out_dir / "nodes" / cohort.node_id
+        node_configs[cohort.node_id] = _write_yaml(node_dir / "node.yaml", {
+            "node_id": cohort.node_id,
+            "genotypes": {"format": "vcf", "path": str(cohort.vcf)},
+            "phenotypes": str(cohort.phenotypes),
+            "reference_genome": "GRCh38",
+            "work_dir": str(node_dir / "work"),
+            "results_dir": str(node_dir / "released"),
+            "hail": {"master": "local[2]", "driver_memory": "4g"},
+            "federation": {
+                "mailbox": boxes.node_side[cohort.node_id],
+                "signing_key": str(keys / f"{cohort.node_id}.key"),
+                "trusted_coordinators": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}.pub")},
+                "coordinator_encryption_keys": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}{crypt.PUBLIC_SUFFIX}")},
+                "approved_workflows": list(approved_workflows),
+            },
+        })  # fmt: skip
+    coordinator_config = _write_yaml(out_dir / "coordinator" / "coordinator.yaml", {
+        "coordinator_id": COORDINATOR_ID,
+        "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
+        "crypt4gh_key": str(keys / f"{COORDINATOR_ID}{crypt.SECRET_SUFFIX}"),
+        "state_dir": str(out_dir / "coordinator" / "state"),
+        "results_dir": str(out_dir / "results"),
+        "nodes": {node: {"public_key": str(keys / f"{node}.pub"), "mailbox": boxes.coordinator_side[node]}
+                  for node in node_ids},
+    })  # fmt: skip
+    return FederationConfigs(coordinator_config, node_configs)
 
 
 @dataclass(frozen=True)
@@ -155,6 +215,12 @@ class MetaSummary:
     planted_missed: list[str]
 
 
+def _variant_key(chromosome: object, position: object, alleles: tuple[str, str]) -> tuple:
+    """Chromosome, position and the unordered allele pair: how a planted `chr:pos:ref:alt`
+    is found in meta output, whose variant_id is GWAS-SSF's `chr_pos_other_effect`."""
+    return str(chromosome), int(str(position)), frozenset(allele.upper() for allele in alleles)
+
+
 def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
     table = sumstats.read_table(meta_file)
     column = sumstats.NEG_LOG10_P
@@ -163,11 +229,21 @@ def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
         (str(row["variant_id"]), float(row[column]))
         for _, row in ranked.head(TOP_HITS_SHOWN).iterrows()
     ]
-    significant = set(
-        table.loc[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE), "variant_id"]
-    )
-    found = [variant for variant in planted if variant in significant]
-    missed = [variant for variant in planted if variant not in significant]
+    hits = table[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE)]
+    significant = {
+        _variant_key(chromosome, position, (effect, other))
+        for chromosome, position, effect, other in zip(
+            hits["chromosome"], hits["base_pair_location"], hits["effect_allele"],
+            hits["other_allele"], strict=True,
+        )
+    }  # fmt: skip
+
+    def is_significant(variant: str) -> bool:
+        chromosome, position, ref, alt = variant.split(":")
+        return _variant_key(chromosome, position, (ref, alt)) in significant
+
+    found = [variant for variant in planted if is_significant(variant)]
+    missed = [variant for variant in planted if not is_significant(variant)]
     return MetaSummary(meta_file.name.removesuffix(".tsv.gz"), len(table), top, found, missed)
 
 
@@ -195,42 +271,10 @@ def run_demo(
     digest = pipeline_workflow_digest(study_path)
 
     progress("[2/5] keys and configs for the coordinator and each node")
-    keys = out_dir / "keys"
-    generate_keypair(keys, COORDINATOR_ID, force=True)
-    crypt.generate_keypair(keys, COORDINATOR_ID, force=True)  # results are sealed for it
-    for node in node_ids:
-        generate_keypair(keys, node, force=True)
-
     with ExitStack() as stack:
         boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
-        node_configs = {}
-        for cohort in cohorts.nodes:
-            node_dir = out_dir / "nodes" / cohort.node_id
-            node_configs[cohort.node_id] = _write_yaml(node_dir / "node.yaml", {
-                "node_id": cohort.node_id,
-                "genotypes": {"format": "vcf", "path": str(cohort.vcf)},
-                "phenotypes": str(cohort.phenotypes),
-                "reference_genome": "GRCh38",
-                "work_dir": str(node_dir / "work"),
-                "results_dir": str(node_dir / "released"),
-                "hail": {"master": "local[2]", "driver_memory": "4g"},
-                "federation": {
-                    "mailbox": boxes.node_side[cohort.node_id],
-                    "signing_key": str(keys / f"{cohort.node_id}.key"),
-                    "trusted_coordinators": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}.pub")},
-                    "coordinator_encryption_keys": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}{crypt.PUBLIC_SUFFIX}")},
-                    "approved_workflows": [digest],
-                },
-            })  # fmt: skip
-        coordinator_config = _write_yaml(out_dir / "coordinator" / "coordinator.yaml", {
-            "coordinator_id": COORDINATOR_ID,
-            "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
-            "crypt4gh_key": str(keys / f"{COORDINATOR_ID}{crypt.SECRET_SUFFIX}"),
-            "state_dir": str(out_dir / "coordinator" / "state"),
-            "results_dir": str(out_dir / "results"),
-            "nodes": {node: {"public_key": str(keys / f"{node}.pub"), "mailbox": boxes.coordinator_side[node]}
-                      for node in node_ids},
-        })  # fmt: skip
+        configs = write_federation_configs(out_dir, cohorts.nodes, boxes, [digest])
+        node_configs, coordinator_config = configs.nodes, configs.coordinator
         coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
         ledger = out_dir / "coordinator" / "state" / "coordinator.sqlite"
         if ledger.exists():  # a re-run of the demo starts a fresh study

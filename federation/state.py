@@ -158,17 +158,25 @@ class CoordinatorLedger:
             return sequence
 
     def add_task(
-        self, task_id: str, study_id: str, node_id: str, sequence: int, envelope: dict[str, Any]
+        self,
+        task_id: str,
+        study_id: str,
+        node_id: str,
+        sequence: int,
+        envelope: dict[str, Any],
+        *,
+        status: TaskStatus = TaskStatus.DELIVERED,
+        reason: str | None = None,
     ) -> None:
+        """Record a task as delivered, or (with status FAILED and a reason) as not delivered."""
         with _connect(self.path) as connection, _transaction(connection):
             connection.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, study_id, node_id, sequence, json.dumps(envelope, sort_keys=True),
-                 TaskStatus.DELIVERED, now_utc()),
+                 status, reason, now_utc()),
             )  # fmt: skip
-            self._event(
-                connection, "task_delivered", study_id=study_id, node_id=node_id, task_id=task_id
-            )
+            self._event(connection, f"task_{status}", study_id=study_id, node_id=node_id,
+                        task_id=task_id, detail=reason)  # fmt: skip
 
     def set_task_status(self, task_id: str, status: TaskStatus, reason: str | None = None) -> bool:
         """Move a task on; a final status is never overwritten. Returns whether it changed."""

@@ -168,6 +168,8 @@ class PrivacyLedger:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # salted hashes only, but still nobody else's business
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, SECRET_MODE))
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA foreign_keys=ON")

@@ -144,6 +144,7 @@ def test_secret_is_created_private_and_checked(tmp_path):
     ledger = _ledger(tmp_path)
     secret = tmp_path / "ledger.secret"
     assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+    assert (tmp_path / "ledger.sqlite").stat().st_mode & 0o777 == 0o600
     _release(ledger, tmp_path, _ids(0, 100), None, "k")
     secret.chmod(0o644)
     with pytest.raises(DisclosureError, match="chmod 600"):

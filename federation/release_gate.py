@@ -186,7 +186,7 @@ class Gate:
         return self.out_path
 
 
-@dataclass
+@dataclass(frozen=True)
 class GateContext:
     """What `opened_gate` learns before the gate exists; `ids` serve only to redact errors."""
 

@@ -10,19 +10,33 @@ from federation.settings import node_from_dict
 
 @pytest.fixture()
 def node(tmp_path: Path):
-    return node_from_dict({"node_id": "ee", "genotypes": {"format": "vcf", "path": "g"}, "phenotypes": "p"}, tmp_path)
+    return node_from_dict(
+        {"node_id": "ee", "genotypes": {"format": "vcf", "path": "g"}, "phenotypes": "p"}, tmp_path
+    )
 
 
 def test_failure_names_rule_and_step_error(node, tmp_path):
     rule_log = tmp_path / "gwas.log"
-    rule_log.write_text("Traceback ...\nerror: analysis 'q': covariate 'batch' has no variance; remove it\n")
-    output = ["Building DAG of jobs...", "Error in rule gwas:", "    message: None", f"    log: {rule_log} (check log)"]
+    rule_log.write_text(
+        "Traceback ...\nerror: analysis 'q': covariate 'batch' has no variance; remove it\n"
+    )
+    output = [
+        "Building DAG of jobs...",
+        "Error in rule gwas:",
+        "    message: None",
+        f"    log: {rule_log} (check log)",
+    ]
     message = _failure_message(node, output, tmp_path / "snakemake.log")
-    assert message == "node 'ee': rule 'gwas' failed: analysis 'q': covariate 'batch' has no variance; remove it"
+    assert (
+        message
+        == "node 'ee': rule 'gwas' failed: analysis 'q': covariate 'batch' has no variance; remove it"
+    )
 
 
 def test_failure_without_step_message_points_at_log(node, tmp_path):
-    message = _failure_message(node, ["MissingInputException in rule qc"], tmp_path / "snakemake.log")
+    message = _failure_message(
+        node, ["MissingInputException in rule qc"], tmp_path / "snakemake.log"
+    )
     assert message == f"node 'ee': snakemake failed: see {tmp_path / 'snakemake.log'}"
 
 
@@ -35,4 +49,6 @@ def test_publish_replaces_destination_whole(tmp_path):
     (destination / "stale.tsv.gz").write_text("old")
     files = _publish(staging, destination)
     assert [path.name for path in files] == ["a.tsv.gz"]
-    assert not any(path.name.startswith((".incoming", ".retired")) for path in destination.parent.iterdir())
+    assert not any(
+        path.name.startswith((".incoming", ".retired")) for path in destination.parent.iterdir()
+    )

@@ -1,0 +1,406 @@
+"""The federation end to end: real Snakemake/Hail node pipelines, then the pooled analysis.
+
+One federated run (local mailboxes) of the shared synthetic federation (3 nodes, 1,000 /
+1,400 / 1,200 samples x 5,000 variants) goes through the real pipeline: signed tasks, node
+policy, QC, allele frequencies, a linear and a logistic GWAS per node, the disclosure gate,
+signed results, collection and the IVW meta-analysis. The study has no principal components,
+so the pooled analysis below can fit exactly the same model: Hail over the union of the
+nodes' VCFs with age, sex and node indicators as covariates.
+
+The same federation then runs over a real S3 server (SeaweedFS on loopback, per-node
+credentials). The Hail pipeline is the only step not repeated there: a stand-in re-releases
+the files each node released in the local run (the pipeline never touches the transport),
+so the S3 run must give byte-identical meta-analysis files. The S3 server is restarted in the
+middle of a node's upload on the way. Last, two transport-level refusals at the federation
+level: a node's S3 keys cannot write into another node's bucket, and the coordinator does
+not connect to an SSH node whose host key changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import federation.agent as agent_module
+from federation import sumstats
+from federation.agent import NodeAgent, TaskOutcome
+from federation.coordinator import Collection, Coordinator, format_status
+from federation.crypt import SEALED_RESULT
+from federation.demo import (
+    FederationConfigs,
+    Mailboxes,
+    demo_study,
+    mailboxes,
+    pipeline_workflow_digest,
+    write_federation_configs,
+)
+from federation.errors import TransportError
+from federation.pipeline.snakemake import PipelineRun
+from federation.settings import load_coordinator, load_node
+from federation.state import TaskStatus
+from federation.synth import NodeCohort, SynthResult
+from federation.transport import open_transport
+from federation.transport.s3 import S3Transport, mailbox_bucket
+
+pytestmark = pytest.mark.integration
+
+STUDY_ID = "federated-vs-pooled"
+ANALYSES = {"quant_trait_gwas": "quant_trait", "binary_trait_gwas": "binary_trait"}
+META_FILES = ("allele_frequencies.tsv.gz", "quant_trait_gwas.tsv.gz", "binary_trait_gwas.tsv.gz")
+MIN_BETA_CORRELATION = 0.99
+MIN_MAF = 0.05
+GENOME_WIDE = 5e-8
+S3_RESTART_PAUSE_SECONDS = 1.0  # the server is away this long while a node uploads
+
+
+def quiet(line: str) -> None:
+    return None
+
+
+def comparison_study(node_ids: list[str]) -> dict[str, Any]:
+    """The demo's study without principal components: the pooled model can then be the same."""
+    study = demo_study(node_ids)
+    study["study_id"] = STUDY_ID
+    for analysis in study["analyses"]:
+        analysis.pop("principal_components", None)
+    return study
+
+
+@dataclass(frozen=True)
+class FederatedRun:
+    root: Path
+    configs: FederationConfigs
+    outcomes: dict[str, list[TaskOutcome]]
+    collection: Collection
+    status: str
+    node_seconds: float
+    mailbox_keys: dict[str, list[str]]  # what each node's mailbox holds after collection
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.root / "results" / STUDY_ID / "meta"
+
+    def released_dir(self, node_id: str) -> Path:
+        return load_node(self.configs.nodes[node_id]).results_dir / STUDY_ID / "nodes" / node_id
+
+
+def run_federation(
+    root: Path,
+    cohorts: SynthResult,
+    transport: str,
+    prepare: Callable[[Mailboxes], None] | None = None,
+) -> FederatedRun:
+    """Submit, run every node's agent once (the nodes side by side), collect.
+
+    `prepare` sees the mailboxes (and their server) before anything is submitted.
+    """
+    node_ids = [cohort.node_id for cohort in cohorts.nodes]
+    study_path = root / "study.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    study_path.write_text(yaml.safe_dump(comparison_study(node_ids), sort_keys=False))
+    digest = pipeline_workflow_digest(study_path)
+    with mailboxes(transport, root, node_ids, quiet) as boxes:
+        if prepare is not None:
+            prepare(boxes)
+        configs = write_federation_configs(root, cohorts.nodes, boxes, [digest])
+        coordinator = Coordinator(load_coordinator(configs.coordinator))
+        coordinator.submit(study_path)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(node_ids)) as pool:
+            runs = {node: pool.submit(NodeAgent(configs.nodes[node]).run_once) for node in node_ids}
+            outcomes = {node: run.result() for node, run in runs.items()}
+        node_seconds = time.monotonic() - started
+        collection = coordinator.collect(STUDY_ID)
+        status = format_status(coordinator, STUDY_ID)
+        keys = {}
+        for node in node_ids:
+            with closing(coordinator.mailbox(node)) as mailbox:
+                keys[node] = mailbox.list("")
+    return FederatedRun(root, configs, outcomes, collection, status, node_seconds, keys)
+
+
+def assert_clean_mailboxes(run: FederatedRun) -> None:
+    """Inbox emptied by each node; outbox: one status, one result, one marker, nothing partial."""
+    for node, keys in run.mailbox_keys.items():
+        tasks = {key.split("/")[1] for key in keys}
+        assert len(tasks) == 1, (node, keys)
+        task = tasks.pop()
+        assert keys == [
+            f"outbox/{task}/{name}" for name in ("COMPLETE", "STATUS.json", SEALED_RESULT)
+        ]
+
+
+@pytest.fixture(scope="module")
+def local_run(
+    synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
+) -> FederatedRun:
+    return run_federation(
+        tmp_path_factory.mktemp("federation_local"), synthetic_federation, "local"
+    )
+
+
+# ------------------------------------------------------------------ the pooled analysis
+
+
+@pytest.fixture(scope="module")
+def pooled(synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:  # fmt: skip
+    return pooled_analysis(synthetic_federation.nodes, tmp_path_factory.mktemp("pooled_hail"))
+
+
+def pooled_analysis(nodes: Sequence[NodeCohort], scratch: Path) -> pd.DataFrame:
+    """Hail over all samples: y ~ 1 + age + sex + one indicator per node but the first + G."""
+    import hail as hl
+
+    from federation.analyses.session import HailSettings, hail_session
+
+    with hail_session(HailSettings(tmp_dir=str(scratch)), stop_at_end=True):
+        mt = None
+        for cohort in nodes:
+            node_mt = hl.import_vcf(str(cohort.vcf), reference_genome="GRCh38", force_bgz=True)
+            mt = node_mt if mt is None else mt.union_cols(node_mt)
+        assert mt is not None
+        phenotypes = pd.concat(
+            [
+                pd.read_csv(cohort.phenotypes, sep="\t").assign(node=cohort.node_id)
+                for cohort in nodes
+            ],
+            ignore_index=True,
+        )
+        assert phenotypes["sample_id"].is_unique and len(phenotypes) == mt.count_cols()
+        pheno = hl.Table.from_pandas(phenotypes, key="sample_id")
+        mt = mt.annotate_cols(pheno=pheno[mt.s])
+        indicators = [hl.float64(mt.pheno.node == cohort.node_id) for cohort in nodes[1:]]
+        covariates = [1.0, hl.float64(mt.pheno.age), hl.float64(mt.pheno.sex), *indicators]
+        x = mt.GT.n_alt_alleles()
+        linear = hl.linear_regression_rows(
+            y=hl.float64(mt.pheno.quant_trait), x=x, covariates=covariates
+        )
+        logistic = hl.logistic_regression_rows(
+            test="wald", y=hl.float64(mt.pheno.binary_trait), x=x, covariates=covariates
+        )
+        mt = mt.annotate_rows(
+            alt_frequency=hl.agg.mean(x) / 2,
+            quant_trait_gwas=linear[mt.row_key].select("beta", "p_value"),
+            binary_trait_gwas=logistic[mt.row_key].select("beta", "p_value"),
+        )
+        rows = mt.rows()
+        frame = rows.select(
+            chromosome=rows.locus.contig.replace("^chr", ""),
+            base_pair_location=rows.locus.position,
+            ref=rows.alleles[0],
+            alt=rows.alleles[1],
+            alt_frequency=rows.alt_frequency,
+            quant_trait_gwas_beta=rows.quant_trait_gwas.beta,
+            quant_trait_gwas_p=rows.quant_trait_gwas.p_value,
+            binary_trait_gwas_beta=rows.binary_trait_gwas.beta,
+            binary_trait_gwas_p=rows.binary_trait_gwas.p_value,
+        ).to_pandas()
+    return frame.drop(columns=["locus", "alleles"])
+
+
+def aligned(meta_file: Path, pooled: pd.DataFrame, analysis: str) -> pd.DataFrame:
+    """Meta rows over all three nodes with the pooled beta of the same allele beside them."""
+    meta = sumstats.read_table(meta_file)
+    meta = meta[meta["n_studies"] == 3]
+    merged = meta.merge(pooled, on=["chromosome", "base_pair_location"], how="inner")
+    same = (merged["effect_allele"] == merged["alt"]) & (merged["other_allele"] == merged["ref"])
+    swapped = (merged["effect_allele"] == merged["ref"]) & (merged["other_allele"] == merged["alt"])
+    assert (same | swapped).all(), "meta and pooled disagree on a variant's alleles"
+    merged["pooled_beta"] = np.where(same, 1.0, -1.0) * merged[f"{analysis}_beta"]
+    merged["pooled_p"] = merged[f"{analysis}_p"]
+    merged["maf"] = np.minimum(merged["alt_frequency"], 1 - merged["alt_frequency"])
+    return merged
+
+
+# ------------------------------------------------------------------ tests
+
+
+def failures(run: FederatedRun, node: str) -> list[str]:
+    """The node audit log's reasons for failed tasks (what the coordinator is not told)."""
+    audit = load_node(run.configs.nodes[node]).work_dir / "audit.jsonl"
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    return [str(record.get("reason")) for record in records if record["event"] == "task_failed"]
+
+
+def test_every_node_releases_and_the_coordinator_meta_analyses(local_run: FederatedRun) -> None:
+    for node, outcomes in local_run.outcomes.items():
+        statuses = [outcome.status for outcome in outcomes]
+        assert statuses == [TaskStatus.RELEASED], (node, failures(local_run, node))
+    nodes = sorted(local_run.outcomes)
+    assert local_run.collection.released == nodes and local_run.collection.missing == []
+    assert sorted(path.name for path in local_run.collection.meta_files) == sorted(META_FILES)
+    assert "released: 3; missing: none" in local_run.status
+    assert_clean_mailboxes(local_run)
+    for node in nodes:
+        verified = local_run.root / "results" / STUDY_ID / "nodes" / node
+        released = local_run.released_dir(node)
+        names = sorted(path.name for path in released.iterdir())
+        assert {f"{analysis}.tsv.gz" for analysis in ANALYSES} <= set(names)
+        assert sorted(path.name for path in verified.iterdir()) == names
+        for name in names:
+            assert (verified / name).read_bytes() == (released / name).read_bytes()
+    print(f"\nnode pipelines (3 nodes side by side): {local_run.node_seconds:.0f} s")
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_meta_analysis_agrees_with_the_pooled_analysis(
+    local_run: FederatedRun, pooled: pd.DataFrame, analysis: str
+) -> None:
+    merged = aligned(local_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
+    common = merged[merged["maf"] > MIN_MAF]
+    assert len(common) > 2000, f"only {len(common)} common variants meta-analysed over 3 nodes"
+    correlation = float(np.corrcoef(common["beta"], common["pooled_beta"])[0, 1])
+    assert correlation > MIN_BETA_CORRELATION, f"{analysis}: beta correlation {correlation:.4f}"
+    print(f"\n{analysis}: beta correlation {correlation:.5f} over {len(common)} variants, MAF > 5%")
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_planted_variants_are_genome_wide_significant_in_both(
+    local_run: FederatedRun,
+    pooled: pd.DataFrame,
+    synthetic_federation: SynthResult,
+    analysis: str,
+) -> None:
+    merged = aligned(local_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
+    by_locus = merged.set_index(["chromosome", "base_pair_location"])
+    planted = synthetic_federation.causal_variants
+    assert len(planted) >= 3
+    for variant in planted:
+        row = by_locus.loc[(variant.chromosome, variant.position)]
+        assert float(row["p_value"]) < GENOME_WIDE, f"{variant.variant_id}: meta p {row['p_value']}"
+        assert row["pooled_p"] < GENOME_WIDE, f"{variant.variant_id}: pooled p {row['pooled_p']}"
+        planted_effect = (
+            variant.beta_quant_trait
+            if analysis == "quant_trait_gwas"
+            else variant.log_or_binary_trait
+        )
+        assert np.sign(row["pooled_beta"]) == np.sign(row["beta"]) == np.sign(planted_effect)
+
+
+def test_the_same_federation_over_s3_gives_identical_meta_files(
+    local_run: FederatedRun,
+    synthetic_federation: SynthResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def re_release(node_config: Path, study_config: Path, **_: Any) -> PipelineRun:
+        """The local run's released files, released again by this node (no Hail)."""
+        node = load_node(node_config)
+        source = local_run.released_dir(node.node_id)
+        destination = node.results_dir / STUDY_ID / "nodes" / node.node_id
+        shutil.copytree(source, destination)
+        files = tuple(sorted(path for path in destination.rglob("*") if path.is_file()))
+        return PipelineRun(node.node_id, STUDY_ID, destination, files, destination / "log")
+
+    monkeypatch.setattr(agent_module, "run_node_pipeline", re_release)
+    restarts: list[str] = []
+    original_put_file = S3Transport.put_file
+
+    def restart_the_server_during_the_first_result_upload(boxes: Mailboxes) -> None:
+        server = boxes.server
+
+        def put_file(self: S3Transport, key: str, source: Path) -> None:
+            if key.endswith(f"/{SEALED_RESULT}") and not restarts:
+                restarts.append(key)
+                server.stop()  # the upload below starts while the server is away
+                threading.Timer(S3_RESTART_PAUSE_SECONDS, server.start).start()
+            original_put_file(self, key, source)
+
+        monkeypatch.setattr(S3Transport, "put_file", put_file)
+
+    s3_run = run_federation(
+        tmp_path / "s3",
+        synthetic_federation,
+        "s3",
+        restart_the_server_during_the_first_result_upload,
+    )
+
+    assert len(restarts) == 1, "the S3 server was not restarted during an upload"
+    for node, outcomes in s3_run.outcomes.items():
+        assert [outcome.status for outcome in outcomes] == [TaskStatus.RELEASED], (node, outcomes)
+    assert s3_run.collection.released == local_run.collection.released
+    assert_clean_mailboxes(s3_run)
+    for name in META_FILES:
+        assert (s3_run.meta_dir / name).read_bytes() == (local_run.meta_dir / name).read_bytes(), (
+            name
+        )
+    for node in s3_run.outcomes:  # the transport's retries rode the restart out
+        audit = (load_node(s3_run.configs.nodes[node]).work_dir / "audit.jsonl").read_text()
+        assert "task_deferred" not in audit and "result_published" in audit
+
+
+def paper_cohorts(root: Path) -> list[NodeCohort]:
+    """Node entries for tests that never run a pipeline (their files need not exist)."""
+    return [NodeCohort(node, 1000, 0.01, root / "cohorts" / node) for node in ("fi", "ee", "nl")]
+
+
+def test_a_node_cannot_write_into_another_nodes_bucket(tmp_path: Path) -> None:
+    cohorts = paper_cohorts(tmp_path)
+    node_ids = [cohort.node_id for cohort in cohorts]
+    with mailboxes("s3", tmp_path, node_ids, quiet) as boxes:
+        configs = write_federation_configs(tmp_path, cohorts, boxes, [])
+        victim, intruder = node_ids[0], node_ids[1]
+        own = load_node(configs.nodes[intruder]).federation
+        assert own is not None
+        with closing(open_transport(own.mailbox, tmp_path, "intruder")) as mailbox:
+            mailbox.put_bytes("outbox/probe/STATUS.json", b"{}")  # its own bucket: allowed
+        foreign = {**own.mailbox, "bucket": mailbox_bucket(victim)}
+        with closing(open_transport(foreign, tmp_path, "intruder")) as mailbox:
+            for attempt in (
+                lambda: mailbox.put_bytes("outbox/forged/COMPLETE", b"{}"),
+                lambda: mailbox.list("outbox/"),
+                lambda: mailbox.delete("inbox/x/envelope.json"),
+            ):
+                with pytest.raises(TransportError, match="denied") as refused:
+                    attempt()
+                assert not refused.value.retryable
+        coordinator = Coordinator(load_coordinator(configs.coordinator))
+        with closing(coordinator.mailbox(victim)) as mailbox:
+            assert mailbox.list("") == []
+
+
+def test_coordinator_refuses_an_ssh_node_whose_host_key_changed(tmp_path: Path) -> None:
+    cohorts = paper_cohorts(tmp_path)
+    node_ids = [cohort.node_id for cohort in cohorts]
+    study = comparison_study(node_ids)
+    with mailboxes("ssh", tmp_path, node_ids, quiet) as boxes:
+        configs = write_federation_configs(tmp_path, cohorts, boxes, [])
+        for study_id in ("before-rotation", "after-rotation"):
+            (tmp_path / f"{study_id}.yaml").write_text(
+                yaml.safe_dump({**study, "study_id": study_id, "quorum": 1})
+            )
+        coordinator = Coordinator(load_coordinator(configs.coordinator))
+        before = coordinator.submit(tmp_path / "before-rotation.yaml")
+        assert sorted(before.tasks) == sorted(node_ids)  # the pinned key works
+
+        known_hosts = Path(boxes.coordinator_side[node_ids[0]]["known_hosts"])
+        pinned = known_hosts.read_text()
+        boxes.server.rotate_host_key()  # the node's login host now shows another key
+        known_hosts.write_text(pinned)  # while the coordinator still pins the old one
+
+        after = coordinator.submit(tmp_path / "after-rotation.yaml")
+        assert after.tasks == {}
+        for task in coordinator.ledger.tasks("after-rotation"):
+            assert task.status is TaskStatus.FAILED
+            assert (
+                task.reason
+                and "host key CHANGED" in task.reason
+                and "refusing to connect" in task.reason
+            )
+            inbox = Path(boxes.node_side[task.node_id]["path"]) / "inbox" / task.task_id
+            assert not inbox.exists()  # nothing was delivered
+        collection = coordinator.collect("before-rotation")  # and nothing is read either
+        assert collection.released == [] and collection.meta_files == []

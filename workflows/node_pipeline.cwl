@@ -27,7 +27,11 @@ inputs:
   node_config:
     type: File
     format: edam:format_3750  # YAML
-    doc: The node's own config (node.schema.json); never leaves the node.
+    doc: |
+      The node's own config (node.schema.json); never leaves the node. Its genotype and
+      phenotype paths are replaced by the staged `genotypes` and `phenotypes`. Its node-state
+      paths (work_dir, privacy ledger, audit log) name the node's own files outside any job;
+      relative ones resolve against the config's real location (cwltool stages it as a link).
   study_config:
     type: File
     format: edam:format_3750  # YAML

@@ -16,7 +16,6 @@ whose mailbox cannot be reached now is simply tried again then.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from federation.audit import append_event
 from federation.bundle import BundleLimits, inspect_bundle, pack_bundle, unpack_bundle
 from federation.crypt import ENCRYPTION, SEALED_RESULT, seal
 from federation.crypt import load_public_key as load_encryption_key
+from federation.digests import sha256_file
 from federation.errors import (
     BundleError,
     DisclosureError,
@@ -63,14 +63,6 @@ SUPPORTED_ENGINES = ("snakemake", "cwl")
 TASK_REFUSALS = (PolicyViolation, BundleError, SpecError)
 INBOX_FILES = ("envelope.json", "bundle.tar")
 Progress = Callable[[str], None]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> datetime:
@@ -275,7 +267,7 @@ class NodeAgent:
             raise PolicyViolation(
                 f"task '{envelope.task_id}': envelope without a bundle; refused"
             ) from None
-        actual = _sha256_file(tar_path)
+        actual = sha256_file(tar_path)
         if actual != envelope.bundle_sha256:
             raise BundleError(f"task '{envelope.task_id}': bundle sha256 {actual[:16]}... does not match the signed "
                               f"{envelope.bundle_sha256[:16]}...; refused")  # fmt: skip

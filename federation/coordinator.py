@@ -12,7 +12,6 @@ coordinator killed at any point continues where it was and never counts a result
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import uuid
@@ -27,6 +26,7 @@ from federation.agent import RESULT_LIMITS
 from federation.audit import append_event
 from federation.bundle import pack_bundle, pipeline_files, unpack_bundle
 from federation.crypt import ENCRYPTION, SEALED_RESULT, SealedFile, load_secret_key, open_sealed
+from federation.digests import sha256_file
 from federation.errors import (
     BundleError,
     FederationError,
@@ -58,14 +58,6 @@ Progress = Callable[[str], None]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ class Coordinator:
         manifest = pack_bundle(
             pipeline_files(REPO_ROOT, study_config), bundle_path, {"study_id": study.study_id}
         )
-        bundle_sha256 = _sha256_file(bundle_path)
+        bundle_sha256 = sha256_file(bundle_path)
         key = load_private_key(self.settings.signing_key)
         tasks: dict[str, str] = {}
         for node_id in nodes:

@@ -35,6 +35,7 @@ import crypt4gh.lib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from federation.digests import sha256_file
 from federation.errors import BundleError, SpecError
 
 ENCRYPTION = "crypt4gh/1"  # named in signed results; bump if the scheme changes
@@ -208,14 +209,6 @@ class _Hashing(io.RawIOBase):
         return int(self.handle.write(data))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def seal(plain: Path, sealed: Path, recipient_public_key: bytes) -> SealedFile:
     """Encrypt `plain` into `sealed` for the recipient; return what the sender must sign."""
     quiet_crypt4gh_logs()
@@ -227,7 +220,7 @@ def seal(plain: Path, sealed: Path, recipient_public_key: bytes) -> SealedFile:
         reader = _Hashing(source)
         crypt4gh.lib.encrypt([(0, sender, recipient_public_key)], reader, target)
     tmp.replace(sealed)
-    return SealedFile(reader.digest.hexdigest(), reader.count, _sha256(sealed))
+    return SealedFile(reader.digest.hexdigest(), reader.count, sha256_file(sealed))
 
 
 def open_sealed(
@@ -235,7 +228,7 @@ def open_sealed(
 ) -> Path:
     """Decrypt `sealed` into `plain` only if ciphertext and plaintext match the signed entry."""
     quiet_crypt4gh_logs()
-    actual = _sha256(sealed)
+    actual = sha256_file(sealed)
     if actual != expected.ciphertext_sha256:
         raise BundleError(
             f"{label}: ciphertext sha256 {actual[:16]}... != signed {expected.ciphertext_sha256[:16]}...; refused"

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federation.digests import sha256_file
 from federation.errors import DisclosureError
 from federation.signing import canonical_json
 from federation.state import BUSY_TIMEOUT_SECONDS, now_utc
@@ -106,14 +107,6 @@ def request_key(document: Mapping[str, object]) -> str:
 
 def variant_set_digest(variant_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(variant_ids)).encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_secret(path: Path, may_create: bool) -> bytes:
@@ -210,7 +203,7 @@ class PrivacyLedger:
         """Write stored bytes to `destinations` (by name), checking each digest first."""
         for entry in files:
             source = self.store / entry.sha256
-            if not source.is_file() or _sha256_file(source) != entry.sha256:
+            if not source.is_file() or sha256_file(source) != entry.sha256:
                 raise DisclosureError(
                     f"privacy ledger store: '{entry.name}' ({entry.sha256[:12]}...) missing or damaged; "
                     "the earlier release cannot be repeated byte for byte"
@@ -331,7 +324,7 @@ class Reservation:
         stored = []
         self._ledger.store.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name, path in sorted(files.items()):
-            digest = _sha256_file(path)
+            digest = sha256_file(path)
             target = self._ledger.store / digest
             if not target.exists():
                 tmp = target.with_name(".partial-" + digest)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from federation.digests import sha256_file
 from federation.errors import SpecError
 
 # The GWAS-SSF mandatory columns, in the order the standard requires.
@@ -94,14 +95,6 @@ def format_p_value(p: np.ndarray, neg_log10_p: np.ndarray) -> list[str]:
                 exponent += 1
             out.append(f"{mantissa:.5f}e-{int(exponent)}")
     return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_table(

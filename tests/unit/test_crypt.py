@@ -26,6 +26,7 @@ from federation.crypt import (
     open_sealed,
     seal,
 )
+from federation.digests import sha256_file
 from federation.errors import BundleError, SpecError
 
 PLAINTEXT_BYTES = 3 * SEGMENT_SIZE + 1234  # four segments, the last one short
@@ -53,9 +54,7 @@ def _header_length(sealed: Path) -> int:
 def test_round_trip_and_signed_entry(tmp_path, keys, plain):
     secret, public, *_ = keys
     entry = seal(plain, tmp_path / "result.tar.c4gh", public)
-    assert entry.plaintext_bytes == PLAINTEXT_BYTES and entry.plaintext_sha256 == crypt._sha256(
-        plain
-    )
+    assert entry.plaintext_bytes == PLAINTEXT_BYTES and entry.plaintext_sha256 == sha256_file(plain)
     assert SealedFile.from_dict(entry.as_dict(), "x") == entry
     out = open_sealed(
         tmp_path / "result.tar.c4gh", tmp_path / "out.tar", secret, entry, "node 'fi'"
@@ -98,7 +97,7 @@ def test_changed_ciphertext_is_refused(tmp_path, keys, plain):
         open_sealed(tmp_path / "r.c4gh", tmp_path / "out", secret, entry, "r")
     # Even if the ciphertext digest were not signed, the segment's MAC fails.
     forged = SealedFile(
-        entry.plaintext_sha256, entry.plaintext_bytes, crypt._sha256(tmp_path / "r.c4gh")
+        entry.plaintext_sha256, entry.plaintext_bytes, sha256_file(tmp_path / "r.c4gh")
     )
     with pytest.raises(BundleError, match="cannot be decrypted"):
         open_sealed(tmp_path / "r.c4gh", tmp_path / "out", secret, forged, "r")
@@ -122,7 +121,7 @@ def test_truncation_at_a_segment_boundary_is_caught_by_the_signed_length(tmp_pat
         _decrypts_silently(tmp_path / "cut.c4gh", secret) == plain.read_bytes()[: 2 * SEGMENT_SIZE]
     )
     as_if_unsigned = SealedFile(
-        entry.plaintext_sha256, entry.plaintext_bytes, crypt._sha256(tmp_path / "cut.c4gh")
+        entry.plaintext_sha256, entry.plaintext_bytes, sha256_file(tmp_path / "cut.c4gh")
     )
     with pytest.raises(
         BundleError, match=f"plaintext length {2 * SEGMENT_SIZE} != signed {PLAINTEXT_BYTES}"
@@ -148,7 +147,7 @@ def test_reordered_segments_are_caught_by_the_signed_digest(tmp_path, keys, plai
     )
     assert _decrypts_silently(tmp_path / "swapped.c4gh", secret) == reordered  # Crypt4GH: fine
     as_if_unsigned = SealedFile(
-        entry.plaintext_sha256, entry.plaintext_bytes, crypt._sha256(tmp_path / "swapped.c4gh")
+        entry.plaintext_sha256, entry.plaintext_bytes, sha256_file(tmp_path / "swapped.c4gh")
     )
     with pytest.raises(BundleError, match="plaintext sha256"):
         open_sealed(tmp_path / "swapped.c4gh", tmp_path / "out", secret, as_if_unsigned, "r")

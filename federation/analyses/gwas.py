@@ -133,40 +133,27 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
             n=fit.n,
             converged=hl.is_defined(fit.beta),
         )
-    elif analysis.test is LogisticTest.WALD:
-        fit = hl.logistic_regression_rows(
-            test="wald",
-            y=y,
-            x=x,
-            covariates=covariates,
-            pass_through=["gate"],
-            tolerance=LOGISTIC_TOLERANCE,
-        )
-        fit = fit.select(
-            "gate",
-            beta=fit.beta,
-            standard_error=fit.standard_error,
-            statistic=fit.z_stat,
-            p_value=fit.p_value,
-            n=n_samples,
-            converged=fit.fit.converged & ~fit.fit.exploded,
-        )
     else:
-        # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE we
-        # give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) so meta-analysis works.
         fit = hl.logistic_regression_rows(
-            test="firth",
+            test=analysis.test.value,
             y=y,
             x=x,
             covariates=covariates,
             pass_through=["gate"],
             tolerance=LOGISTIC_TOLERANCE,
         )
+        if analysis.test is LogisticTest.WALD:
+            standard_error, statistic = fit.standard_error, fit.z_stat
+        else:
+            # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE
+            # we give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) for meta-analysis.
+            standard_error = hl.abs(fit.beta) / hl.sqrt(fit.chi_sq_stat)
+            statistic = fit.chi_sq_stat
         fit = fit.select(
             "gate",
             beta=fit.beta,
-            standard_error=hl.abs(fit.beta) / hl.sqrt(fit.chi_sq_stat),
-            statistic=fit.chi_sq_stat,
+            standard_error=standard_error,
+            statistic=statistic,
             p_value=fit.p_value,
             n=n_samples,
             converged=fit.fit.converged & ~fit.fit.exploded,

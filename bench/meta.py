@@ -4,7 +4,8 @@
     uv run python -m bench.meta --variants 100000       # a quick run
     uv run python -m bench.meta --studies 5 --variants 5000000 --no-anchors   # memory at scale
 
-Each tool runs once, as its own process, under /usr/bin/time (wall time, peak RSS). Ours reads
+Each tool runs once and is measured as a process tree (`bench.process_tree`: wall and CPU time,
+peak RSS summed over the tree: ours forks a worker per core for the combine phase). Ours reads
 GWAS-SSF .tsv.gz and writes .tsv.gz + sidecar; GWAMA and PLINK read and write plain text.
 All three do random effects (GWAMA -r; PLINK always reports them). Agreement is checked on the
 variants where the tools are right (no bad row, no palindromic SNP; PLINK: no strand flip).
@@ -25,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bench import meta_anchors as anchors
-
-TIME = "/usr/bin/time"
+from bench.process_tree import run_tree
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,11 @@ def warm_up() -> None:
 
 
 def measure(name: str, command: list[str], cwd: Path) -> Measured:
-    """Run `command` under /usr/bin/time; wall and CPU seconds and peak RSS in MB."""
-    report = cwd / f"{name}.time"
-    subprocess.run(
-        [TIME, "-f", "%e %U %S %M", "-o", str(report), *command],
-        check=True,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=environment(),
-    )
-    wall, user, system, peak_kb = report.read_text().split()[-4:]
-    return Measured(name, float(wall), float(user) + float(system), float(peak_kb) / 1024)
+    """Run `command` as a measured process tree; wall and CPU seconds and peak RSS in MB."""
+    run = run_tree(command, cwd=cwd, env=environment())
+    if run.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {run.returncode}):\n{run.output[-2000:]}")
+    return Measured(name, run.wall_seconds, run.cpu_seconds, run.peak_rss_bytes / 2**20)
 
 
 def simulate(work: Path, studies: int, variants: int, seed: int, anchors_too: bool):

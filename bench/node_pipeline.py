@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,12 +32,13 @@ import pandas as pd
 import psutil  # a dependency of snakemake
 import yaml
 
+from bench.process_tree import run_tree
+
 PLINK2 = "plink2"
 QUANT_TRAIT = "quant_trait"
 BINARY_TRAIT = "binary_trait"
 COVARIATES = ("age", "sex")
 STUDY_ID = "bench-node-pipeline"
-POLL_SECONDS = 0.1
 MIB = 1024 * 1024
 # The study's QC thresholds (the schema defaults), mirrored by plink2's filters below.
 QC = {"sample_call_rate_min": 0.97, "variant_call_rate_min": 0.95, "hwe_p_min": 1e-6}
@@ -193,55 +193,24 @@ class Measured:
     output: str
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def run_measured(command: Sequence[str], cwd: Path | None = None) -> Measured:
-    """Run `command`; sample the summed RSS of its process tree and note `java` processes.
-
-    Sampling every POLL_SECONDS misses short peaks, so the kernel's own maximum RSS of the
-    largest single process in the tree (wait4's rusage, as /usr/bin/time reports) is a floor.
-    """
+    """Run `command` as a measured process tree (`bench.process_tree`), noting `java` processes."""
     jvms: dict[tuple[int, float], bool] = {}  # (pid, start time) -> is a Spark driver
-    with tempfile.TemporaryFile(mode="w+") as output_file:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            list(command), cwd=cwd, stdout=output_file, stderr=subprocess.STDOUT, text=True
-        )
-        root = psutil.Process(process.pid)
-        peak = 0
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            total = 0
-            for member in _tree(root):
-                try:
-                    total += member.memory_info().rss
-                    key = (member.pid, member.create_time())
-                    if key not in jvms and member.name() == "java":
-                        # spark-submit's launcher JVM only prints the driver's command line
-                        jvms[key] = SPARK_LAUNCHER not in member.cmdline()
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-            peak = max(peak, total)
-            time.sleep(POLL_SECONDS)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output_file.seek(0)
-        output = output_file.read()
-    largest_single = usage.ru_maxrss * 1024  # kilobytes on Linux
+
+    def note_jvm(member: psutil.Process) -> None:
+        key = (member.pid, member.create_time())
+        if key not in jvms and member.name() == "java":
+            # spark-submit's launcher JVM only prints the driver's command line
+            jvms[key] = SPARK_LAUNCHER not in member.cmdline()
+
+    run = run_tree(command, cwd=cwd, on_member=note_jvm)
     return Measured(
-        wall_seconds=wall,
-        peak_rss_bytes=max(peak, largest_single),
+        wall_seconds=run.wall_seconds,
+        peak_rss_bytes=run.peak_rss_bytes,
         jvm_starts=sum(jvms.values()),
         jvm_processes=len(jvms),
-        returncode=process.returncode,
-        output=output,
+        returncode=run.returncode,
+        output=run.output,
     )
 
 

@@ -8,6 +8,7 @@ Chromosomes are GWAS-SSF integers 1-25 (X=23, Y=24, MT=25).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from federation import meta
+from federation.meta_options import Scheme
 from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P, format_p_value
 
 if TYPE_CHECKING:
     from federation.harmonize import Alignment
-    from federation.meta_runner import MetaOptions
+    from federation.meta_options import MetaOptions
 
 SIGNIFICANT_DIGITS = 10
 # Below this -log10 p, exp(ln p) is a normal float64 and prints as itself.
@@ -85,39 +87,52 @@ def format_table(
     chromosome: int, alignment: Alignment, stats: dict[str, Any], options: MetaOptions
 ) -> pa.Table:
     """One bin's variants as a table of GWAS-SSF text columns, in output order."""
-    from federation.meta_runner import Scheme
-
     n_rows = alignment.n_groups
     chrom = pa.repeat(pa.scalar(str(chromosome)), n_rows)
     position = pc.cast(pa.array(alignment.position, type=pa.int64()), pa.string())
     alleles = pa.array(alignment.allele_table, type=pa.string())
     effect = pc.take(alleles, pa.array(alignment.effect_code))
     other = pc.take(alleles, pa.array(alignment.other_code))
+    text = _Formatter()
     columns = {
         "chromosome": chrom,
         "base_pair_location": position,
         "effect_allele": effect,
         "other_allele": other,
-        "beta": float_column(stats["beta"]),
-        "standard_error": float_column(stats["standard_error"]),
-        "effect_allele_frequency": float_column(stats["effect_allele_frequency"]),
-        "p_value": p_column(stats["log_p"]),
+        "beta": text(float_column, stats["beta"]),
+        "standard_error": text(float_column, stats["standard_error"]),
+        "effect_allele_frequency": text(float_column, stats["effect_allele_frequency"]),
+        "p_value": text(p_column, stats["log_p"]),
         "n": int_column(stats["n"]),
         # GWAS-SSF's own variant_id form, chr_pos_ref_alt (gwas-ssf validate wants [A-Za-z0-9_]).
         "variant_id": pc.binary_join_element_wise(chrom, position, other, effect, "_"),
         NEG_LOG10_P: float_column(meta.neg_log10(stats["log_p"])),
         "n_studies": int_column(stats["n_studies"]),
         "direction": stats["direction"],
-        "het_q": float_column(stats["het_q"]),
+        "het_q": text(float_column, stats["het_q"]),
         "het_df": int_column(stats["het_df"]),
-        "het_p": p_column(stats["het_log_p"]),
-        "i2": float_column(stats["i2"]),
-        "tau2": float_column(stats["tau2"]),
-        "beta_random": float_column(stats["beta_random"]),
-        "se_random": float_column(stats["se_random"]),
-        "p_random": p_column(stats["random_log_p"]),
+        "het_p": text(p_column, stats["het_log_p"]),
+        "i2": text(float_column, stats["i2"]),
+        "tau2": text(float_column, stats["tau2"]),
+        "beta_random": text(float_column, stats["beta_random"]),
+        "se_random": text(float_column, stats["se_random"]),
+        "p_random": text(p_column, stats["random_log_p"]),
     }
     if options.scheme is Scheme.SAMPLE_SIZE:
-        columns[STOUFFER_COLUMN] = float_column(stats["stouffer_z"])
+        columns[STOUFFER_COLUMN] = text(float_column, stats["stouffer_z"])
     names = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
     return pa.table([columns[name] for name in names], names=names)
+
+
+class _Formatter:
+    """Formats each statistic once: under random effects the primary beta, SE and p are the
+    very arrays of the *_random columns, and formatting is the costliest step of writing."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[Callable[[np.ndarray], pa.Array], int], pa.Array] = {}
+
+    def __call__(self, formatter: Callable[[np.ndarray], pa.Array], values: np.ndarray) -> pa.Array:
+        key = (formatter, id(values))
+        if key not in self._done:
+            self._done[key] = formatter(values)
+        return self._done[key]

@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from federation import meta
-from federation.errors import SpecError
 from federation.meta_format import p_column, round_significant
-from federation.meta_inputs import CHROMOSOME_CODES, check_columns, read_header
+from federation.meta_inputs import CHROMOSOME_CODES, check_columns
 from federation.sumstats import (
     ALLELE_FREQUENCY_COLUMNS,
     read_table,
@@ -53,11 +52,6 @@ class PooledFrequencies:
     out: Path
     n_variants: int
     n_population_specific: int
-
-
-def is_frequency_table(path: Path) -> bool:
-    header = read_header(path)
-    return {"allele_count", "allele_number", "node_id"} <= set(header)
 
 
 def pool_frequency_files(paths: Sequence[Path], out: Path) -> PooledFrequencies:
@@ -188,15 +182,3 @@ def pool_frequencies(frame: pd.DataFrame) -> pd.DataFrame:
     table["allele_frequency"] = round_significant(table.allele_frequency.to_numpy())
     columns = [*ALLELE_FREQUENCY_COLUMNS, "node_id", *TEST_COLUMNS]
     return table[columns].reset_index(drop=True)
-
-
-def reject_mixed_inputs(paths: Sequence[Path]) -> bool:
-    """True if all inputs are allele-frequency tables, False if none; SpecError if mixed."""
-    kinds = [is_frequency_table(p) for p in paths]
-    if any(kinds) and not all(kinds):
-        odd = paths[kinds.index(not kinds[0])]
-        raise SpecError(
-            f"input '{odd}': mixes allele-frequency tables and GWAS summary statistics; "
-            "run `federation meta` on one kind at a time"
-        )
-    return bool(kinds) and all(kinds)

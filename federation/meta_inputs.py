@@ -1,30 +1,23 @@
-"""Reading GWAS-SSF inputs for the meta-analysis: checked, cleaned and spilled in position bins.
+"""GWAS-SSF inputs of the meta-analysis: their headers, their kind, and the checks on every row.
 
-Each input is streamed once (gzip via ISA-L, CSV via pyarrow, in blocks), so memory does not
-grow with the file. Rows that cannot be used are dropped and counted per reason, never fatal.
-The usable rows are written to Arrow IPC files, one per (chromosome, position bin), in a
-scratch directory; the meta-analysis then reads one bin of every input at a time, so its
-memory is bounded by the largest bin, not by the genome.
+Rows that cannot be used are dropped and counted per reason (`DropReason`), never fatal.
+`meta_spill` streams the files through `clean_batch` in blocks.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 from isal import igzip
 
-from federation import meta
 from federation.errors import SpecError
-from federation.sumstats import sha256_file
 
 # Columns the meta-analysis cannot do without (GWAS-SSF names).
 REQUIRED_COLUMNS = (
@@ -39,6 +32,8 @@ REQUIRED_COLUMNS = (
 OPTIONAL_COLUMNS = ("effect_allele_frequency", "p_value", "n", "variant_id")
 NUMERIC_COLUMNS = ("base_pair_location", "beta", "standard_error") + OPTIONAL_COLUMNS[:3]
 NA_VALUES = ["", "NA", "#NA", "NaN", "nan", "N/A", "NULL", "null", "."]
+# Columns that only an allele-frequency table has.
+FREQUENCY_TABLE_COLUMNS = frozenset({"allele_count", "allele_number", "node_id"})
 # GWAS-SSF chromosome codes: 1-22, then X=23, Y=24, MT=25.
 CHROMOSOME_CODES: dict[str, int] = {str(i): i for i in range(1, 26)} | {
     "X": 23,
@@ -46,13 +41,6 @@ CHROMOSOME_CODES: dict[str, int] = {str(i): i for i in range(1, 26)} | {
     "M": 25,
     "MT": 25,
 }
-# Position bins: 25 Mb keeps a bin under 1% of the genome (bounded memory) while a
-# chromosome needs at most 10 bins (few files).
-BIN_SIZE = 25_000_000
-BINS_PER_CHROMOSOME = 1000
-# Blocks of 8 MB of text (~70k rows): pyarrow parses a block on both cores, and two inputs
-# read at once hold well under 100 MB of text between them.
-READ_BLOCK_BYTES = 8 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -77,19 +65,6 @@ class DropReason(StrEnum):
 
 
 ROW_CHECKS = list(DropReason)[:12]  # the checks made while reading, in order
-
-
-@dataclass(frozen=True)
-class InputScan:
-    """What reading one input found."""
-
-    path: Path
-    sha256: str
-    rows_read: int
-    rows_usable: int
-    dropped: dict[str, int]
-    lambda_gc: float
-    bins: frozenset[int]
 
 
 def open_text(path: Path) -> IO[bytes]:
@@ -133,48 +108,21 @@ def check_columns(path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> l
     return header
 
 
-def _text_blocks(path: Path) -> Iterator[bytes]:
-    """The file's text after the header, in blocks of READ_BLOCK_BYTES that end at a line end."""
-    with open_text(path) as handle:
-        handle.readline()
-        carry = b""
-        while data := handle.read(READ_BLOCK_BYTES):
-            block = carry + data
-            cut = block.rfind(b"\n") + 1
-            carry = block[cut:]
-            if cut:
-                yield block[:cut]
-        if carry.strip():
-            yield carry + b"\n"
+def is_frequency_table(path: Path) -> bool:
+    """An allele-frequency table (to be pooled) rather than GWAS summary statistics."""
+    return set(read_header(path)) >= FREQUENCY_TABLE_COLUMNS
 
 
-def _batches(
-    path: Path, header: list[str], as_text: bool, malformed: list[int]
-) -> Iterator[pa.RecordBatch]:
-    """Blocks of typed columns; rows with the wrong number of fields are skipped and counted.
-
-    Each block is parsed on its own (pyarrow's own streaming reader over a Python file object
-    reads far ahead: ~450 MB held per 5M-row input, against ~120 MB this way).
-    """
-
-    def skip_row(_row: Any) -> str:
-        malformed[0] += 1
-        return "skip"
-
-    wanted = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in header]
-    types: dict[str, Any] = {c: pa.string() for c in wanted}
-    if not as_text:
-        types |= {c: pa.float64() for c in NUMERIC_COLUMNS if c in wanted}
-    read_options = pcsv.ReadOptions(column_names=header)
-    parse_options = pcsv.ParseOptions(
-        delimiter="\t", quote_char=False, invalid_row_handler=skip_row
-    )
-    convert_options = pcsv.ConvertOptions(
-        column_types=types, include_columns=wanted, null_values=NA_VALUES, strings_can_be_null=True
-    )
-    for block in _text_blocks(path):
-        table = pcsv.read_csv(pa.py_buffer(block), read_options, parse_options, convert_options)
-        yield from table.combine_chunks().to_batches()
+def reject_mixed_inputs(paths: Sequence[Path]) -> bool:
+    """True if all inputs are allele-frequency tables, False if none; SpecError if mixed."""
+    kinds = [is_frequency_table(p) for p in paths]
+    if any(kinds) and not all(kinds):
+        odd = paths[kinds.index(not kinds[0])]
+        raise SpecError(
+            f"input '{odd}': mixes allele-frequency tables and GWAS summary statistics; "
+            "run `federation meta` on one kind at a time"
+        )
+    return bool(kinds) and all(kinds)
 
 
 def _numeric(batch: pa.RecordBatch, name: str) -> np.ndarray:
@@ -199,6 +147,14 @@ def _chromosome_codes(column: pa.Array) -> np.ndarray:
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     indices = np.where(encoded.indices.is_null().to_numpy(zero_copy_only=False), -1, indices)
     return lookup[indices.astype(np.int64)]
+
+
+def _is_nucleotides(alleles: pa.Array) -> pa.Array:
+    """Non-empty and only A, C, G, T (trimming them away leaves nothing: ~2x a regex match)."""
+    return pc.and_(
+        pc.equal(pc.utf8_length(pc.ascii_trim(alleles, "ACGT")), 0),
+        pc.greater(pc.utf8_length(alleles), 0),
+    )
 
 
 def _strip_chr(name: str) -> str:
@@ -227,11 +183,7 @@ def clean_batch(
         | np.isnan(beta)
     )
     allele_ok = pc.and_(
-        pc.and_(
-            pc.match_substring_regex(effect, "^[ACGT]+$"),
-            pc.match_substring_regex(other, "^[ACGT]+$"),
-        ),
-        pc.not_equal(effect, other),
+        pc.and_(_is_nucleotides(effect), _is_nucleotides(other)), pc.not_equal(effect, other)
     )
     with np.errstate(invalid="ignore"):
         failures = [
@@ -274,99 +226,3 @@ def clean_batch(
     with np.errstate(invalid="ignore", divide="ignore"):
         z = beta[usable] / se[usable]
     return table, chromosome[usable], reason, z
-
-
-def bin_of(chromosome: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """(chromosome, 25 Mb window) as one sortable int: processing bins in order keeps the
-    output sorted by chromosome and position."""
-    window = np.minimum(position // BIN_SIZE, BINS_PER_CHROMOSOME - 1)
-    return chromosome.astype(np.int64) * BINS_PER_CHROMOSOME + window
-
-
-def chromosome_of_bin(bin_id: int) -> int:
-    return bin_id // BINS_PER_CHROMOSOME
-
-
-def bin_path(spill_dir: Path, input_index: int, bin_id: int) -> Path:
-    return spill_dir / str(input_index) / f"{bin_id}.arrow"
-
-
-def scan_input(path: Path, input_index: int, spill_dir: Path, need_n: bool) -> InputScan:
-    """Read one input once: count drops, compute λGC, spill usable rows per position bin."""
-    header = check_columns(path)
-    (spill_dir / str(input_index)).mkdir(parents=True, exist_ok=True)
-    try:
-        return _scan(path, header, input_index, spill_dir, need_n, as_text=False)
-    except (OSError, EOFError) as error:
-        raise SpecError(
-            f"input '{path}': unreadable after the header ({error}); "
-            "the file is truncated or corrupt, give a complete GWAS-SSF .tsv.gz"
-        ) from error
-    except pa.ArrowInvalid:
-        # A non-numeric value in a numeric column: read again as text, coercing per value.
-        for stale in (spill_dir / str(input_index)).glob("*.arrow"):
-            stale.unlink()
-        try:
-            return _scan(path, header, input_index, spill_dir, need_n, as_text=True)
-        except pa.ArrowInvalid as error:
-            raise SpecError(
-                f"input '{path}': not a well-formed TSV ({str(error).splitlines()[0]}); "
-                "every row needs one value per header column"
-            ) from error
-
-
-def _scan(
-    path: Path, header: list[str], input_index: int, spill_dir: Path, need_n: bool, as_text: bool
-) -> InputScan:
-    counts = np.zeros(len(ROW_CHECKS), dtype=np.int64)
-    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-    sinks: list[pa.NativeFile] = []
-    z_parts: list[np.ndarray] = []
-    rows_read = 0
-    malformed = [0]
-    try:
-        for batch in _batches(path, header, as_text, malformed):
-            rows_read += batch.num_rows
-            table, chromosome, reason, z = clean_batch(batch, need_n)
-            counts += np.bincount(reason[reason >= 0], minlength=len(ROW_CHECKS))
-            z_parts.append(z)
-            if table.num_rows == 0:
-                continue
-            bins = bin_of(chromosome, table.column("position").to_numpy())
-            order = np.argsort(bins, kind="stable")
-            bins = bins[order]
-            table = table.take(pa.array(order))
-            starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-            stops = np.r_[starts[1:], bins.size]
-            for start, stop in zip(starts, stops, strict=True):
-                bin_id = int(bins[start])
-                if bin_id not in writers:
-                    sink = pa.OSFile(str(bin_path(spill_dir, input_index, bin_id)), "wb")
-                    sinks.append(sink)
-                    writers[bin_id] = pa.ipc.new_stream(sink, table.schema)
-                writers[bin_id].write_table(table.slice(start, stop - start))
-    finally:
-        for writer in writers.values():
-            writer.close()
-        for sink in sinks:
-            sink.close()
-    counts[0] += malformed[0]
-    rows_read += malformed[0]
-    z_all = np.concatenate(z_parts) if z_parts else np.zeros(0)
-    return InputScan(
-        path=path,
-        sha256=sha256_file(path),
-        rows_read=rows_read,
-        rows_usable=int(z_all.size),
-        dropped={reason.value: int(c) for reason, c in zip(ROW_CHECKS, counts, strict=True) if c},
-        lambda_gc=meta.genomic_control_lambda(z_all),
-        bins=frozenset(writers),
-    )
-
-
-def load_bin(spill_dir: Path, input_index: int, bin_id: int) -> pa.Table | None:
-    path = bin_path(spill_dir, input_index, bin_id)
-    if not path.exists():
-        return None
-    with pa.OSFile(str(path), "rb") as source:
-        return pa.ipc.open_stream(source).read_all()

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from federation.meta_inputs import InputScan
+from federation.meta_spill import InputScan
 from federation.sumstats import read_sidecar, sidecar_path
 from federation.versions import software_versions
 
 if TYPE_CHECKING:
-    from federation.meta_runner import MetaOptions
+    from federation.meta_options import MetaOptions
 
 GWAS_SSF_FILE_TYPE = "GWAS-SSF v1.0"
 

@@ -12,14 +12,16 @@ import gzip
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from federation.digests import sha256_file
 from federation.errors import SpecError
+
+if TYPE_CHECKING:  # pandas is imported where tables are read: the meta-analysis never needs it
+    import pandas as pd
 
 # The GWAS-SSF mandatory columns, in the order the standard requires.
 MANDATORY_COLUMNS: tuple[str, ...] = (
@@ -151,6 +153,8 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read a GWAS-SSF (or allele-frequency) table; alleles and chromosome stay strings."""
     if not path.exists():
         raise SpecError(f"input '{path}': file not found; check the path")
+    import pandas as pd
+
     return pd.read_csv(
         path,
         sep="\t",

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation import harmonize
-from federation.meta_runner import MetaOptions, combine_rows, run_meta
+from federation.meta_bins import combine_rows
+from federation.meta_runner import MetaOptions, run_meta
 
 # Allele pairs (ref, alt): the two non-palindromic SNP classes (A/G = C/T and G/T = A/C up to
 # strand), both palindromic ones, and indels.

@@ -285,7 +285,7 @@ def test_allele_frequency_tables_are_pooled_with_a_homogeneity_test(tmp_path: Pa
 def test_slicing_a_dense_bin_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from federation import meta_runner
+    from federation import meta_bins
 
     rng = np.random.default_rng(9)
     inputs = []
@@ -302,7 +302,7 @@ def test_slicing_a_dense_bin_changes_nothing(
         inputs.append(write(tmp_path / f"in{index}.tsv.gz", rows))
     whole, sliced = tmp_path / "whole.tsv.gz", tmp_path / "sliced.tsv.gz"
     run_meta(inputs, whole, MetaOptions(random_effects=True))
-    monkeypatch.setattr(meta_runner, "SLICE_ROWS", 7)
+    monkeypatch.setattr(meta_bins, "SLICE_ROWS", 7)
     run_meta(inputs, sliced, MetaOptions(random_effects=True))
     assert whole.read_bytes() == sliced.read_bytes()
     assert read(whole).base_pair_location.is_monotonic_increasing

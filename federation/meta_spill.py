@@ -1,0 +1,224 @@
+"""Reading GWAS-SSF inputs once, in parallel blocks, into per-bin scratch files.
+
+Each input is decompressed on the calling thread (ISA-L releases the GIL) and cut into text
+blocks of READ_BLOCK_BYTES ending at a line end. Blocks are parsed, checked (`meta_inputs`) and
+spilled by a shared thread pool, so both cores stay busy whatever the number and size of the
+inputs. Usable rows go to Arrow IPC files `<input>/<bin>/<block>.arrow`, one per (position bin,
+block): the meta-analysis then reads one bin of every input at a time, in block order, so its
+memory is bounded by a bin and its row order (hence every floating-point sum) never depends on
+which thread finished first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from federation import meta
+from federation.errors import SpecError
+from federation.meta_inputs import (
+    NA_VALUES,
+    NUMERIC_COLUMNS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ROW_CHECKS,
+    check_columns,
+    clean_batch,
+    open_text,
+)
+from federation.sumstats import sha256_file
+
+# Position bins: 25 Mb keeps a bin under 1% of the genome (bounded memory) while a
+# chromosome needs at most 10 bins (few files).
+BIN_SIZE = 25_000_000
+BINS_PER_CHROMOSOME = 1000
+# Blocks of 8 MB of text (~70k rows); at most BLOCKS_IN_FLIGHT of them are decompressed but
+# not yet spilled, which bounds the memory of reading (~150 MB) whatever the input size.
+READ_BLOCK_BYTES = 8 << 20
+BLOCKS_IN_FLIGHT = 4
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What reading one input found."""
+
+    path: Path
+    sha256: str
+    rows_read: int
+    rows_usable: int
+    dropped: dict[str, int]
+    lambda_gc: float
+    bins: frozenset[int]
+
+
+@dataclass(frozen=True)
+class BlockScan:
+    """What one block of an input held."""
+
+    rows_read: int
+    drop_counts: np.ndarray  # per ROW_CHECKS reason
+    z: np.ndarray  # beta / SE of the usable rows
+    bins: frozenset[int]
+
+
+def bin_of(chromosome: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """(chromosome, 25 Mb window) as one sortable int: processing bins in order keeps the
+    output sorted by chromosome and position."""
+    window = np.minimum(position // BIN_SIZE, BINS_PER_CHROMOSOME - 1)
+    return chromosome.astype(np.int64) * BINS_PER_CHROMOSOME + window
+
+
+def chromosome_of_bin(bin_id: int) -> int:
+    return bin_id // BINS_PER_CHROMOSOME
+
+
+def scan_input(
+    path: Path, input_index: int, spill_dir: Path, need_n: bool, pool: Executor
+) -> InputScan:
+    """Read one input once: count drops, compute λGC, spill usable rows per position bin."""
+    header = check_columns(path)
+    parser = BlockParser(path, header, need_n, spill_dir / str(input_index))
+    pending: deque[Future[BlockScan]] = deque()
+    blocks: list[BlockScan] = []
+    try:
+        for block_index, text in enumerate(_text_blocks(path)):
+            pending.append(pool.submit(parser.scan, block_index, text))
+            while len(pending) >= BLOCKS_IN_FLIGHT:
+                blocks.append(pending.popleft().result())
+        blocks.extend(future.result() for future in pending)
+    except (OSError, EOFError) as error:
+        raise SpecError(
+            f"input '{path}': unreadable after the header ({error}); "
+            "the file is truncated or corrupt, give a complete GWAS-SSF .tsv.gz"
+        ) from error
+    finally:
+        for future in pending:  # an error left blocks queued: finish them before cleaning up
+            future.cancel()
+    counts = sum((b.drop_counts for b in blocks), np.zeros(len(ROW_CHECKS), dtype=np.int64))
+    z_all = np.concatenate([b.z for b in blocks]) if blocks else np.zeros(0)
+    return InputScan(
+        path=path,
+        sha256=sha256_file(path),
+        rows_read=sum(b.rows_read for b in blocks),
+        rows_usable=int(z_all.size),
+        dropped={reason.value: int(c) for reason, c in zip(ROW_CHECKS, counts, strict=True) if c},
+        lambda_gc=meta.genomic_control_lambda(z_all),
+        bins=frozenset().union(*(b.bins for b in blocks)),
+    )
+
+
+def _text_blocks(path: Path) -> Iterator[memoryview]:
+    """The file's text after the header, in blocks of READ_BLOCK_BYTES that end at a line end."""
+    with open_text(path) as handle:
+        handle.readline()
+        carry = b""
+        while data := handle.read(READ_BLOCK_BYTES):
+            block = carry + data if carry else data
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            if cut:
+                yield memoryview(block)[:cut]  # no copy of the 8 MB block
+        if carry.strip():
+            yield memoryview(carry + b"\n")
+
+
+class BlockParser:
+    """Parses, checks and spills blocks of one input; safe to call from several threads."""
+
+    def __init__(self, path: Path, header: list[str], need_n: bool, input_dir: Path) -> None:
+        self.path = path
+        self.header = header
+        self.need_n = need_n
+        self.input_dir = input_dir
+        wanted = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in header]
+        self.text_types: dict[str, Any] = {c: pa.string() for c in wanted}
+        self.typed_types = self.text_types | {
+            c: pa.float64() for c in NUMERIC_COLUMNS if c in wanted
+        }
+        self.wanted = wanted
+
+    def scan(self, block_index: int, text: memoryview) -> BlockScan:
+        malformed = [0]
+        try:
+            table = self._parse(text, self.typed_types, malformed)
+        except pa.ArrowInvalid:
+            # A non-numeric value in a numeric column: parse this block as text, coercing
+            # value by value (`meta_inputs._numeric` turns junk into NaN, counted as missing).
+            malformed = [0]
+            try:
+                table = self._parse(text, self.text_types, malformed)
+            except pa.ArrowInvalid as error:
+                raise SpecError(
+                    f"input '{self.path}': not a well-formed TSV ({str(error).splitlines()[0]}); "
+                    "every row needs one value per header column"
+                ) from error
+        counts = np.zeros(len(ROW_CHECKS), dtype=np.int64)
+        counts[0] += malformed[0]  # a row with too few or too many fields: missing values
+        z_parts, bins = [], set()
+        for batch_index, batch in enumerate(table.to_batches()):
+            usable, chromosome, reason, z = clean_batch(batch, self.need_n)
+            counts += np.bincount(reason[reason >= 0], minlength=len(ROW_CHECKS))
+            z_parts.append(z)
+            bins |= self._spill(f"{block_index:08d}-{batch_index:04d}", usable, chromosome)
+        return BlockScan(
+            rows_read=table.num_rows + malformed[0],
+            drop_counts=counts,
+            z=np.concatenate(z_parts) if z_parts else np.zeros(0),
+            bins=frozenset(bins),
+        )
+
+    def _parse(self, text: memoryview, types: dict[str, Any], malformed: list[int]) -> pa.Table:
+        def skip_row(_row: Any) -> str:
+            malformed[0] += 1
+            return "skip"
+
+        table = pcsv.read_csv(
+            pa.py_buffer(text),
+            pcsv.ReadOptions(column_names=self.header, use_threads=False),
+            pcsv.ParseOptions(delimiter="\t", quote_char=False, invalid_row_handler=skip_row),
+            pcsv.ConvertOptions(
+                column_types=types,
+                include_columns=self.wanted,
+                null_values=NA_VALUES,
+                strings_can_be_null=True,
+            ),
+        )
+        return table.combine_chunks()
+
+    def _spill(self, name: str, table: pa.Table, chromosome: np.ndarray) -> set[int]:
+        if table.num_rows == 0:
+            return set()
+        bins = bin_of(chromosome, table.column("position").to_numpy())
+        order = np.argsort(bins, kind="stable")
+        bins = bins[order]
+        table = table.take(pa.array(order))
+        starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        stops = np.r_[starts[1:], bins.size]
+        for start, stop in zip(starts, stops, strict=True):
+            bin_dir = self.input_dir / str(int(bins[start]))
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            # One file per (bin, block, batch), named so that sorting gives reading order.
+            path = bin_dir / f"{name}.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+                w.write_table(table.slice(start, stop - start))
+        return {int(b) for b in bins[starts]}
+
+
+def load_bin(spill_dir: Path, input_index: int, bin_id: int) -> pa.Table | None:
+    """One bin of one input, its blocks in reading order; None if the input has no rows there."""
+    bin_dir = spill_dir / str(input_index) / str(bin_id)
+    if not bin_dir.is_dir():
+        return None
+    pieces = []
+    for path in sorted(bin_dir.iterdir()):
+        with pa.OSFile(str(path), "rb") as source:
+            pieces.append(pa.ipc.open_stream(source).read_all())
+    return pa.concat_tables(pieces)

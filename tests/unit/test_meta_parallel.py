@@ -1,0 +1,94 @@
+"""How the meta-analysis splits its work must never show in its output.
+
+Inputs are parsed in blocks by a thread pool and bins are combined by forked worker processes;
+these tests force many tiny blocks and the worker processes on small inputs and require the
+very same bytes as one block and one process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from federation import meta_runner, meta_spill
+from federation.errors import MetaAnalysisError
+from federation.meta_runner import MetaOptions, run_meta
+
+
+def write_study(path: Path, seed: int, junk_row: int | None = None) -> Path:
+    """A study over chromosomes 1, 2 and 13 (several position bins) with some bad rows."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "chromosome": rng.choice(["1", "2", "13"], n),
+            "base_pair_location": rng.integers(1, 60_000_000, n),
+            "effect_allele": rng.choice(["A", "C"], n),
+            "other_allele": "G",
+            "beta": rng.normal(0, 0.1, n),
+            "standard_error": rng.uniform(0.02, 0.1, n),
+            "effect_allele_frequency": rng.uniform(0.05, 0.95, n),
+            "p_value": 0.5,
+            "n": 1000,
+        }
+    ).sort_values(["chromosome", "base_pair_location"])
+    frame.iloc[::37, frame.columns.get_loc("standard_error")] = -1.0  # dropped: SE not positive
+    text = frame.to_csv(sep="\t", index=False)
+    if junk_row is not None:  # a non-numeric beta: that block is re-read as text
+        lines = text.splitlines()
+        fields = lines[junk_row].split("\t")
+        fields[4] = "abc"
+        lines[junk_row] = "\t".join(fields)
+        text = "\n".join(lines) + "\n"
+    with gzip.open(path, "wt") as handle:
+        handle.write(text)
+    return path
+
+
+@pytest.fixture
+def studies(tmp_path: Path) -> list[Path]:
+    return [
+        write_study(tmp_path / f"study{i}.tsv.gz", seed=i, junk_row=100 if i == 1 else None)
+        for i in range(3)
+    ]
+
+
+def run(studies: list[Path], out: Path) -> tuple[bytes, dict]:
+    run_meta(studies, out, MetaOptions(random_effects=True))
+    record = yaml.safe_load(Path(f"{out}.yaml").read_text())
+    return out.read_bytes(), record["inputs"]
+
+
+def test_tiny_blocks_and_worker_processes_give_the_same_bytes(
+    tmp_path: Path, studies: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain_bytes, plain_inputs = run(studies, tmp_path / "plain.tsv.gz")
+    assert plain_inputs[1]["dropped"]["missing_value"] == 1  # the junk beta
+    assert plain_inputs[0]["dropped"]["se_not_positive"] == 11
+
+    monkeypatch.setattr(meta_spill, "READ_BLOCK_BYTES", 700)  # ~10 rows per block
+    monkeypatch.setattr(meta_runner, "PARALLEL_MIN_ROWS", 0)  # bins in worker processes
+    split_bytes, split_inputs = run(studies, tmp_path / "split.tsv.gz")
+    assert split_bytes == plain_bytes
+    assert split_inputs == plain_inputs
+
+
+def test_a_worker_that_dies_is_reported_in_one_line(
+    tmp_path: Path, studies: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(self: object, bin_id: int) -> None:
+        os._exit(9)
+
+    monkeypatch.setattr(meta_runner, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(meta_runner.BinJob, "__call__", die)
+    out = tmp_path / "meta.tsv.gz"
+    with pytest.raises(MetaAnalysisError, match="worker process died"):
+        run_meta(studies, out, MetaOptions())
+    assert not out.exists()
+    assert not list(tmp_path.glob(".meta-*"))  # the scratch directory is gone too

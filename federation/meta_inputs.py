@@ -157,6 +157,36 @@ def _is_nucleotides(alleles: pa.Array) -> pa.Array:
     )
 
 
+def id_ends_in_allele(variant_id: pa.Array, allele: pa.Array) -> np.ndarray:
+    """Per row: is the ID's last field (after its last ':' or '_'; all of it if none) the allele?
+
+    `chr:pos:ref:alt` and `chr_pos_ref_alt` IDs end in the alternate allele. Single-base
+    alleles, nearly every row, are tested with suffix matches per base; the rest with a regex
+    (a regex over every row would cost as much as parsing the column).
+    """
+    ids = pc.ascii_upper(variant_id)
+    encoded = pc.dictionary_encode(allele)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    answer = np.zeros(len(ids), dtype=bool)
+    regex_rows = np.ones(len(ids), dtype=bool)
+    for code, base in enumerate(encoded.dictionary.to_pylist()):
+        if base is None or len(base) != 1 or base in ":_":
+            continue
+        rows = codes == code
+        ends = pc.or_(
+            pc.or_(pc.ends_with(ids, ":" + base), pc.ends_with(ids, "_" + base)),
+            pc.equal(ids, base),
+        )
+        answer[rows] = ends.fill_null(False).to_numpy(zero_copy_only=False)[rows]
+        regex_rows[rows] = False
+    if regex_rows.any():
+        subset = pa.array(np.flatnonzero(regex_rows))
+        last = pc.replace_substring_regex(pc.take(ids, subset), r"^.*[:_]", "")
+        same = pc.equal(last, pc.take(allele, subset)).fill_null(False)
+        answer[regex_rows] = same.to_numpy(zero_copy_only=False)
+    return answer
+
+
 def _strip_chr(name: str) -> str:
     name = name.strip().upper()
     return name[3:] if name.startswith("CHR") else name
@@ -205,10 +235,7 @@ def clean_batch(
         reason[(reason < 0) & failed] = code
     usable = reason < 0
     if "variant_id" in batch.schema.names:
-        last = pc.ascii_upper(
-            pc.replace_substring_regex(batch.column("variant_id"), r"^.*[:_]", "")
-        )
-        alt_is_effect = ~pc.equal(last, other).fill_null(False).to_numpy(zero_copy_only=False)
+        alt_is_effect = ~id_ends_in_allele(batch.column("variant_id"), other)
     else:
         alt_is_effect = np.ones(batch.num_rows, dtype=bool)
     table = pa.table(

@@ -29,7 +29,8 @@ from federation.meta_format import output_columns
 from federation.meta_inputs import check_columns, reject_mixed_inputs
 from federation.meta_options import MetaOptions, Scheme, parse_maf_band
 from federation.meta_record import HashingSink, InputTally, build_sidecar, write_meta_sidecar
-from federation.meta_spill import InputScan, scan_input
+from federation.meta_spill import InputScan, scan_inputs
+from federation.versions import software_versions
 
 __all__ = ["MetaOptions", "MetaResult", "Scheme", "meta_command", "parse_maf_band", "run_meta"]
 
@@ -60,12 +61,12 @@ def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaRes
     scratch = Path(tempfile.mkdtemp(prefix=".meta-", dir=out.parent))
     try:
         need_n = options.scheme is Scheme.SAMPLE_SIZE
-        # Inputs are read one after the other, each in blocks that a thread per core parses:
-        # ISA-L and pyarrow release the GIL while they work.
+        # Inputs are decompressed one after the other and parsed in blocks by a thread per
+        # core: ISA-L and pyarrow release the GIL while they work.
         with ThreadPoolExecutor(max_workers=CORES) as pool:
-            scans = [
-                scan_input(path, index, scratch, need_n, pool) for index, path in enumerate(inputs)
-            ]
+            # Looking up package versions reads many files: done now, the sidecar's call is free.
+            pool.submit(software_versions)
+            scans = scan_inputs(inputs, scratch, need_n, pool)
         return _combine(scans, out, options, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

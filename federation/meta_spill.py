@@ -12,7 +12,7 @@ which thread finished first.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,43 +80,63 @@ def chromosome_of_bin(bin_id: int) -> int:
     return bin_id // BINS_PER_CHROMOSOME
 
 
-def scan_input(
-    path: Path, input_index: int, spill_dir: Path, need_n: bool, pool: Executor
-) -> InputScan:
-    """Read one input once: count drops, compute λGC, spill usable rows per position bin."""
-    header = check_columns(path)
-    parser = BlockParser(path, header, need_n, spill_dir / str(input_index))
-    pending: deque[Future[BlockScan]] = deque()
-    blocks: list[BlockScan] = []
+def scan_inputs(
+    paths: Sequence[Path], spill_dir: Path, need_n: bool, pool: Executor
+) -> list[InputScan]:
+    """Read every input once: count drops, compute λGC, spill usable rows per position bin.
+
+    This thread decompresses the inputs one after another and hands their blocks to `pool`; it
+    never waits for an input's last blocks (or its digest and λGC, also computed in the pool)
+    before starting on the next, so the pool does not run dry between inputs.
+    """
+    digests = [pool.submit(sha256_file, path) for path in paths]
+    in_flight: deque[Future[BlockScan]] = deque()
+    summaries: list[Future[InputScan]] = []
     try:
-        for block_index, text in enumerate(_text_blocks(path)):
-            pending.append(pool.submit(parser.scan, block_index, text))
-            while len(pending) >= BLOCKS_IN_FLIGHT:
-                blocks.append(pending.popleft().result())
-        blocks.extend(future.result() for future in pending)
-    except (OSError, EOFError) as error:
-        raise SpecError(
-            f"input '{path}': unreadable after the header ({error}); "
-            "the file is truncated or corrupt, give a complete GWAS-SSF .tsv.gz"
-        ) from error
+        for index, path in enumerate(paths):
+            parser = BlockParser(path, check_columns(path), need_n, spill_dir / str(index))
+            blocks = []
+            for block_index, text in enumerate(_text_blocks(path)):
+                blocks.append(pool.submit(parser.scan, block_index, text))
+                in_flight.append(blocks[-1])
+                while len(in_flight) >= BLOCKS_IN_FLIGHT:
+                    in_flight.popleft().result()
+            # Queued after all of this input's blocks, so it only ever waits on running work.
+            summaries.append(pool.submit(_summarise, path, blocks, digests[index]))
+        return [summary.result() for summary in summaries]
     finally:
-        for future in pending:  # an error left blocks queued: finish them before cleaning up
+        queued: list[Future[Any]] = [*digests, *in_flight, *summaries]
+        for future in queued:  # after an error: drop the work not started yet
             future.cancel()
-    counts = sum((b.drop_counts for b in blocks), np.zeros(len(ROW_CHECKS), dtype=np.int64))
-    z_all = np.concatenate([b.z for b in blocks]) if blocks else np.zeros(0)
+
+
+def _summarise(path: Path, blocks: list[Future[BlockScan]], digest: Future[str]) -> InputScan:
+    scans = [block.result() for block in blocks]
+    counts = sum((b.drop_counts for b in scans), np.zeros(len(ROW_CHECKS), dtype=np.int64))
+    z_all = np.concatenate([b.z for b in scans]) if scans else np.zeros(0)
     return InputScan(
         path=path,
-        sha256=sha256_file(path),
-        rows_read=sum(b.rows_read for b in blocks),
+        sha256=digest.result(),
+        rows_read=sum(b.rows_read for b in scans),
         rows_usable=int(z_all.size),
         dropped={reason.value: int(c) for reason, c in zip(ROW_CHECKS, counts, strict=True) if c},
         lambda_gc=meta.genomic_control_lambda(z_all),
-        bins=frozenset().union(*(b.bins for b in blocks)),
+        bins=frozenset().union(*(b.bins for b in scans)),
     )
 
 
 def _text_blocks(path: Path) -> Iterator[memoryview]:
     """The file's text after the header, in blocks of READ_BLOCK_BYTES that end at a line end."""
+    try:
+        yield from _blocks_of(path)
+    except (OSError, EOFError) as error:
+        raise SpecError(
+            f"input '{path}': unreadable after the header ({error}); "
+            "the file is truncated or corrupt, give a complete GWAS-SSF .tsv.gz"
+        ) from error
+
+
+def _blocks_of(path: Path) -> Iterator[memoryview]:
     with open_text(path) as handle:
         handle.readline()
         carry = b""

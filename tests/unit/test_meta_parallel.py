@@ -92,3 +92,20 @@ def test_a_worker_that_dies_is_reported_in_one_line(
         run_meta(studies, out, MetaOptions())
     assert not out.exists()
     assert not list(tmp_path.glob(".meta-*"))  # the scratch directory is gone too
+
+
+def test_a_truncated_input_stops_the_run_in_one_line_and_leaves_nothing(
+    tmp_path: Path, studies: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from federation.errors import SpecError
+
+    monkeypatch.setattr(meta_spill, "READ_BLOCK_BYTES", 700)  # blocks already queued when it fails
+    data = studies[1].read_bytes()
+    studies[1].write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "meta.tsv.gz"
+    with pytest.raises(SpecError) as raised:
+        run_meta(studies, out, MetaOptions())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"input '{studies[1]}'" in message and "truncated or corrupt" in message
+    assert not out.exists() and not list(tmp_path.glob(".meta-*"))

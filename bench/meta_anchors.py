@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 from isal import igzip
 
+from federation import sumstats
+
 BASES = np.array(list("ACGT"))
 COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 GWAMA = "GWAMA"
@@ -164,18 +166,7 @@ def _spoil(frame: pd.DataFrame, rng: np.random.Generator, bad_rate: float) -> No
     frame["standard_error"], frame["p_value"], frame["truth_bad"] = se, p_value, truth
 
 
-SSF_COLUMNS = [
-    "chromosome",
-    "base_pair_location",
-    "effect_allele",
-    "other_allele",
-    "beta",
-    "standard_error",
-    "effect_allele_frequency",
-    "p_value",
-    "n",
-    "variant_id",
-]
+SSF_COLUMNS = [*sumstats.MANDATORY_COLUMNS, *sumstats.STANDARD_EXTRAS]
 
 
 def write_ssf(frame: pd.DataFrame, path: Path) -> None:

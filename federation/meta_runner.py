@@ -55,8 +55,8 @@ def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaRes
         raise SpecError("inputs: none given; pass one or more GWAS-SSF .tsv.gz files")
     if not out.name.endswith(".tsv.gz"):
         raise SpecError(f"--out '{out}': must end in .tsv.gz (GWAS-SSF); rename it")
-    for path in inputs:  # every header first: a bad input fails before any work is done
-        check_columns(path)
+    # Every header first: a bad input fails before any work is done.
+    headers = [check_columns(path) for path in inputs]
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".meta-", dir=out.parent))
     try:
@@ -66,7 +66,7 @@ def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaRes
         with ThreadPoolExecutor(max_workers=CORES) as pool:
             # Looking up package versions reads many files: done now, the sidecar's call is free.
             pool.submit(software_versions)
-            scans = scan_inputs(inputs, scratch, need_n, pool)
+            scans = scan_inputs(inputs, headers, scratch, need_n, pool)
         return _combine(scans, out, options, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -30,7 +30,6 @@ from federation.meta_inputs import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     ROW_CHECKS,
-    check_columns,
     clean_batch,
     open_text,
 )
@@ -81,9 +80,15 @@ def chromosome_of_bin(bin_id: int) -> int:
 
 
 def scan_inputs(
-    paths: Sequence[Path], spill_dir: Path, need_n: bool, pool: Executor
+    paths: Sequence[Path],
+    headers: Sequence[list[str]],
+    spill_dir: Path,
+    need_n: bool,
+    pool: Executor,
 ) -> list[InputScan]:
     """Read every input once: count drops, compute λGC, spill usable rows per position bin.
+
+    `headers` are the inputs' column names, already checked (`meta_inputs.check_columns`).
 
     This thread decompresses the inputs one after another and hands their blocks to `pool`; it
     never waits for an input's last blocks (or its digest and λGC, also computed in the pool)
@@ -94,7 +99,7 @@ def scan_inputs(
     summaries: list[Future[InputScan]] = []
     try:
         for index, path in enumerate(paths):
-            parser = BlockParser(path, check_columns(path), need_n, spill_dir / str(index))
+            parser = BlockParser(path, headers[index], need_n, spill_dir / str(index))
             blocks = []
             for block_index, text in enumerate(_text_blocks(path)):
                 blocks.append(pool.submit(parser.scan, block_index, text))

@@ -9,7 +9,6 @@ and equal tables still give equal bytes.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
 from isal import isal_zlib
 
 from federation import harmonize, meta
-from federation.meta_format import format_table
+from federation.meta_format import format_rows
 from federation.meta_options import MetaOptions, Scheme
 from federation.meta_spill import chromosome_of_bin, load_bin
 
@@ -33,7 +31,6 @@ GZIP_LEVEL = 1
 GZIP_WBITS = 31  # 16 + 15: a gzip wrapper with mtime 0, so equal tables give equal bytes
 # Rows aligned and combined at once: bounds the temporaries (~1 KB per row at peak).
 SLICE_ROWS = 200_000
-CSV_OPTIONS = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 # The fates counted as drops (everything but KEPT), in a fixed order for the count arrays.
 DROP_FATES = [fate for fate in harmonize.RowFate if fate is not harmonize.RowFate.KEPT]
 
@@ -103,18 +100,18 @@ class BinJob:
 
     def __call__(self, bin_id: int) -> BinResult:
         counts = BinCounts.zeros(self.n_inputs)
-        text, z_parts, n_variants = io.BytesIO(), [], 0
+        text: list[bytes] = []
+        z_parts, n_variants = [], 0
         for rows, input_index in _slices(_load_bin_rows(bin_id, self.n_inputs, self.scratch)):
             alignment, stats = self.combine_slice(rows, input_index)
             counts = counts + BinCounts.of(alignment, input_index, self.n_inputs)
             n_variants += alignment.n_groups
             z_parts.append(stats["z_primary"])
-            table = format_table(chromosome_of_bin(bin_id), alignment, stats, self.options)
-            pcsv.write_csv(table, text, CSV_OPTIONS)
+            text.append(format_rows(chromosome_of_bin(bin_id), alignment, stats, self.options))
         if n_variants == 0:
             return BinResult(b"", 0, np.zeros(0), counts)
         # One compress call per bin: ISA-L's bytes depend on how its input is split.
-        return BinResult(gzip_member(text.getvalue()), n_variants, np.concatenate(z_parts), counts)
+        return BinResult(gzip_member(b"".join(text)), n_variants, np.concatenate(z_parts), counts)
 
     def combine_slice(
         self, rows: pa.Table, input_index: np.ndarray
@@ -139,7 +136,7 @@ class BinJob:
         stats = combine_rows(
             beta_k, se[kept], freq_k, n[kept], group, alignment.n_groups, self.options
         )
-        stats["direction"] = direction_strings(
+        stats["direction"] = direction_cells(
             beta_k, group, input_index[kept], alignment.n_groups, self.n_inputs
         )
         return alignment, stats
@@ -192,16 +189,14 @@ def combine_rows(
     return stats
 
 
-def direction_strings(
+def direction_cells(
     beta: np.ndarray, group: np.ndarray, input_index: np.ndarray, n_groups: int, n_inputs: int
-) -> pa.Array:
-    """METAL-style direction per variant: one of + - 0 ? per input, in input order."""
+) -> np.ndarray:
+    """METAL-style direction per variant: one of + - 0 ? per input, in input order, as a
+    (variant, input) array of ASCII codes (each row is the column's text)."""
     cells = np.full((n_groups, n_inputs), ord("?"), dtype=np.uint8)
     cells[group, input_index] = np.where(beta > 0, ord("+"), np.where(beta < 0, ord("-"), 48))
-    offsets = np.arange(0, (n_groups + 1) * n_inputs, n_inputs, dtype=np.int64)[: n_groups + 1]
-    return pa.LargeStringArray.from_buffers(
-        n_groups, pa.py_buffer(offsets), pa.py_buffer(cells.tobytes())
-    ).cast(pa.string())
+    return cells
 
 
 def _load_bin_rows(bin_id: int, n_inputs: int, scratch: Path) -> tuple[pa.Table, np.ndarray] | None:

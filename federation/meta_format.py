@@ -1,21 +1,23 @@
-"""Turning per-variant meta-analysis arrays into GWAS-SSF text columns (vectorised).
+"""Turning per-variant meta-analysis arrays into GWAS-SSF text.
 
 Floats are written with 10 significant digits (relative rounding error < 5e-11, far below any
 statistical precision, and a third of the bytes of a full repr). p-values come from ln p: those
 below 1e-300 are written from -log10 p as `m.mmmmme-k` (`sumstats.format_p_value`), never as 0.
 Chromosomes are GWAS-SSF integers 1-25 (X=23, Y=24, MT=25).
+
+`format_rows` writes a bin's rows in one pass of the C++ kernel; `round_significant` and
+`p_column` are the vectorised forms the allele-frequency tables use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from federation import meta
+from federation import _tsv, meta
 from federation.meta_options import Scheme
 from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P, format_p_value
 
@@ -63,13 +65,6 @@ def float_column(values: np.ndarray) -> pa.Array:
     return pc.fill_null(strings, MISSING)
 
 
-def int_column(values: np.ndarray) -> pa.Array:
-    values = np.asarray(values, dtype=float)
-    known = np.isfinite(values)
-    ints = pa.array(np.round(np.where(known, values, 0)).astype(np.int64), mask=~known)
-    return pc.fill_null(pc.cast(ints, pa.string()), MISSING)
-
-
 def p_column(log_p: np.ndarray) -> pa.Array:
     """p from ln p, exact in the tail: `format_p_value` for -log10 p >= 300."""
     nlp = meta.neg_log10(log_p)
@@ -83,56 +78,78 @@ def p_column(log_p: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def format_table(
+def format_rows(
     chromosome: int, alignment: Alignment, stats: dict[str, Any], options: MetaOptions
-) -> pa.Table:
-    """One bin's variants as a table of GWAS-SSF text columns, in output order."""
-    n_rows = alignment.n_groups
-    chrom = pa.repeat(pa.scalar(str(chromosome)), n_rows)
-    position = pc.cast(pa.array(alignment.position, type=pa.int64()), pa.string())
+) -> bytes:
+    """One bin's variants as GWAS-SSF text rows (no header), columns in `output_columns` order.
+
+    One pass of `_tsv.format_rows` (C++, without the GIL) writes every row: floats correctly
+    rounded to SIGNIFICANT_DIGITS in the layout of Arrow's float-to-text cast (plain decimals
+    for 1e-6 <= |x| < 1e10, else `1.5e-12`), p from ln p with its exact tail form, whole numbers,
+    and MISSING for anything not finite.
+    """
     alleles = pa.array(alignment.allele_table, type=pa.string())
-    effect = pc.take(alleles, pa.array(alignment.effect_code))
-    other = pc.take(alleles, pa.array(alignment.other_code))
-    text = _Formatter()
-    columns = {
-        "chromosome": chrom,
-        "base_pair_location": position,
-        "effect_allele": effect,
-        "other_allele": other,
-        "beta": text(float_column, stats["beta"]),
-        "standard_error": text(float_column, stats["standard_error"]),
-        "effect_allele_frequency": text(float_column, stats["effect_allele_frequency"]),
-        "p_value": text(p_column, stats["log_p"]),
-        "n": int_column(stats["n"]),
+    _, allele_offsets, allele_bytes = alleles.buffers()
+    sources: dict[str, tuple[str, Any]] = {
+        "chromosome": ("constant", str(chromosome).encode()),
+        "base_pair_location": ("int64", alignment.position),
+        "effect_allele": ("coded_text", alignment.effect_code),
+        "other_allele": ("coded_text", alignment.other_code),
+        "beta": ("significant", stats["beta"]),
+        "standard_error": ("significant", stats["standard_error"]),
+        "effect_allele_frequency": ("significant", stats["effect_allele_frequency"]),
+        "p_value": ("p_value", stats["log_p"]),
+        "n": ("integer", stats["n"]),
         # GWAS-SSF's own variant_id form, chr_pos_ref_alt (gwas-ssf validate wants [A-Za-z0-9_]).
-        "variant_id": pc.binary_join_element_wise(chrom, position, other, effect, "_"),
-        NEG_LOG10_P: float_column(meta.neg_log10(stats["log_p"])),
-        "n_studies": int_column(stats["n_studies"]),
-        "direction": stats["direction"],
-        "het_q": text(float_column, stats["het_q"]),
-        "het_df": int_column(stats["het_df"]),
-        "het_p": text(p_column, stats["het_log_p"]),
-        "i2": text(float_column, stats["i2"]),
-        "tau2": text(float_column, stats["tau2"]),
-        "beta_random": text(float_column, stats["beta_random"]),
-        "se_random": text(float_column, stats["se_random"]),
-        "p_random": text(p_column, stats["random_log_p"]),
+        "variant_id": (
+            "join",
+            ("chromosome", "base_pair_location", "other_allele", "effect_allele"),
+        ),
+        NEG_LOG10_P: ("significant", meta.neg_log10(stats["log_p"])),
+        "n_studies": ("integer", stats["n_studies"]),
+        "direction": ("fixed_width", stats["direction"]),
+        "het_q": ("significant", stats["het_q"]),
+        "het_df": ("integer", stats["het_df"]),
+        "het_p": ("p_value", stats["het_log_p"]),
+        "i2": ("significant", stats["i2"]),
+        "tau2": ("significant", stats["tau2"]),
+        "beta_random": ("significant", stats["beta_random"]),
+        "se_random": ("significant", stats["se_random"]),
+        "p_random": ("p_value", stats["random_log_p"]),
     }
     if options.scheme is Scheme.SAMPLE_SIZE:
-        columns[STOUFFER_COLUMN] = text(float_column, stats["stouffer_z"])
+        sources[STOUFFER_COLUMN] = ("significant", stats["stouffer_z"])
     names = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
-    return pa.table([columns[name] for name in names], names=names)
+    index = {name: i for i, name in enumerate(names)}
+    # Under random effects the primary beta, SE and p are the very arrays of the *_random
+    # columns: those are copied from the text already written rather than formatted again.
+    written: dict[tuple[str, int], int] = {}
+    specs: list[tuple[Any, ...]] = []
+    for name in names:
+        kind, source = sources[name]
+        if kind == "join":
+            specs.append(("join", tuple(index[part] for part in source), b"_"))
+        elif (kind, id(source)) in written:
+            specs.append(("join", (written[kind, id(source)],), b""))
+        elif kind == "constant":
+            specs.append((kind, source))
+        elif kind == "int64":
+            specs.append((kind, np.ascontiguousarray(source, dtype=np.int64)))
+        elif kind == "coded_text":
+            codes = np.ascontiguousarray(source, dtype=np.int64)
+            specs.append((kind, codes, allele_offsets, allele_bytes))
+        elif kind == "fixed_width":
+            cells = np.ascontiguousarray(source, dtype=np.uint8)
+            specs.append((kind, cells, cells.shape[1] if cells.ndim == 2 else 0))
+        elif kind == "p_value":
+            specs.append(
+                (kind, _doubles(meta.p_from_log(source)), _doubles(meta.neg_log10(source)))
+            )
+        else:
+            specs.append((kind, _doubles(source)))
+        written.setdefault((kind, id(source)), len(specs) - 1)
+    return _tsv.format_rows(alignment.n_groups, specs)
 
 
-class _Formatter:
-    """Formats each statistic once: under random effects the primary beta, SE and p are the
-    very arrays of the *_random columns, and formatting is the costliest step of writing."""
-
-    def __init__(self) -> None:
-        self._done: dict[tuple[Callable[[np.ndarray], pa.Array], int], pa.Array] = {}
-
-    def __call__(self, formatter: Callable[[np.ndarray], pa.Array], values: np.ndarray) -> pa.Array:
-        key = (formatter, id(values))
-        if key not in self._done:
-            self._done[key] = formatter(values)
-        return self._done[key]
+def _doubles(values: Any) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)

@@ -1,22 +1,23 @@
 """GWAS-SSF inputs of the meta-analysis: their headers, their kind, and the checks on every row.
 
 Rows that cannot be used are dropped and counted per reason (`DropReason`), never fatal.
-`meta_spill` streams the files through `clean_batch` in blocks.
+`meta_spill` streams the files through `parse_block` in blocks.
 """
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from isal import igzip
 
+from federation import _tsv
 from federation.errors import SpecError
 
 # Columns the meta-analysis cannot do without (GWAS-SSF names).
@@ -30,7 +31,7 @@ REQUIRED_COLUMNS = (
 )
 # Columns used when present: frequency (palindromes, pooled EAF), p (range check), n, ID (ref/alt).
 OPTIONAL_COLUMNS = ("effect_allele_frequency", "p_value", "n", "variant_id")
-NUMERIC_COLUMNS = ("base_pair_location", "beta", "standard_error") + OPTIONAL_COLUMNS[:3]
+# Values read as missing (`_tsv.cpp`: is_na).
 NA_VALUES = ["", "NA", "#NA", "NaN", "nan", "N/A", "NULL", "null", "."]
 # Columns that only an allele-frequency table has.
 FREQUENCY_TABLE_COLUMNS = frozenset({"allele_count", "allele_number", "node_id"})
@@ -125,131 +126,64 @@ def reject_mixed_inputs(paths: Sequence[Path]) -> bool:
     return bool(kinds) and all(kinds)
 
 
-def _numeric(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    """A column as float64 with NaN for missing or unparseable values."""
-    if name not in batch.schema.names:
-        return np.full(batch.num_rows, np.nan)
-    column = batch.column(name)
-    if pa.types.is_floating(column.type):
-        return column.to_numpy(zero_copy_only=False)
-    import pandas as pd  # only on the slow path for files with non-numeric junk
-
-    return pd.to_numeric(column.to_pandas(), errors="coerce").to_numpy(dtype=float)
+# The columns the row kernel reads, in its order (`_tsv.cpp`, enum Column); absent optional
+# columns read as missing values.
+KERNEL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
-def _chromosome_codes(column: pa.Array) -> np.ndarray:
-    encoded = pc.dictionary_encode(column)
-    names = encoded.dictionary.to_pylist()
-    lookup = np.array(
-        [CHROMOSOME_CODES.get(_strip_chr(n), 0) if n is not None else 0 for n in names] + [0],
-        dtype=np.int16,
-    )
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
-    indices = np.where(encoded.indices.is_null().to_numpy(zero_copy_only=False), -1, indices)
-    return lookup[indices.astype(np.int64)]
+@dataclass(frozen=True)
+class ParsedBlock:
+    """The rows of one block of text: what was dropped, and the usable rows."""
+
+    rows_read: int
+    drop_counts: np.ndarray  # per ROW_CHECKS reason
+    usable: pa.Table  # position, effect_allele, other_allele, beta, se, frequency, n, alt_is_effect
+    chromosome: np.ndarray  # int16 GWAS-SSF code of each usable row
+
+    @property
+    def z(self) -> np.ndarray:
+        """beta / SE of the usable rows (for λGC)."""
+        return self.usable.column("beta").to_numpy() / self.usable.column("se").to_numpy()
 
 
-def _is_nucleotides(alleles: pa.Array) -> pa.Array:
-    """Non-empty and only A, C, G, T (trimming them away leaves nothing: ~2x a regex match)."""
-    return pc.and_(
-        pc.equal(pc.utf8_length(pc.ascii_trim(alleles, "ACGT")), 0),
-        pc.greater(pc.utf8_length(alleles), 0),
-    )
+def parse_block(text: bytes | memoryview, header: Sequence[str], need_n: bool) -> ParsedBlock:
+    """Parse and check whole lines of TSV text whose columns are `header`; never fatal.
 
-
-def id_ends_in_allele(variant_id: pa.Array, allele: pa.Array) -> np.ndarray:
-    """Per row: is the ID's last field (after its last ':' or '_'; all of it if none) the allele?
-
-    `chr:pos:ref:alt` and `chr_pos_ref_alt` IDs end in the alternate allele. Single-base
-    alleles, nearly every row, are tested with suffix matches per base; the rest with a regex
-    (a regex over every row would cost as much as parsing the column).
+    Every row gets the first failing check of ROW_CHECKS; a row with too few or too many fields
+    counts as a missing value, a blank line is not a row. Values in NA_VALUES are missing, a
+    number that does not parse is NaN (so counted by the checks), alleles are upper-cased, and
+    chromosome names are trimmed, upper-cased and stripped of a "chr" prefix before
+    CHROMOSOME_CODES. alt_is_effect is False only when the row's variant_id ends (after its last
+    ':' or '_') in the other allele: `chr:pos:ref:alt` IDs name the alternate allele last.
+    The work is one pass of `_tsv.parse_block` (C++, without the GIL).
     """
-    ids = pc.ascii_upper(variant_id)
-    encoded = pc.dictionary_encode(allele)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    answer = np.zeros(len(ids), dtype=bool)
-    regex_rows = np.ones(len(ids), dtype=bool)
-    for code, base in enumerate(encoded.dictionary.to_pylist()):
-        if base is None or len(base) != 1 or base in ":_":
-            continue
-        rows = codes == code
-        ends = pc.or_(
-            pc.or_(pc.ends_with(ids, ":" + base), pc.ends_with(ids, "_" + base)),
-            pc.equal(ids, base),
-        )
-        answer[rows] = ends.fill_null(False).to_numpy(zero_copy_only=False)[rows]
-        regex_rows[rows] = False
-    if regex_rows.any():
-        subset = pa.array(np.flatnonzero(regex_rows))
-        last = pc.replace_substring_regex(pc.take(ids, subset), r"^.*[:_]", "")
-        same = pc.equal(last, pc.take(allele, subset)).fill_null(False)
-        answer[regex_rows] = same.to_numpy(zero_copy_only=False)
-    return answer
-
-
-def _strip_chr(name: str) -> str:
-    name = name.strip().upper()
-    return name[3:] if name.startswith("CHR") else name
-
-
-def clean_batch(
-    batch: pa.RecordBatch, need_n: bool
-) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """Check every row; return usable rows, their chromosome codes, reasons of all rows, z."""
-    position = _numeric(batch, "base_pair_location")
-    beta = _numeric(batch, "beta")
-    se = _numeric(batch, "standard_error")
-    frequency = _numeric(batch, "effect_allele_frequency")
-    p_value = _numeric(batch, "p_value")
-    n = _numeric(batch, "n")
-    chromosome = _chromosome_codes(batch.column("chromosome"))
-    effect = pc.ascii_upper(batch.column("effect_allele"))
-    other = pc.ascii_upper(batch.column("other_allele"))
-    missing = (
-        batch.column("chromosome").is_null().to_numpy(zero_copy_only=False)
-        | np.isnan(position)
-        | effect.is_null().to_numpy(zero_copy_only=False)
-        | other.is_null().to_numpy(zero_copy_only=False)
-        | np.isnan(beta)
-    )
-    allele_ok = pc.and_(
-        pc.and_(_is_nucleotides(effect), _is_nucleotides(other)), pc.not_equal(effect, other)
-    )
-    with np.errstate(invalid="ignore"):
-        failures = [
-            missing,
-            chromosome == 0,
-            (position < 1) | (position != np.floor(position)) | ~np.isfinite(position),
-            ~allele_ok.fill_null(False).to_numpy(zero_copy_only=False),
-            ~np.isfinite(beta),
-            np.isnan(se),
-            np.isinf(se),
-            se <= 0,
-            (p_value < 0) | (p_value > 1),
-            (frequency < 0) | (frequency > 1),
-            (n < 0) | np.isinf(n),
-            np.isnan(n) if need_n else np.zeros(batch.num_rows, dtype=bool),
-        ]
-    reason = np.full(batch.num_rows, -1, dtype=np.int8)
-    for code, failed in enumerate(failures):
-        reason[(reason < 0) & failed] = code
-    usable = reason < 0
-    if "variant_id" in batch.schema.names:
-        alt_is_effect = ~id_ends_in_allele(batch.column("variant_id"), other)
-    else:
-        alt_is_effect = np.ones(batch.num_rows, dtype=bool)
+    field_of_column = [header.index(c) if c in header else -1 for c in KERNEL_COLUMNS]
+    (parsed, malformed, usable, reason, chromosome, position, beta, se, frequency, n, alt,
+     effect_offsets, effect_data, other_offsets, other_data) = _tsv.parse_block(
+        text, len(header), field_of_column, need_n
+    )  # fmt: skip
+    reasons = np.frombuffer(reason, dtype=np.int8)
+    counts = np.bincount(reasons[reasons >= 0], minlength=len(ROW_CHECKS)).astype(np.int64)
+    counts[0] += malformed
     table = pa.table(
         {
-            "position": position.astype(np.int64, copy=False),
-            "effect_allele": effect,
-            "other_allele": other,
-            "beta": beta,
-            "se": se,
-            "frequency": frequency,
-            "n": n,
-            "alt_is_effect": alt_is_effect,
+            "position": np.frombuffer(position, dtype=np.int64),
+            "effect_allele": _strings(usable, effect_offsets, effect_data),
+            "other_allele": _strings(usable, other_offsets, other_data),
+            "beta": np.frombuffer(beta, dtype=np.float64),
+            "se": np.frombuffer(se, dtype=np.float64),
+            "frequency": np.frombuffer(frequency, dtype=np.float64),
+            "n": np.frombuffer(n, dtype=np.float64),
+            "alt_is_effect": np.frombuffer(alt, dtype=np.bool_),
         }
-    ).filter(pa.array(usable))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = beta[usable] / se[usable]
-    return table, chromosome[usable], reason, z
+    )
+    return ParsedBlock(
+        rows_read=parsed + malformed,
+        drop_counts=counts,
+        usable=table,
+        chromosome=np.frombuffer(chromosome, dtype=np.int16),
+    )
+
+
+def _strings(count: int, offsets: bytes, data: bytes) -> pa.Array:
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))

@@ -20,19 +20,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
 
 from federation import meta
 from federation.errors import SpecError
-from federation.meta_inputs import (
-    NA_VALUES,
-    NUMERIC_COLUMNS,
-    OPTIONAL_COLUMNS,
-    REQUIRED_COLUMNS,
-    ROW_CHECKS,
-    clean_batch,
-    open_text,
-)
+from federation.meta_inputs import ROW_CHECKS, open_text, parse_block
 from federation.sumstats import sha256_file
 
 # Position bins: 25 Mb keeps a bin under 1% of the genome (bounded memory) while a
@@ -99,7 +90,7 @@ def scan_inputs(
     summaries: list[Future[InputScan]] = []
     try:
         for index, path in enumerate(paths):
-            parser = BlockParser(path, headers[index], need_n, spill_dir / str(index))
+            parser = BlockParser(headers[index], need_n, spill_dir / str(index))
             blocks = []
             for block_index, text in enumerate(_text_blocks(path)):
                 blocks.append(pool.submit(parser.scan, block_index, text))
@@ -158,79 +149,34 @@ def _blocks_of(path: Path) -> Iterator[memoryview]:
 class BlockParser:
     """Parses, checks and spills blocks of one input; safe to call from several threads."""
 
-    def __init__(self, path: Path, header: list[str], need_n: bool, input_dir: Path) -> None:
-        self.path = path
+    def __init__(self, header: list[str], need_n: bool, input_dir: Path) -> None:
         self.header = header
         self.need_n = need_n
         self.input_dir = input_dir
-        wanted = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in header]
-        self.text_types: dict[str, Any] = {c: pa.string() for c in wanted}
-        self.typed_types = self.text_types | {
-            c: pa.float64() for c in NUMERIC_COLUMNS if c in wanted
-        }
-        self.wanted = wanted
 
     def scan(self, block_index: int, text: memoryview) -> BlockScan:
-        malformed = [0]
-        try:
-            table = self._parse(text, self.typed_types, malformed)
-        except pa.ArrowInvalid:
-            # A non-numeric value in a numeric column: parse this block as text, coercing
-            # value by value (`meta_inputs._numeric` turns junk into NaN, counted as missing).
-            malformed = [0]
-            try:
-                table = self._parse(text, self.text_types, malformed)
-            except pa.ArrowInvalid as error:
-                raise SpecError(
-                    f"input '{self.path}': not a well-formed TSV ({str(error).splitlines()[0]}); "
-                    "every row needs one value per header column"
-                ) from error
-        counts = np.zeros(len(ROW_CHECKS), dtype=np.int64)
-        counts[0] += malformed[0]  # a row with too few or too many fields: missing values
-        z_parts, bins = [], set()
-        for batch_index, batch in enumerate(table.to_batches()):
-            usable, chromosome, reason, z = clean_batch(batch, self.need_n)
-            counts += np.bincount(reason[reason >= 0], minlength=len(ROW_CHECKS))
-            z_parts.append(z)
-            bins |= self._spill(f"{block_index:08d}-{batch_index:04d}", usable, chromosome)
+        block = parse_block(text, self.header, self.need_n)
         return BlockScan(
-            rows_read=table.num_rows + malformed[0],
-            drop_counts=counts,
-            z=np.concatenate(z_parts) if z_parts else np.zeros(0),
-            bins=frozenset(bins),
+            rows_read=block.rows_read,
+            drop_counts=block.drop_counts,
+            z=block.z,
+            bins=frozenset(self._spill(f"{block_index:08d}", block.usable, block.chromosome)),
         )
-
-    def _parse(self, text: memoryview, types: dict[str, Any], malformed: list[int]) -> pa.Table:
-        def skip_row(_row: Any) -> str:
-            malformed[0] += 1
-            return "skip"
-
-        table = pcsv.read_csv(
-            pa.py_buffer(text),
-            pcsv.ReadOptions(column_names=self.header, use_threads=False),
-            pcsv.ParseOptions(delimiter="\t", quote_char=False, invalid_row_handler=skip_row),
-            pcsv.ConvertOptions(
-                column_types=types,
-                include_columns=self.wanted,
-                null_values=NA_VALUES,
-                strings_can_be_null=True,
-            ),
-        )
-        return table.combine_chunks()
 
     def _spill(self, name: str, table: pa.Table, chromosome: np.ndarray) -> set[int]:
         if table.num_rows == 0:
             return set()
         bins = bin_of(chromosome, table.column("position").to_numpy())
-        order = np.argsort(bins, kind="stable")
-        bins = bins[order]
-        table = table.take(pa.array(order))
+        if np.any(bins[1:] < bins[:-1]):  # GWAS-SSF files are sorted: usually nothing to do
+            order = np.argsort(bins, kind="stable")
+            bins = bins[order]
+            table = table.take(pa.array(order))
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         stops = np.r_[starts[1:], bins.size]
         for start, stop in zip(starts, stops, strict=True):
             bin_dir = self.input_dir / str(int(bins[start]))
             bin_dir.mkdir(parents=True, exist_ok=True)
-            # One file per (bin, block, batch), named so that sorting gives reading order.
+            # One file per (bin, block), named so that sorting gives reading order.
             path = bin_dir / f"{name}.arrow"
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
                 w.write_table(table.slice(start, stop - start))

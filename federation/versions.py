@@ -6,6 +6,8 @@ import platform
 from functools import cache
 from importlib import metadata
 
+from federation import _tsv
+
 # Distributions whose versions change results or their provenance.
 RECORDED_DISTRIBUTIONS = (
     "federation",
@@ -16,7 +18,7 @@ RECORDED_DISTRIBUTIONS = (
     "numpy",
     "scipy",
     "pandas",
-    "pyarrow",  # parses the meta-analysis inputs and formats its numbers
+    "pyarrow",  # the meta-analysis scratch files and allele tables
     "isal",  # its gzip bytes are the meta-analysis output's bytes
 )
 
@@ -29,4 +31,6 @@ def software_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    # The C++ kernels that parse the meta-analysis inputs and format its numbers.
+    versions["federation._tsv"] = _tsv.COMPILER
     return versions

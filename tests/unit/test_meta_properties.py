@@ -182,36 +182,3 @@ def test_adding_an_input_with_infinite_se_changes_nothing(frames: list[pd.DataFr
         assert b.direction.str[-1].eq("?").all()
         b["direction"] = b.direction.str[:-1]
         pd.testing.assert_frame_equal(a, b)
-
-
-ID_ALPHABET = st.sampled_from(list("ACGTacgtN:_r0123"))
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.one_of(st.none(), st.text(ID_ALPHABET, max_size=12)),
-            st.one_of(st.none(), st.sampled_from(["A", "C", "G", "T", "AC", "GTT", "N", ""])),
-        ),
-        min_size=1,
-        max_size=40,
-    )
-)
-@settings(max_examples=200, deadline=None)
-def test_id_allele_check_matches_the_plain_regex(rows: list[tuple[str | None, str | None]]) -> None:
-    """The fast per-base suffix test says what `last field of the ID == allele` says."""
-    import re
-
-    import pyarrow as pa
-
-    from federation.meta_inputs import id_ends_in_allele
-
-    ids = pa.array([r[0] for r in rows], type=pa.string())
-    alleles = pa.array([r[1] for r in rows], type=pa.string())
-    expected = [
-        identifier is not None
-        and allele is not None
-        and re.sub(r"^.*[:_]", "", identifier.upper(), flags=re.DOTALL) == allele
-        for identifier, allele in rows
-    ]
-    assert id_ends_in_allele(ids, alleles).tolist() == expected

@@ -157,6 +157,7 @@ def test_output_is_gwas_ssf_with_the_meta_extras(tmp_path: Path) -> None:
         __import__("hashlib").sha256(p.read_bytes()).hexdigest() for p in (a, b)
     ]
     assert "numpy" in meta_["software_versions"]
+    assert meta_["software_versions"]["federation._tsv"].startswith("gcc ")
 
 
 def test_genomic_control_inflates_se_by_sqrt_lambda(tmp_path: Path) -> None:

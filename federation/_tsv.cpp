@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -375,37 +376,55 @@ PyObject* parse_block(PyObject*, PyObject* args) {
 // ----------------------------------------------------------------------------------------
 
 constexpr int SIGNIFICANT_DIGITS = 10;
+constexpr Py_ssize_t MAX_NUMBER_BYTES = 48;  // the most any number format below writes
 constexpr double TAIL_NEG_LOG10_P = 300.0;  // meta_format.TAIL_NEG_LOG10_P
 constexpr double POWERS_OF_TEN[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+// Round to a whole number, half to even, for 0 <= x < 2^52: adding 2^52 leaves no bits for a
+// fraction, so the FPU rounds (in its default mode, ties to even). A call to rint costs more.
+// The build must not use -ffast-math, which would fold this to x.
+inline double round_whole(double x) {
+    constexpr double TWO_52 = 4503599627370496.0;
+    return (x + TWO_52) - TWO_52;  // not folded away: the build has no -ffast-math
+}
+
+// floor(log10(x)) for x > 0, or one less (the caller checks): from the binary exponent, so no
+// call to log10.
+inline int decimal_exponent_estimate(double x) {
+    int binary_exponent;
+    std::frexp(x, &binary_exponent);  // x = f · 2^binary_exponent, 0.5 <= f < 1
+    return static_cast<int>(std::floor((binary_exponent - 1) * 0.30102999566398120));
+}
+
 // x > 0 (finite) as digits × 10^exponent, `digits` the 10 leading significant digits,
 // correctly rounded (ties to even): 10^9 <= digits < 10^10.
 void round_significant(double x, uint64_t& digits, int& exponent) {
-    int estimate = static_cast<int>(std::floor(std::log10(x)));
+    int estimate = decimal_exponent_estimate(x);
     for (int attempt = 0; attempt < 3; ++attempt) {
         const int shift = SIGNIFICANT_DIGITS - 1 - estimate;
         if (shift < -22 || shift > 22) break;  // 10^shift is not exact: see below
         // One rounding (10^shift is exact), so `scaled` is within 2e-6 of the true product.
         const double scaled = shift >= 0 ? x * POWERS_OF_TEN[shift] : x / POWERS_OF_TEN[-shift];
-        const double rounded = std::nearbyint(scaled);
-        if (std::fabs(std::fabs(scaled - rounded) - 0.5) < 1e-4) break;  // too near a tie
-        if (rounded < 1e9) {  // log10 rounded up next to a power of ten
-            --estimate;
-            continue;
-        }
-        if (rounded > 1e10) {
+        if (scaled >= 1e10 - 0.5) {  // the estimate was one too low (or it rounds up to 10^10)
+            if (scaled < 1e10 - 0.5 + 1e-4) break;  // too near the tie 9999999999.5
+            if (scaled < 1e10) {
+                digits = 1000000000;
+                exponent = estimate + 1;
+                return;
+            }
             ++estimate;
             continue;
         }
-        if (rounded == 1e10) {  // 9.9999999995... rounds up to the next power of ten
-            digits = 1000000000;
-            exponent = estimate + 1;
-        } else {
-            digits = static_cast<uint64_t>(rounded);
-            exponent = estimate;
+        const double rounded = round_whole(scaled);
+        if (std::fabs(std::fabs(scaled - rounded) - 0.5) < 1e-4) break;  // too near a tie
+        if (rounded < 1e9) {  // the estimate was one too high
+            --estimate;
+            continue;
         }
+        digits = static_cast<uint64_t>(rounded);
+        exponent = estimate;
         return;
     }
     // Exact decimal rounding of the binary value (the rare cases above): d.ddddddddde±XX.
@@ -420,9 +439,24 @@ void round_significant(double x, uint64_t& digits, int& exponent) {
     exponent = std::atoi(p + 1);
 }
 
+constexpr char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+// The 10 digits of 10^9 <= value < 10^10, two at a time.
+inline void ten_digits(uint64_t value, char* digits) {
+    for (int i = SIGNIFICANT_DIGITS - 2; i >= 0; i -= 2) {
+        const uint64_t pair = value % 100;
+        value /= 100;
+        digits[i] = DIGIT_PAIRS[2 * pair];
+        digits[i + 1] = DIGIT_PAIRS[2 * pair + 1];
+    }
+}
+
 // x with 10 significant digits, as Arrow casts a double to text (double-conversion's
 // shortest form): plain decimals for 1e-6 <= |x| < 1e10, else d.ddde-k / d.ddde+k; no
-// trailing zeros; "NA" if not finite.
+// trailing zeros; "NA" if not finite. Writes at most 32 bytes.
 size_t format_significant(double x, char* out) {
     if (!std::isfinite(x)) {
         std::memcpy(out, "NA", 2);
@@ -439,8 +473,7 @@ size_t format_significant(double x, char* out) {
     int exponent;
     round_significant(x, value, exponent);
     char digits[SIGNIFICANT_DIGITS];
-    for (int i = SIGNIFICANT_DIGITS - 1; i >= 0; --i, value /= 10)
-        digits[i] = static_cast<char>('0' + value % 10);
+    ten_digits(value, digits);
     int n = SIGNIFICANT_DIGITS;
     while (n > 1 && digits[n - 1] == '0') --n;
 
@@ -503,7 +536,7 @@ enum class Kind { CONSTANT, INT64, INTEGER, SIGNIFICANT, P_VALUE, CODED_TEXT, FI
 struct OutputColumn {
     Kind kind;
     Buffer values, second, third;  // meaning depends on kind; see format_rows' docstring
-    Py_ssize_t width = 0;
+    Py_ssize_t width = 0;           // FIXED_WIDTH: bytes per row; otherwise the most a row takes
     std::vector<Py_ssize_t> parts;  // JOIN: earlier columns whose text is joined
     std::string separator;          // JOIN
 };
@@ -528,15 +561,19 @@ bool read_column(PyObject* spec, Py_ssize_t index, Py_ssize_t rows, OutputColumn
     PyObject* first = PyTuple_GET_ITEM(spec, 1);
     if (kind == "constant") {
         column.kind = Kind::CONSTANT;
-        return column.values.get(first);
+        if (!column.values.get(first)) return false;
+        column.width = column.values.size();
+        return true;
     }
     if (kind == "int64" || kind == "integer" || kind == "significant") {
         column.kind = kind == "int64" ? Kind::INT64
                                       : (kind == "integer" ? Kind::INTEGER : Kind::SIGNIFICANT);
+        column.width = MAX_NUMBER_BYTES;
         return column.values.get(first) && need_rows(column.values, 8, rows, "a numeric");
     }
     if (kind == "p_value" && size == 3) {
         column.kind = Kind::P_VALUE;
+        column.width = MAX_NUMBER_BYTES;
         return column.values.get(first) && column.second.get(PyTuple_GET_ITEM(spec, 2)) &&
                need_rows(column.values, 8, rows, "a p") && need_rows(column.second, 8, rows, "a p");
     }
@@ -555,9 +592,16 @@ bool read_column(PyObject* spec, Py_ssize_t index, Py_ssize_t rows, OutputColumn
                 PyErr_SetString(PyExc_ValueError, "format_rows: a text code is out of range");
                 return false;
             }
-        if (n_strings < 0 || offsets[n_strings] > column.third.size()) {
+        if (n_strings < 0 || offsets[0] < 0 || offsets[n_strings] > column.third.size()) {
             PyErr_SetString(PyExc_ValueError, "format_rows: text offsets past the data");
             return false;
+        }
+        for (Py_ssize_t i = 0; i < n_strings; ++i) {
+            if (offsets[i + 1] < offsets[i]) {
+                PyErr_SetString(PyExc_ValueError, "format_rows: text offsets decrease");
+                return false;
+            }
+            column.width = std::max<Py_ssize_t>(column.width, offsets[i + 1] - offsets[i]);
         }
         return true;
     }
@@ -581,6 +625,7 @@ bool read_column(PyObject* spec, Py_ssize_t index, Py_ssize_t rows, OutputColumn
             }
             column.parts.push_back(part);
         }
+        // Filled in by format_rows, which knows the parts' widths.
         Buffer separator;
         if (!separator.get(PyTuple_GET_ITEM(spec, 2))) return false;
         column.separator.assign(separator.bytes(), separator.size());
@@ -591,56 +636,91 @@ bool read_column(PyObject* spec, Py_ssize_t index, Py_ssize_t rows, OutputColumn
     return false;
 }
 
-void write_rows(std::vector<OutputColumn>& columns, Py_ssize_t rows, std::string& out) {
+// A growing output buffer written through a raw pointer (std::string's checks per append
+// cost more than the formatting).
+class TextBuffer {
+  public:
+    ~TextBuffer() { std::free(data_); }
+    // Room for `bytes` more; false if out of memory.
+    bool reserve(size_t bytes) {
+        if (used_ + bytes <= capacity_) return true;
+        size_t capacity = std::max(capacity_ * 2, used_ + bytes);
+        char* grown = static_cast<char*>(std::realloc(data_, capacity));
+        if (!grown) return false;
+        data_ = grown;
+        capacity_ = capacity;
+        return true;
+    }
+    char* end() { return data_ + used_; }
+    void advance(size_t bytes) { used_ += bytes; }
+    void put(char c) { data_[used_++] = c; }
+    void put(const char* text, size_t bytes) {
+        std::memcpy(data_ + used_, text, bytes);
+        used_ += bytes;
+    }
+    void copy_within(size_t start, size_t stop) {  // a span written before, appended again
+        std::memmove(data_ + used_, data_ + start, stop - start);
+        used_ += stop - start;
+    }
+    size_t size() const { return used_; }
+    const char* data() const { return data_; }
+
+  private:
+    char* data_ = nullptr;
+    size_t used_ = 0, capacity_ = 0;
+};
+
+bool write_rows(const std::vector<OutputColumn>& columns, Py_ssize_t rows, TextBuffer& out) {
+    size_t row_bytes = 1;  // the most one row can take: every column at its widest, + tabs
+    for (const OutputColumn& column : columns) row_bytes += static_cast<size_t>(column.width) + 1;
     std::vector<size_t> start(columns.size()), stop(columns.size());
-    char number[64];
     for (Py_ssize_t row = 0; row < rows; ++row) {
+        if (!out.reserve(row_bytes)) return false;
         for (size_t c = 0; c < columns.size(); ++c) {
-            OutputColumn& column = columns[c];
-            if (c) out.push_back('\t');
+            const OutputColumn& column = columns[c];
+            if (c) out.put('\t');
             start[c] = out.size();
-            size_t length = 0;
             switch (column.kind) {
                 case Kind::CONSTANT:
-                    out.append(column.values.bytes(), column.values.size());
+                    out.put(column.values.bytes(), column.values.size());
                     break;
                 case Kind::INT64:
-                    length = std::to_chars(number, number + 24, column.values.as<int64_t>()[row]).ptr -
-                             number;
+                    out.advance(std::to_chars(out.end(), out.end() + MAX_NUMBER_BYTES,
+                                              column.values.as<int64_t>()[row])
+                                    .ptr -
+                                out.end());
                     break;
                 case Kind::INTEGER:
-                    length = format_integer(column.values.as<double>()[row], number);
+                    out.advance(format_integer(column.values.as<double>()[row], out.end()));
                     break;
                 case Kind::SIGNIFICANT:
-                    length = format_significant(column.values.as<double>()[row], number);
+                    out.advance(format_significant(column.values.as<double>()[row], out.end()));
                     break;
                 case Kind::P_VALUE:
-                    length = format_p(column.values.as<double>()[row],
-                                      column.second.as<double>()[row], number);
+                    out.advance(format_p(column.values.as<double>()[row],
+                                         column.second.as<double>()[row], out.end()));
                     break;
                 case Kind::CODED_TEXT: {
                     const int64_t code = column.values.as<int64_t>()[row];
                     const auto* offsets = column.second.as<int32_t>();
-                    out.append(column.third.bytes() + offsets[code], offsets[code + 1] - offsets[code]);
+                    out.put(column.third.bytes() + offsets[code], offsets[code + 1] - offsets[code]);
                     break;
                 }
                 case Kind::FIXED_WIDTH:
-                    out.append(column.values.bytes() + row * column.width, column.width);
+                    out.put(column.values.bytes() + row * column.width, column.width);
                     break;
                 case Kind::JOIN:
                     for (size_t i = 0; i < column.parts.size(); ++i) {
-                        if (i) out.append(column.separator);
-                        const Py_ssize_t part = column.parts[i];
-                        // Appending may move the string: copy by position, not by pointer.
-                        for (size_t k = start[part]; k < stop[part]; ++k) out.push_back(out[k]);
+                        if (i) out.put(column.separator.data(), column.separator.size());
+                        out.copy_within(start[column.parts[i]], stop[column.parts[i]]);
                     }
                     break;
             }
-            if (length) out.append(number, length);
             stop[c] = out.size();
         }
-        out.push_back('\n');
+        out.put('\n');
     }
+    return true;
 }
 
 // format_rows(n_rows, columns) -> bytes; see meta_format.format_rows.
@@ -654,19 +734,17 @@ PyObject* format_rows(PyObject*, PyObject* args) {
     }
     const Py_ssize_t n_columns = PyList_GET_SIZE(specs);
     std::vector<OutputColumn> columns(n_columns);
-    for (Py_ssize_t c = 0; c < n_columns; ++c)
+    for (Py_ssize_t c = 0; c < n_columns; ++c) {
         if (!read_column(PyList_GET_ITEM(specs, c), c, rows, columns[c])) return nullptr;
-    std::string out;
-    bool failed = false;
-    Py_BEGIN_ALLOW_THREADS;
-    try {
-        out.reserve(static_cast<size_t>(rows) * 24 * static_cast<size_t>(n_columns > 0 ? n_columns : 1));
-        write_rows(columns, rows, out);
-    } catch (const std::bad_alloc&) {
-        failed = true;
+        for (Py_ssize_t part : columns[c].parts)
+            columns[c].width += columns[part].width + static_cast<Py_ssize_t>(columns[c].separator.size());
     }
+    TextBuffer out;
+    bool written;
+    Py_BEGIN_ALLOW_THREADS;
+    written = write_rows(columns, rows, out);
     Py_END_ALLOW_THREADS;
-    if (failed) return PyErr_NoMemory();
+    if (!written) return PyErr_NoMemory();
     return PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
 }
 

@@ -64,8 +64,10 @@ def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaRes
         # Inputs are decompressed one after the other and parsed in blocks by a thread per
         # core: ISA-L and pyarrow release the GIL while they work.
         with ThreadPoolExecutor(max_workers=CORES) as pool:
-            # Looking up package versions reads many files: done now, the sidecar's call is free.
+            # Looking up package versions reads many files, and scipy.special takes a while to
+            # import: both are done now, so the sidecar and the bins find them ready.
             pool.submit(software_versions)
+            pool.submit(meta.special)
             scans = scan_inputs(inputs, headers, scratch, need_n, pool)
         return _combine(scans, out, options, scratch)
     finally:

@@ -150,3 +150,9 @@ def test_frequency_homogeneity_is_pearsons_chi2_on_the_2xk_table() -> None:
 def test_monomorphic_pooled_variant_has_no_difference() -> None:
     result = meta.frequency_homogeneity(np.zeros(2), np.array([100.0, 80.0]), np.zeros(2, int), 1)
     assert result.chi2[0] == 0.0 and result.fst[0] == 0.0
+
+
+def test_chi2_median_constant_is_scipys() -> None:
+    from scipy import special
+
+    assert float(special.chdtri(1, 0.5)) == meta.CHI2_1DF_MEDIAN

@@ -3,7 +3,8 @@
 Tools here start helper processes (Snakemake steps and their JVMs; the meta-analysis forks a
 worker per core), so one process's peak would under-report. The tree's proportional set size
 (PSS: a page shared by k processes counts 1/k in each, so forked workers sharing their parent's
-pages are not counted twice) is summed every POLL_SECONDS. Sampling misses short peaks, so each process's own high-water mark (VmHWM) is a floor.
+pages are not counted twice) is summed every POLL_SECONDS. Sampling misses short peaks, so each
+process's own high-water mark (VmHWM) is a floor.
 (wait4's ru_maxrss is not used: a child forked from a large benchmark process reports the
 parent's size, recorded by the kernel when the child calls exec.)
 """
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import psutil  # a dependency of snakemake
 
-POLL_SECONDS = 0.1  # each sample costs ~1 ms of CPU that the measured tools do not get
+# Reading a process's PSS walks its page tables under its memory-map lock, which stalls that
+# process's page faults: sampling a 3-process tree every 0.1 s cost 0.23 s of CPU and added 7% to
+# the wall time of the meta-analysis (a tool using both cores feels it, a single-threaded one
+# hardly does). Every 0.5 s costs 0.05 s and found the same peaks (VmHWM floors the rest).
+POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)

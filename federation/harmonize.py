@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from federation.arrow_numpy import numpy_of
+
 COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
 # Palindromic SNPs with minor allele frequency inside this band are too close to 0.5 for the
 # frequency to tell the strand (0.4-0.6 is the common default, e.g. TwoSampleMR uses 0.42).
@@ -128,7 +130,7 @@ def _codes(alleles: np.ndarray | pa.Array) -> tuple[np.ndarray, list[str]]:
     encoded = pc.dictionary_encode(pc.ascii_upper(array))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    return numpy_of(encoded.indices), encoded.dictionary.to_pylist()
 
 
 def _factorize_pairs(

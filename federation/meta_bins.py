@@ -19,6 +19,7 @@ import pyarrow as pa
 from isal import isal_zlib
 
 from federation import harmonize, meta
+from federation.arrow_numpy import arrow_of, numpy_of
 from federation.meta_format import format_rows
 from federation.meta_options import MetaOptions, Scheme
 from federation.meta_spill import chromosome_of_bin, load_bin
@@ -116,17 +117,17 @@ class BinJob:
     def combine_slice(
         self, rows: pa.Table, input_index: np.ndarray
     ) -> tuple[harmonize.Alignment, dict[str, Any]]:
-        se = rows.column("se").to_numpy() * np.asarray(self.se_factors)[input_index]
-        beta = rows.column("beta").to_numpy()
-        frequency = rows.column("frequency").to_numpy()
-        n = rows.column("n").to_numpy()
+        se = numpy_of(rows.column("se")) * np.asarray(self.se_factors)[input_index]
+        beta = numpy_of(rows.column("beta"))
+        frequency = numpy_of(rows.column("frequency"))
+        n = numpy_of(rows.column("n"))
         alignment = harmonize.align(
             input_index,
-            rows.column("position").to_numpy(),
+            numpy_of(rows.column("position")),
             rows.column("effect_allele"),
             rows.column("other_allele"),
             frequency,
-            rows.column("alt_is_effect").to_numpy(zero_copy_only=False),
+            numpy_of(rows.column("alt_is_effect")),
             self.options.palindromic_maf_band,
         )
         kept = alignment.kept
@@ -223,7 +224,7 @@ def _slices(
     if rows.num_rows <= SLICE_ROWS:
         yield rows, input_index
         return
-    position = rows.column("position").to_numpy()
+    position = numpy_of(rows.column("position"))
     order = np.argsort(position, kind="stable")
     position = position[order]
     starts = [0]
@@ -233,5 +234,5 @@ def _slices(
             cut = int(np.searchsorted(position, position[starts[-1]], side="right"))
         starts.append(cut)
     for start, stop in zip(starts, [*starts[1:], position.size], strict=True):
-        take = pa.array(order[start:stop])
+        take = arrow_of(order[start:stop])
         yield rows.take(take), input_index[order[start:stop]]

@@ -11,6 +11,7 @@ Chromosomes are GWAS-SSF integers 1-25 (X=23, Y=24, MT=25).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -88,8 +89,7 @@ def format_rows(
     for 1e-6 <= |x| < 1e10, else `1.5e-12`), p from ln p with its exact tail form, whole numbers,
     and MISSING for anything not finite.
     """
-    alleles = pa.array(alignment.allele_table, type=pa.string())
-    _, allele_offsets, allele_bytes = alleles.buffers()
+    allele_offsets, allele_bytes = _string_buffers(alignment.allele_table)
     sources: dict[str, tuple[str, Any]] = {
         "chromosome": ("constant", str(chromosome).encode()),
         "base_pair_location": ("int64", alignment.position),
@@ -149,6 +149,14 @@ def format_rows(
             specs.append((kind, _doubles(source)))
         written.setdefault((kind, id(source)), len(specs) - 1)
     return _tsv.format_rows(alignment.n_groups, specs)
+
+
+def _string_buffers(strings: Iterable[str]) -> tuple[np.ndarray, bytes]:
+    """Arrow-style int32 offsets and bytes of a few strings (the distinct alleles)."""
+    encoded = [text.encode() for text in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(text) for text in encoded], out=offsets[1:])
+    return offsets, b"".join(encoded)
 
 
 def _doubles(values: Any) -> np.ndarray:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from isal import igzip
 
 from federation import _tsv
+from federation.arrow_numpy import arrow_of, numpy_of
 from federation.errors import SpecError
 
 # Columns the meta-analysis cannot do without (GWAS-SSF names).
@@ -143,7 +144,7 @@ class ParsedBlock:
     @property
     def z(self) -> np.ndarray:
         """beta / SE of the usable rows (for λGC)."""
-        return self.usable.column("beta").to_numpy() / self.usable.column("se").to_numpy()
+        return numpy_of(self.usable.column("beta")) / numpy_of(self.usable.column("se"))
 
 
 def parse_block(text: bytes | memoryview, header: Sequence[str], need_n: bool) -> ParsedBlock:
@@ -165,18 +166,17 @@ def parse_block(text: bytes | memoryview, header: Sequence[str], need_n: bool) -
     reasons = np.frombuffer(reason, dtype=np.int8)
     counts = np.bincount(reasons[reasons >= 0], minlength=len(ROW_CHECKS)).astype(np.int64)
     counts[0] += malformed
-    table = pa.table(
-        {
-            "position": np.frombuffer(position, dtype=np.int64),
-            "effect_allele": _strings(usable, effect_offsets, effect_data),
-            "other_allele": _strings(usable, other_offsets, other_data),
-            "beta": np.frombuffer(beta, dtype=np.float64),
-            "se": np.frombuffer(se, dtype=np.float64),
-            "frequency": np.frombuffer(frequency, dtype=np.float64),
-            "n": np.frombuffer(n, dtype=np.float64),
-            "alt_is_effect": np.frombuffer(alt, dtype=np.bool_),
-        }
-    )
+    columns = {
+        "position": arrow_of(np.frombuffer(position, dtype=np.int64)),
+        "effect_allele": _strings(usable, effect_offsets, effect_data),
+        "other_allele": _strings(usable, other_offsets, other_data),
+        "beta": arrow_of(np.frombuffer(beta, dtype=np.float64)),
+        "se": arrow_of(np.frombuffer(se, dtype=np.float64)),
+        "frequency": arrow_of(np.frombuffer(frequency, dtype=np.float64)),
+        "n": arrow_of(np.frombuffer(n, dtype=np.float64)),
+        "alt_is_effect": arrow_of(np.frombuffer(alt, dtype=np.bool_)),
+    }
+    table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
     return ParsedBlock(
         rows_read=parsed + malformed,
         drop_counts=counts,

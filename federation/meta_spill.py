@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from federation import meta
+from federation.arrow_numpy import arrow_of, numpy_of
 from federation.errors import SpecError
 from federation.meta_inputs import ROW_CHECKS, open_text, parse_block
 from federation.sumstats import sha256_file
@@ -166,11 +167,11 @@ class BlockParser:
     def _spill(self, name: str, table: pa.Table, chromosome: np.ndarray) -> set[int]:
         if table.num_rows == 0:
             return set()
-        bins = bin_of(chromosome, table.column("position").to_numpy())
+        bins = bin_of(chromosome, numpy_of(table.column("position")))
         if np.any(bins[1:] < bins[:-1]):  # GWAS-SSF files are sorted: usually nothing to do
             order = np.argsort(bins, kind="stable")
             bins = bins[order]
-            table = table.take(pa.array(order))
+            table = table.take(arrow_of(order))
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         stops = np.r_[starts[1:], bins.size]
         for start, stop in zip(starts, stops, strict=True):

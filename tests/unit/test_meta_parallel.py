@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +43,7 @@ def write_study(path: Path, seed: int, junk_row: int | None = None) -> Path:
     ).sort_values(["chromosome", "base_pair_location"])
     frame.iloc[::37, frame.columns.get_loc("standard_error")] = -1.0  # dropped: SE not positive
     text = frame.to_csv(sep="\t", index=False)
-    if junk_row is not None:  # a non-numeric beta: that block is re-read as text
+    if junk_row is not None:  # a non-numeric beta: counted as a missing value
         lines = text.splitlines()
         fields = lines[junk_row].split("\t")
         fields[4] = "abc"
@@ -109,3 +112,31 @@ def test_a_truncated_input_stops_the_run_in_one_line_and_leaves_nothing(
     assert "\n" not in message
     assert f"input '{studies[1]}'" in message and "truncated or corrupt" in message
     assert not out.exists() and not list(tmp_path.glob(".meta-*"))
+
+
+def test_a_meta_analysis_never_imports_pandas(tmp_path: Path, studies: list[Path]) -> None:
+    """pyarrow imports pandas (~0.2 s of a core) whenever numpy arrays cross into Arrow its own
+    way: the meta-analysis goes through `arrow_numpy`, in the main process and the workers."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from federation import meta_runner
+
+        meta_runner.PARALLEL_MIN_ROWS = 0  # the workers are checked too
+        combine = meta_runner.BinJob.__call__
+
+        def checked(job, bin_id):
+            assert "pandas" not in sys.modules, "a worker imported pandas"
+            return combine(job, bin_id)
+
+        meta_runner.BinJob.__call__ = checked
+        inputs = [Path(p) for p in {[str(p) for p in studies]!r}]
+        out = Path({str(tmp_path / "meta.tsv.gz")!r})
+        meta_runner.run_meta(inputs, out, meta_runner.MetaOptions(random_effects=True))
+        assert "pandas" not in sys.modules, "the main process imported pandas"
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "meta.tsv.gz").stat().st_size > 0

@@ -141,6 +141,29 @@ double parse_number(std::string_view field) {
     return error == std::errc() ? value : NAN;
 }
 
+// parse_number, quicker for what most fields hold. A whole number of up to 15 digits (positions,
+// sample sizes) is read digit by digit: exact, as every such number is a double.
+double parse_count(std::string_view field) {
+    if (field.empty() || field.size() > 15) return parse_number(field);
+    int64_t value = 0;
+    for (char c : field) {
+        if (c < '0' || c > '9') return parse_number(field);
+        value = value * 10 + (c - '0');
+    }
+    return static_cast<double>(value);
+}
+
+// A p-value only has to be in [0, 1]: "0." followed by digits (most of them) is, without
+// parsing; anything else is parsed. Returns the value, or 0.5 for "somewhere in [0, 1)".
+double parse_p_value(std::string_view field) {
+    if (field.size() >= 3 && field[0] == '0' && field[1] == '.') {
+        bool digits = true;
+        for (size_t i = 2; i < field.size() && digits; ++i) digits = field[i] >= '0' && field[i] <= '9';
+        if (digits) return 0.5;
+    }
+    return parse_number(field);
+}
+
 // GWAS-SSF chromosome codes 1-22, X=23, Y=24, M/MT=25, after trimming, upper-casing and
 // dropping a "chr" prefix; 0 if unknown.
 int16_t chromosome_code(std::string_view field) {
@@ -210,7 +233,10 @@ struct ScanCounts {
 
 int8_t check_row(const Row& row, bool need_n, int16_t& chromosome, double& position,
                  double (&value)[N_COLUMNS]) {
-    for (int c : {POSITION, BETA, SE, FREQUENCY, P_VALUE, N}) value[c] = parse_number(row.field[c]);
+    for (int c : {BETA, SE, FREQUENCY}) value[c] = parse_number(row.field[c]);
+    value[POSITION] = parse_count(row.field[POSITION]);
+    value[N] = parse_count(row.field[N]);
+    value[P_VALUE] = parse_p_value(row.field[P_VALUE]);  // only checked, never kept
     position = value[POSITION];
     const double beta = value[BETA], se = value[SE], n = value[N];
     const double frequency = value[FREQUENCY], p = value[P_VALUE];

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gzip
 from pathlib import Path
 
@@ -181,6 +183,19 @@ def test_cli_meta_runs_and_prints_a_summary(tmp_path: Path, capsys: pytest.Captu
     assert main(["meta", str(a), "--out", str(out), "--palindromic-maf-band", "0.45-0.55"]) == 0
     assert "1 variants from 1 inputs" in capsys.readouterr().out
     assert sidecar(out)["palindromic_maf_band"] == [0.45, 0.55]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("4", "4")])
+def test_cli_meta_runs_openblas_on_one_thread_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    if given is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", given)
+    a = write(tmp_path / "a.tsv.gz", [{}])
+    assert main(["meta", str(a), "--out", str(tmp_path / "meta.tsv.gz")]) == 0
+    assert os.environ["OPENBLAS_NUM_THREADS"] == expected
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,18 @@ def _codes(alleles: np.ndarray | pa.Array) -> tuple[np.ndarray, list[str]]:
     return numpy_of(encoded.indices), encoded.dictionary.to_pylist()
 
 
+def _unique_codes(values: np.ndarray, upper: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True) for ints in [0, upper): by table, not by sort,
+    when the table is small (allele pairs: a few dozen codes over ~10^5 rows)."""
+    if upper > DENSE_CELL_LIMIT:
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques, inverse.reshape(-1)
+    uniques = np.flatnonzero(np.bincount(values, minlength=upper))
+    index = np.zeros(upper, dtype=np.intp)
+    index[uniques] = np.arange(uniques.size)
+    return uniques, index[values]
+
+
 def _factorize_pairs(
     effect: np.ndarray | pa.Array, other: np.ndarray | pa.Array
 ) -> tuple[np.ndarray, AllelePairs]:
@@ -141,7 +153,7 @@ def _factorize_pairs(
     o_codes, o_names = _codes(other)
     width = max(len(o_names), 1)
     combined = e_codes.astype(np.int64) * width + o_codes
-    pair_values, pair_codes = np.unique(combined, return_inverse=True)
+    pair_values, pair_codes = _unique_codes(combined, max(len(e_names), 1) * width)
     e_up = [e_names[c // width] for c in pair_values]
     o_up = [o_names[c % width] for c in pair_values]
     return pair_codes.reshape(-1), describe_pairs(e_up, o_up)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from federation.harmonize import RowFate, align, complement, describe_pairs
 
@@ -161,3 +163,16 @@ def test_describe_pairs_and_complement() -> None:
     assert list(pairs.palindromic) == [False, False, True, False]
     assert list(pairs.complementable) == [True, True, False, False]
     assert complement("ACGT") == "TGCA"
+
+
+@given(st.lists(st.integers(0, 60), max_size=200), st.booleans())
+def test_unique_codes_is_np_unique(values: list[int], force_sort: bool) -> None:
+    """The table path and the sort path give np.unique's answer."""
+    from federation import harmonize
+
+    array = np.array(values, dtype=np.int64)
+    upper = harmonize.DENSE_CELL_LIMIT + 1 if force_sort else 61
+    uniques, inverse = harmonize._unique_codes(array, upper)
+    expected_uniques, expected_inverse = np.unique(array, return_inverse=True)
+    np.testing.assert_array_equal(uniques, expected_uniques)
+    np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))

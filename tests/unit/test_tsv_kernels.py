@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -348,3 +349,18 @@ def test_rows_join_and_copy_columns_written_before() -> None:
 def test_bad_column_specs_are_refused(spec: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _tsv.format_rows(2, [spec])
+
+
+def test_an_unbuilt_checkout_says_how_to_build_the_kernels() -> None:
+    script = (
+        "import sys\n"
+        "class Unbuilt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'federation._tsv':\n"
+        "            raise ImportError('no compiled module')\n"
+        "sys.meta_path.insert(0, Unbuilt())\n"
+        "import federation\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "is not built in this checkout; run `make bootstrap`" in run.stderr.splitlines()[-1]

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-try:  # the C++ text kernels, compiled from _tsv.cpp when the package is installed
+try:  # the C++ text kernels, compiled from kernels/ when the package is installed
     from federation import _tsv as _tsv
 except ImportError as error:
     raise ImportError(

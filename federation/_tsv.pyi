@@ -1,4 +1,4 @@
-"""Type stub of the C++ text kernels (`_tsv.cpp`); see meta_inputs.parse_block and
+"""Type stub of the C++ text kernels (`federation/kernels/`); see meta_inputs.parse_block and
 meta_format.format_rows for what they do."""
 
 from collections.abc import Sequence

@@ -32,7 +32,7 @@ REQUIRED_COLUMNS = (
 )
 # Columns used when present: frequency (palindromes, pooled EAF), p (range check), n, ID (ref/alt).
 OPTIONAL_COLUMNS = ("effect_allele_frequency", "p_value", "n", "variant_id")
-# Values read as missing (`_tsv.cpp`: is_na).
+# Values read as missing (`kernels/parse_rows.cpp`: is_na).
 NA_VALUES = ["", "NA", "#NA", "NaN", "nan", "N/A", "NULL", "null", "."]
 # Columns that only an allele-frequency table has.
 FREQUENCY_TABLE_COLUMNS = frozenset({"allele_count", "allele_number", "node_id"})
@@ -127,7 +127,7 @@ def reject_mixed_inputs(paths: Sequence[Path]) -> bool:
     return bool(kinds) and all(kinds)
 
 
-# The columns the row kernel reads, in its order (`_tsv.cpp`, enum Column); absent optional
+# The columns the row kernel reads, in its order (`kernels/parse_rows.cpp`: enum Column); absent
 # columns read as missing values.
 KERNEL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 

@@ -1,4 +1,4 @@
-"""The C++ text kernels (`federation/_tsv.cpp`) against plain-Python statements of their rules.
+"""The C++ text kernels (`federation/kernels/`) against plain-Python statements of their rules.
 
 `parse_block` is held to a row-by-row reference of the checks documented in `meta_inputs`;
 `format_rows` to Python's own correctly rounded `%.9e` and, for the layout, to Arrow's

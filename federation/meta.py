@@ -156,7 +156,8 @@ def heterogeneity(
     q = group_sum(weight * np.square(beta - fixed.beta[group]), group, n_groups)
     df = fixed.n_studies - 1
     q = np.where(df > 0, q, 0.0)  # one study: Q is 0 exactly, not the rounding of β - β̂
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A subnormal Q overflows (Q - df) / Q to -inf: I² is then 0, as it should be.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         i2 = np.where(q > 0, np.maximum(0.0, (q - df) / q), 0.0)
     i2 = np.where(df > 0, i2, np.nan)
     return Heterogeneity(q, df, log_p_chi2(q, df), i2)

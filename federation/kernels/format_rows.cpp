@@ -198,7 +198,9 @@ bool read_column(PyObject* spec, Py_ssize_t index, Py_ssize_t rows, OutputColumn
         PyErr_SetString(PyExc_ValueError, "format_rows: each column is a tuple (kind, ...)");
         return false;
     }
-    const std::string_view kind(PyUnicode_AsUTF8(PyTuple_GET_ITEM(spec, 0)));
+    const char* kind_text = PyUnicode_AsUTF8(PyTuple_GET_ITEM(spec, 0));
+    if (!kind_text) return false;
+    const std::string_view kind(kind_text);
     const Py_ssize_t size = PyTuple_GET_SIZE(spec);
     PyObject* first = PyTuple_GET_ITEM(spec, 1);
     if (kind == "constant") {

@@ -2,6 +2,7 @@
 // The rules are meta_inputs.py's: DropReason order, NA_VALUES, chromosome codes.
 
 #include <charconv>
+#include <iterator>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -332,14 +333,41 @@ PyObject* parse_block(PyObject*, PyObject* args) {
     Py_END_ALLOW_THREADS;
 
     const Py_ssize_t u = counts.usable;
-    return Py_BuildValue("nnnNNNNNNNNNNNN", counts.parsed, counts.malformed, u,
-                         out.reason.finish(counts.parsed), out.chromosome.finish(u * 2),
-                         out.position.finish(u * 8), out.beta.finish(u * 8), out.se.finish(u * 8),
-                         out.frequency.finish(u * 8), out.n.finish(u * 8),
-                         out.alt_is_effect.finish(u), out.effect_offsets.finish((u + 1) * 4),
-                         out.effect_data.finish(counts.effect_bytes),
-                         out.other_offsets.finish((u + 1) * 4),
-                         out.other_data.finish(counts.other_bytes));
+    PyObject* columns[] = {
+        out.reason.finish(counts.parsed),
+        out.chromosome.finish(u * 2),
+        out.position.finish(u * 8),
+        out.beta.finish(u * 8),
+        out.se.finish(u * 8),
+        out.frequency.finish(u * 8),
+        out.n.finish(u * 8),
+        out.alt_is_effect.finish(u),
+        out.effect_offsets.finish((u + 1) * 4),
+        out.effect_data.finish(counts.effect_bytes),
+        out.other_offsets.finish((u + 1) * 4),
+        out.other_data.finish(counts.other_bytes),
+    };
+    for (PyObject* column : columns) {
+        if (column) continue;
+        for (PyObject* other : columns) Py_XDECREF(other);
+        return nullptr;
+    }
+    PyObject* result = PyTuple_New(3 + std::size(columns));
+    if (!result) {
+        for (PyObject* column : columns) Py_DECREF(column);
+        return nullptr;
+    }
+    PyTuple_SET_ITEM(result, 0, PyLong_FromSsize_t(counts.parsed));
+    PyTuple_SET_ITEM(result, 1, PyLong_FromSsize_t(counts.malformed));
+    PyTuple_SET_ITEM(result, 2, PyLong_FromSsize_t(u));
+    for (size_t i = 0; i < std::size(columns); ++i) PyTuple_SET_ITEM(result, 3 + i, columns[i]);
+    for (Py_ssize_t i = 0; i < 3; ++i) {
+        if (!PyTuple_GET_ITEM(result, i)) {
+            Py_DECREF(result);
+            return nullptr;
+        }
+    }
+    return result;
 }
 
 }  // namespace tsv

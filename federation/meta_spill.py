@@ -23,9 +23,9 @@ import pyarrow as pa
 
 from federation import meta
 from federation.arrow_numpy import arrow_of, numpy_of
+from federation.digests import sha256_file
 from federation.errors import SpecError
 from federation.meta_inputs import ROW_CHECKS, open_text, parse_block
-from federation.sumstats import sha256_file
 
 # Position bins: 25 Mb keeps a bin under 1% of the genome (bounded memory) while a
 # chromosome needs at most 10 bins (few files).

@@ -5,8 +5,9 @@ statistical precision, and a third of the bytes of a full repr). p-values come f
 below 1e-300 are written from -log10 p as `m.mmmmme-k` (`sumstats.format_p_value`), never as 0.
 Chromosomes are GWAS-SSF integers 1-25 (X=23, Y=24, MT=25).
 
-`format_rows` writes a bin's rows in one pass of the C++ kernel; `round_significant` and
-`p_column` are the vectorised forms the allele-frequency tables use.
+`format_rows` writes a bin's rows in one pass of the C++ kernel; `p_column` is its p-value
+column on its own, and `round_significant` rounds the numbers the allele-frequency tables
+keep as floats.
 """
 
 from __future__ import annotations
@@ -15,22 +16,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from federation import _tsv, meta
 from federation.meta_options import Scheme
-from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P, format_p_value
+from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P
 
 if TYPE_CHECKING:
     from federation.harmonize import Alignment
     from federation.meta_options import MetaOptions
 
 SIGNIFICANT_DIGITS = 10
-# Below this -log10 p, exp(ln p) is a normal float64 and prints as itself.
-TAIL_NEG_LOG10_P = 300.0
 STOUFFER_COLUMN = "stouffer_z"
-MISSING = "NA"
 
 
 def output_columns(sample_size_scheme: bool) -> list[str]:
@@ -41,42 +37,39 @@ def output_columns(sample_size_scheme: bool) -> list[str]:
 def round_significant(values: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
     """Round to `digits` significant digits so the shortest repr has at most that many.
 
-    Scaling by an exact power of ten (10**k is exact for k <= 22) and dividing back gives the
-    float nearest the decimal, which prints as that decimal.
+    Scaling by an exact power of ten (10**k is exact for k <= 22) and rounding once gives the
+    float nearest the decimal, which prints as that decimal. Where that is not sure (10**k
+    inexact, a scaled value within 1e-4 of a tie, log10 off by one next to a power of ten), the
+    value is rounded from its exact decimal expansion instead, as the C++ formatter does.
     """
     out = values.astype(float, copy=True)
     finite = np.isfinite(out) & (out != 0)
     x = out[finite]
-    # Clipped so 10**exponent stays finite (subnormal p-values are formatted from -log10 p).
+    # Clipped so 10**exponent stays finite; values that far out take the exact path below.
     exponent = np.clip(digits - 1 - np.floor(np.log10(np.abs(x))), -300, 300)
     up = exponent >= 0
     scale_up = np.power(10.0, np.where(up, exponent, 0))
     scale_down = np.power(10.0, np.where(up, 0, -exponent))
-    x = np.where(up, np.round(x * scale_up) / scale_up, np.round(x / scale_down) * scale_down)
-    out[finite] = x
+    scaled = np.where(up, x * scale_up, x / scale_down)
+    whole = np.round(scaled)
+    unsure = (
+        (np.abs(exponent) > 22)
+        | (np.abs(np.abs(scaled - whole) - 0.5) < 1e-4)
+        | (np.abs(whole) < 10.0 ** (digits - 1))
+        | (np.abs(whole) >= 10.0**digits)
+    )
+    with np.errstate(over="ignore"):  # only values taking the exact path can overflow here
+        rounded = np.where(up, whole / scale_up, whole * scale_down)
+    rounded[unsure] = [float(f"{value:.{digits - 1}e}") for value in x[unsure]]
+    out[finite] = rounded
     return out
 
 
-def float_column(values: np.ndarray) -> pa.Array:
-    rounded = round_significant(values)
-    finite = np.isfinite(rounded)
-    if finite.all():
-        return pc.cast(pa.array(rounded), pa.string())
-    strings = pc.cast(pa.array(rounded, mask=~finite), pa.string())
-    return pc.fill_null(strings, MISSING)
-
-
-def p_column(log_p: np.ndarray) -> pa.Array:
-    """p from ln p, exact in the tail: `format_p_value` for -log10 p >= 300."""
-    nlp = meta.neg_log10(log_p)
-    p = meta.p_from_log(log_p)
-    strings = float_column(p)
-    tail = np.isfinite(nlp) & (nlp >= TAIL_NEG_LOG10_P)
-    if not tail.any():
-        return strings
-    values = strings.to_numpy(zero_copy_only=False).astype(object)
-    values[tail] = format_p_value(p[tail], nlp[tail])
-    return pa.array(values, type=pa.string())
+def p_column(log_p: np.ndarray) -> list[str]:
+    """p from ln p as text, exact in the tail (`format_p_value` for -log10 p >= 300): the
+    p-value column of `format_rows`, on its own."""
+    p, nlp = _doubles(meta.p_from_log(log_p)), _doubles(meta.neg_log10(log_p))
+    return _tsv.format_rows(len(p), [("p_value", p, nlp)]).decode().splitlines()
 
 
 def format_rows(
@@ -87,7 +80,7 @@ def format_rows(
     One pass of `_tsv.format_rows` (C++, without the GIL) writes every row: floats correctly
     rounded to SIGNIFICANT_DIGITS in the layout of Arrow's float-to-text cast (plain decimals
     for 1e-6 <= |x| < 1e10, else `1.5e-12`), p from ln p with its exact tail form, whole numbers,
-    and MISSING for anything not finite.
+    and NA for anything not finite.
     """
     allele_offsets, allele_bytes = _string_buffers(alignment.allele_table)
     sources: dict[str, tuple[str, Any]] = {

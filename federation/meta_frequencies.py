@@ -160,7 +160,7 @@ def pool_frequencies(frame: pd.DataFrame) -> pd.DataFrame:
             "n_nodes": test.n_nodes,
             "freq_chi2": round_significant(test.chi2),
             "freq_df": test.df,
-            "freq_p": p_column(test.log_p).to_pylist(),
+            "freq_p": p_column(test.log_p),
             "fst": round_significant(test.fst),
             "population_specific": np.where(test.df > 0, p < POPULATION_SPECIFIC_P, False),
         }

@@ -19,7 +19,8 @@ namespace {
 
 constexpr int SIGNIFICANT_DIGITS = 10;
 constexpr Py_ssize_t MAX_NUMBER_BYTES = 48;  // the most any number format below writes
-constexpr double TAIL_NEG_LOG10_P = 300.0;  // meta_format.TAIL_NEG_LOG10_P
+// Below this -log10 p, exp(ln p) is a normal float64 and prints as itself.
+constexpr double TAIL_NEG_LOG10_P = 300.0;
 constexpr double POWERS_OF_TEN[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};

@@ -20,6 +20,7 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from federation import _tsv
+from federation.meta_format import p_column, round_significant
 from federation.meta_inputs import (
     CHROMOSOME_CODES,
     KERNEL_COLUMNS,
@@ -278,6 +279,16 @@ def test_decimal_ties_round_like_the_exact_value(digits: int, exponent: int) -> 
     ]
 
 
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=50))
+@settings(max_examples=300, deadline=None)
+@example([2.9061500715, 1.0000000005, 7.744779088000000e-19, 9.9999999995e-5, 5e-324, 1e300])
+def test_floats_kept_as_numbers_are_rounded_the_same_way(values: list[float]) -> None:
+    """round_significant (allele-frequency tables keep numbers) gives the double nearest the
+    correctly rounded 10-digit decimal, as the text kernel writes it."""
+    rounded = round_significant(np.array(values))
+    assert rounded.tolist() == [float(f"{x:.9e}") for x in values]
+
+
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_layout_is_arrows_float_to_text_cast(values: list[float]) -> None:
@@ -309,6 +320,7 @@ def test_p_values_from_log_keep_their_tail(log_p: list[float]) -> None:
     for i, text in zip(np.flatnonzero(tail), format_p_value(p[tail], nlp[tail]), strict=True):
         expected[i] = text
     assert format_column("p_value", p, nlp) == expected
+    assert p_column(ln_p) == expected
     assert all(text != "0" for text, in_tail in zip(expected, tail, strict=True) if in_tail)
 
 

@@ -26,6 +26,9 @@ import psutil  # a dependency of snakemake
 # the wall time of the meta-analysis (a tool using both cores feels it, a single-threaded one
 # hardly does). Every 0.5 s costs 0.05 s and found the same peaks (VmHWM floors the rest).
 POLL_SECONDS = 0.5
+# The end of the command is looked for this often (wait4 costs next to nothing), so wall time
+# is not rounded up to the next memory sample.
+EXIT_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,14 @@ def run_tree(
         )
         root = psutil.Process(process.pid)
         peak = largest_single = 0
+        next_sample = start
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
+            if time.perf_counter() < next_sample:
+                time.sleep(EXIT_POLL_SECONDS)
+                continue
             total = 0
             for member in _tree(root):
                 try:
@@ -86,7 +93,7 @@ def run_tree(
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
             peak = max(peak, total)
-            time.sleep(POLL_SECONDS)
+            next_sample = time.perf_counter() + POLL_SECONDS
         wall = time.perf_counter() - start
         output_file.seek(0)
         output = output_file.read()

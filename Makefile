@@ -19,9 +19,10 @@ integration:
 	$(PYTEST) tests/integration -q -m integration
 
 lint:
-	uv run ruff check federation tests bench
-	uv run ruff format --check federation tests bench
+	uv run ruff check federation tests bench tools
+	uv run ruff format --check federation tests bench tools
 	uv run mypy
+	uv run lint-imports
 	uv run snakemake --lint --config node_config=config/examples/node.yaml study_config=config/examples/study.yaml
 	find workflows -name '*.cwl' | sort | while read -r cwl; do uv run cwltool --quiet --validate "$$cwl" || exit 1; done
 

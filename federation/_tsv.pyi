@@ -1,5 +1,5 @@
-"""Type stub of the C++ text kernels (`federation/kernels/`); see meta_inputs.parse_block and
-meta_format.format_rows for what they do."""
+"""Type stub of the C++ text kernels (`federation/meta/kernels/`); see meta.inputs.parse_block and
+meta.format.format_rows for what they do."""
 
 from collections.abc import Sequence
 from typing import Any

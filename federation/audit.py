@@ -25,21 +25,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from federation.files import atomic_write
+from federation.jsonio import canonical_json, jsonable
+
 GENESIS = "0" * 64  # `prev` of the first record
 HEAD_SUFFIX = ".head"
 TAIL_BLOCK = 64 * 1024  # records are small; the last one is found within a block or two
 CHAIN_FIELDS = ("seq", "prev", "hash")
 
 
-def _canonical(record: dict[str, Any]) -> bytes:
-    return json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode()
-
-
 def record_hash(record: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of `record` without its own ``hash`` field."""
-    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+    return hashlib.sha256(
+        canonical_json({k: v for k, v in record.items() if k != "hash"})
+    ).hexdigest()
 
 
 def head_path(log_path: Path) -> Path:
@@ -99,20 +98,17 @@ def _link(descriptor: int) -> tuple[int, str]:
 
 def append_event(log_path: Path, event: str, **fields: Any) -> None:
     """Append one record `{time, event, **fields}`, chained to the one before it."""
-    record: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "event": event,
-        **fields,
-    }
+    # Plain JSON only (paths and other objects as text): what is hashed is what is written.
+    record: dict[str, Any] = jsonable(
+        {"time": datetime.now(UTC).isoformat(timespec="seconds"), "event": event, **fields}
+    )
     with _locked(log_path) as descriptor:
         record["seq"], record["prev"] = _link(descriptor)
         record["hash"] = record_hash(record)
         # One write of a whole line with O_APPEND, under the lock: records never interleave.
-        os.write(descriptor, _canonical(record) + b"\n")
+        os.write(descriptor, canonical_json(record) + b"\n")
         head = head_path(log_path)
-        tmp = head.with_name(".partial-" + head.name)
-        tmp.write_text(json.dumps({"records": record["seq"] + 1, "last_hash": record["hash"]}))
-        tmp.replace(head)
+        atomic_write(head, json.dumps({"records": record["seq"] + 1, "last_hash": record["hash"]}))
 
 
 @dataclass(frozen=True)

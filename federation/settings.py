@@ -191,7 +191,7 @@ def load_coordinator(path: Path) -> CoordinatorSettings:
             resolve(entry["public_key"]),
             dict(entry["mailbox"]),
             tuple(entry.get("remote_run_once", ())),
-        )  # fmt: skip
+        )
         for node_id, entry in data["nodes"].items()
     }
     return CoordinatorSettings(

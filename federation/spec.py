@@ -80,6 +80,7 @@ class StudySpec:
     nodes: tuple[str, ...] = ()
     quorum: int | None = None
     deadline: str | None = None
+    analysis_ids: tuple[str, ...] = ()  # every analysis, in the order the study lists them
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -146,6 +147,7 @@ def study_from_dict(document: Any, label: str = "study config") -> StudySpec:
         nodes=tuple(data.get("nodes", ())),
         quorum=data.get("quorum"),
         deadline=data.get("deadline"),
+        analysis_ids=tuple(ids),
         raw=data,
     )
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
-from federation.digests import sha256_file
 from federation.errors import SpecError
+from federation.files import READ_BLOCK, atomic_path, atomic_write
 
 if TYPE_CHECKING:  # pandas is imported where tables are read: the meta-analysis never needs it
     import pandas as pd
@@ -38,7 +39,7 @@ MANDATORY_COLUMNS: tuple[str, ...] = (
 STANDARD_EXTRAS: tuple[str, ...] = ("n", "variant_id")
 # -log10 p, written because p itself can underflow float64 far out in the tail.
 NEG_LOG10_P = "neg_log_10_p_value"
-# Extra columns of a meta-analysis output (DESIGN.md §3).
+# Extra columns of a meta-analysis output.
 META_EXTRAS: tuple[str, ...] = (
     "n_studies",
     "direction",
@@ -51,7 +52,7 @@ META_EXTRAS: tuple[str, ...] = (
     "se_random",
     "p_random",
 )
-# The allele-frequency table (DESIGN.md §3), one row per variant per node plus a pooled row.
+# The allele-frequency table, one row per variant per node plus a pooled row.
 ALLELE_FREQUENCY_COLUMNS: tuple[str, ...] = (
     "chromosome",
     "base_pair_location",
@@ -99,6 +100,23 @@ def format_p_value(p: np.ndarray, neg_log10_p: np.ndarray) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class TableDigests:
+    """The digests a sidecar records of its table: MD5 for the GWAS Catalog, SHA-256 for us."""
+
+    md5: str
+    sha256: str
+
+    @classmethod
+    def of_file(cls, path: Path) -> TableDigests:
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(READ_BLOCK), b""):
+                md5.update(block)
+                sha256.update(block)
+        return cls(md5.hexdigest(), sha256.hexdigest())
+
+
 def write_table(
     frame: pd.DataFrame,
     path: Path,
@@ -112,28 +130,32 @@ def write_table(
     """
     if not path.name.endswith(".tsv.gz"):
         raise SpecError(f"output '{path}': must end in .tsv.gz (GWAS-SSF); rename it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        text = frame.to_csv(
-            sep="\t", index=False, na_rep="NA", lineterminator="\n", float_format=float_format
-        )
+    text = frame.to_csv(
+        sep="\t", index=False, na_rep="NA", lineterminator="\n", float_format=float_format
+    )
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+    ):
         gz.write(text.encode())
-    tmp.replace(path)
     if metadata is not None:
         write_sidecar(path, metadata)
     return path
 
 
-def write_sidecar(table_path: Path, metadata: Mapping[str, Any]) -> Path:
+def write_sidecar(
+    table_path: Path, metadata: Mapping[str, Any], digests: TableDigests | None = None
+) -> Path:
+    """`<table>.yaml`: `metadata` plus the table's name and digests (given when the writer
+    took them while writing, else read from the file)."""
     sidecar = sidecar_path(table_path)
+    digests = digests or TableDigests.of_file(table_path)
     document = dict(metadata)
     document.setdefault("data_file_name", table_path.name)
-    document["data_file_md5sum"] = hashlib.md5(table_path.read_bytes()).hexdigest()
-    document["data_file_sha256"] = sha256_file(table_path)
-    tmp = sidecar.with_name(sidecar.name + ".partial")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False))
-    tmp.replace(sidecar)
+    document["data_file_md5sum"] = digests.md5
+    document["data_file_sha256"] = digests.sha256
+    atomic_write(sidecar, yaml.safe_dump(document, sort_keys=False))
     return sidecar
 
 

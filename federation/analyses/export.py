@@ -11,6 +11,8 @@ from pathlib import Path
 
 import hail as hl
 
+from federation.files import atomic_path
+
 
 def variant_fields(table: hl.Table) -> dict[str, hl.Expression]:
     """chromosome (no `chr` prefix), position, ref and alt of a biallelic locus/alleles key."""
@@ -29,8 +31,6 @@ def _full_precision(value: hl.Float64Expression) -> hl.StringExpression:
 
 def export_private_table(table: hl.Table, path: Path) -> Path:
     """Write `table` (key dropped, fields flattened) as one TSV; atomically via a temporary name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".partial-" + path.name)  # keeps the extension Hail compresses by
     flat = table.key_by().drop("locus", "alleles").flatten()
     flat = flat.annotate(
         **{
@@ -39,6 +39,7 @@ def export_private_table(table: hl.Table, path: Path) -> Path:
             if dtype == hl.tfloat64
         }
     )
-    flat.export(str(tmp), header=True, delimiter="\t")
-    tmp.replace(path)
+    # The temporary name keeps the extension Hail chooses its compression by.
+    with atomic_path(path) as tmp:
+        flat.export(str(tmp), header=True, delimiter="\t")
     return path

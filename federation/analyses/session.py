@@ -17,9 +17,6 @@ from pathlib import Path
 
 import hail as hl
 
-# Hail only knows these builds; anything else is a config error, caught before the JVM starts.
-SUPPORTED_REFERENCE_GENOMES = ("GRCh37", "GRCh38")
-
 
 @dataclass(frozen=True)
 class HailSettings:

@@ -7,8 +7,6 @@ step leaves nothing that a later step or a rerun could mistake for a result.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +19,9 @@ from federation.analyses.genotypes import load_genotypes
 from federation.analyses.gwas import analysis_samples, principal_components, run_gwas
 from federation.analyses.qc import run_qc
 from federation.analyses.session import HailSettings, hail_session
-from federation.phenotypes import read_phenotypes
-from federation.preflight import check_node_inputs
+from federation.files import atomic_write, atomic_write_json
+from federation.pipeline.phenotypes import read_phenotypes
+from federation.pipeline.preflight import check_node_inputs
 from federation.settings import NodeSettings
 from federation.spec import GwasAnalysis, StudySpec
 
@@ -44,24 +43,12 @@ def _replace_directory(tmp: Path, final: Path) -> None:
     tmp.replace(final)
 
 
-def _write_json(document: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".partial-" + path.name)
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def _write_samples(mt: hl.MatrixTable, path: Path | None) -> None:
     """The analysed cohort's sample IDs, one per line, for the release step's privacy ledger.
     Node-private (mode 0600, under the work dir); it never goes near the release folder."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".partial-" + path.name)
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.writelines(f"{sample}\n" for sample in mt.s.collect())
-    tmp.replace(path)
+    atomic_write(path, "".join(f"{sample}\n" for sample in mt.s.collect()), mode=0o600)
 
 
 def qc_step(
@@ -81,7 +68,7 @@ def qc_step(
         mt.write(str(tmp), overwrite=True)
         _write_samples(hl.read_matrix_table(str(tmp)), samples_path)  # columns only: cheap
     _replace_directory(tmp, out_mt)
-    _write_json(counts.as_dict(), counts_path)
+    atomic_write_json(counts_path, counts.as_dict())
 
 
 def allele_frequency_step(node: NodeSettings, qc_mt: Path, out: Path) -> None:
@@ -109,4 +96,4 @@ def gwas_step(
         _write_samples(mt, samples_path)
         fit, design = run_gwas(mt, analysis)
         export_private_table(fit, out)
-    _write_json({"analysis": analysis.id, **asdict(design)}, design_path)
+    atomic_write_json(design_path, {"analysis": analysis.id, **asdict(design)})

@@ -33,12 +33,19 @@ import yaml
 
 from federation import sumstats
 from federation.errors import PipelineError, SpecError
-from federation.pipeline.snakemake import PipelineRun, _first_error_line, _publish
-from federation.preflight import check_node_inputs
+from federation.files import REPO_ROOT, atomic_write, sha256_file
+from federation.pipeline.preflight import check_node_inputs
+from federation.pipeline.runs import (
+    PipelineRun,
+    failed,
+    first_error_line,
+    publish,
+    release_destination,
+    start_run,
+)
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where the workflow sits in the repository and in a signed bundle (bundle.PIPELINE_PATTERNS).
 BUNDLED_WORKFLOW = Path("workflows") / "node_pipeline.cwl"
 WORKFLOW = REPO_ROOT / BUNDLED_WORKFLOW
@@ -112,7 +119,7 @@ def _failure_message(node: NodeSettings, output: list[str], step_logs: Path, log
         reason = first_error.removeprefix("ERROR ").strip() if first_error else f"see {log}"
         return f"node '{node.node_id}': cwltool failed: {reason}"
     step = SCATTER_SUFFIX.sub("", job)
-    details = (_first_error_line(path) for path in sorted((step_logs / job).glob("*.log")))
+    details = (first_error_line(path) for path in sorted((step_logs / job).glob("*.log")))
     detail = next((found for found in details if found), None)
     return f"node '{node.node_id}': step '{step}' failed: {detail or f'see {step_logs / job}'}"
 
@@ -133,7 +140,7 @@ def provenance_digest(research_object: Path) -> str:
         raise PipelineError(
             f"cwltool research object {research_object}: no {PROVENANCE_DIGEST_FILE}"
         )
-    return sumstats.sha256_file(manifest)
+    return sha256_file(manifest)
 
 
 def add_provenance_digest(staging: Path, digest: str) -> None:
@@ -149,9 +156,7 @@ def add_provenance_digest(staging: Path, digest: str) -> None:
         document["provenance_digest_of"] = (
             f"{PROVENANCE_DIGEST_FILE} of the node's CWLProv research object"
         )
-        tmp = sidecar.with_name(sidecar.name + ".partial")
-        tmp.write_text(yaml.safe_dump(document, sort_keys=False))
-        tmp.replace(sidecar)
+        atomic_write(sidecar, yaml.safe_dump(document, sort_keys=False))
 
 
 def _stage(files: list[Path], staging: Path) -> None:
@@ -178,19 +183,28 @@ def cwltool_command(
         f"--preserve-environment={name}" for name in PRESERVED_ENVIRONMENT if name in os.environ
     ]
     return [
-        sys.executable, "-c", CWLTOOL_MAIN,
+        sys.executable,
+        "-c",
+        CWLTOOL_MAIN,
         "--no-container",  # the node's own environment; DockerRequirement is a hint only
         "--disable-color",
-        "--on-error", "stop",
-        "--outdir", str(cwl_dir / "outputs"),
+        "--on-error",
+        "stop",
+        "--outdir",
+        str(cwl_dir / "outputs"),
         # Job and intermediate directories hold individual-level data: never the system /tmp.
-        "--tmpdir-prefix", str(cwl_dir / "tmp") + os.sep,
-        "--tmp-outdir-prefix", str(cwl_dir / "tmp") + os.sep,
-        "--log-dir", str(logs / "cwl"),
-        "--provenance", str(provenance),
+        "--tmpdir-prefix",
+        str(cwl_dir / "tmp") + os.sep,
+        "--tmp-outdir-prefix",
+        str(cwl_dir / "tmp") + os.sep,
+        "--log-dir",
+        str(logs / "cwl"),
+        "--provenance",
+        str(provenance),
         *preserved,
-        str(workflow), str(job),
-    ]  # fmt: skip
+        str(workflow),
+        str(job),
+    ]
 
 
 def _final_outputs(outputs_path: Path, log_path: Path) -> dict[str, Any]:
@@ -219,7 +233,7 @@ def run_cwl_pipeline(
     node = load_node(node_config)
     study = load_study(study_config)
     check_node_inputs(node, study)  # bad input stops here, before a JVM or a file
-    work = node.work_dir / study.study_id
+    work = start_run(node, study.study_id)
     cwl_dir, logs = work / "cwl", work / "logs"
     # The research object of the release stays where its digest says until a later run
     # succeeds; a failed run's is left in provenance.run for the admin.
@@ -259,13 +273,13 @@ def run_cwl_pipeline(
                 progress(f"[{node.node_id}] {match.group(1)}: {match.group(2)}")
         returncode = process.wait()
     if returncode != 0 or not any(line.endswith(SUCCESS_LINE) for line in output):
-        raise PipelineError(_failure_message(node, output, logs / "cwl", log_path))
+        raise failed(node, study.study_id, _failure_message(node, output, logs / "cwl", log_path))
     outputs = _final_outputs(outputs_path, log_path)
     staging = work / "release"
     _stage(_released_files(outputs), staging)
     add_provenance_digest(staging, provenance_digest(run_provenance))
     _fresh(provenance)
     run_provenance.replace(provenance)
-    destination = node.results_dir / study.study_id / "nodes" / node.node_id
-    files = _publish(staging, destination)
+    destination = release_destination(node, study.study_id)
+    files = publish(staging, destination)
     return PipelineRun(node.node_id, study.study_id, destination, files, log_path)

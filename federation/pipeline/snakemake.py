@@ -9,43 +9,29 @@ files are staged inside the node's work directory and published to
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from federation.errors import PipelineError
-from federation.preflight import check_node_inputs
+from federation.files import REPO_ROOT
+from federation.pipeline.preflight import check_node_inputs
+from federation.pipeline.runs import (
+    PipelineRun,
+    failed,
+    first_error_line,
+    publish,
+    release_destination,
+    start_run,
+)
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO_ROOT / "Snakefile"
 LOCAL_PROFILE = REPO_ROOT / "profiles" / "local"
 PROGRESS_LINE = re.compile(r"^(\d+ of \d+ steps \(\d+%\) done|(local)?rule \w+:)")
 FAILED_RULE = re.compile(r"^Error in rule (\w+):")
 RULE_LOG = re.compile(r"^\s+log: (\S+)")
-
-
-@dataclass(frozen=True)
-class PipelineRun:
-    node_id: str
-    study_id: str
-    released_dir: Path
-    released_files: tuple[Path, ...]
-    log_path: Path
-
-
-def _first_error_line(log: Path) -> str | None:
-    """The one-line `error: ...` a failed step printed (see cli.main), if any."""
-    if not log.is_file():
-        return None
-    for line in reversed(log.read_text(errors="replace").splitlines()):
-        if line.startswith("error: "):
-            return line.removeprefix("error: ")
-    return None
 
 
 def _failure_message(node: NodeSettings, output: list[str], log_path: Path) -> str:
@@ -60,27 +46,10 @@ def _failure_message(node: NodeSettings, output: list[str], log_path: Path) -> s
                     rule_log = Path(log_match.group(1))
                     break
             break
-    detail = _first_error_line(rule_log) if rule_log else None
+    detail = first_error_line(rule_log) if rule_log else None
     where = f"rule '{rule}'" if rule else "snakemake"
     reason = detail or f"see {rule_log or log_path}"
     return f"node '{node.node_id}': {where} failed: {reason}"
-
-
-def _publish(staging: Path, destination: Path) -> tuple[Path, ...]:
-    """Replace `destination` with a copy of `staging` in one rename."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    incoming = destination.with_name(".incoming-" + destination.name)
-    if incoming.exists():
-        shutil.rmtree(incoming)
-    shutil.copytree(staging, incoming)
-    if destination.exists():
-        retired = destination.with_name(".retired-" + destination.name)
-        destination.replace(retired)
-        incoming.replace(destination)
-        shutil.rmtree(retired)
-    else:
-        incoming.replace(destination)
-    return tuple(sorted(path for path in destination.rglob("*") if path.is_file()))
 
 
 def run_node_pipeline(
@@ -101,11 +70,10 @@ def run_node_pipeline(
     node: NodeSettings = load_node(node_config)
     study: StudySpec = load_study(study_config)
     check_node_inputs(node, study)  # bad input stops here, before a JVM or a file
-    work = node.work_dir / study.study_id
-    work.mkdir(parents=True, exist_ok=True)
+    work = start_run(node, study.study_id)
     log_path = work / "logs" / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    base = [
+    snakemake = [
         sys.executable,
         "-m",
         "snakemake",
@@ -121,16 +89,12 @@ def run_node_pipeline(
     ]
     if unlock_first:
         subprocess.run(
-            [*base, "--unlock", *configs], cwd=snakefile.parent, capture_output=True, check=False
+            [*snakemake, "--unlock", *configs],
+            cwd=snakefile.parent,
+            capture_output=True,
+            check=False,
         )
-    command = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(snakefile),
-        "--directory", str(node.work_dir),
-        "--profile", str(profile),
-        "--cores", str(cores),
-        "--config", f"node_config={node_config.resolve()}", f"study_config={study_config.resolve()}",
-    ]  # fmt: skip
+    command = [*snakemake, "--profile", str(profile), "--cores", str(cores), *configs]
     output: list[str] = []
     with (
         open(log_path, "w") as log,
@@ -150,7 +114,7 @@ def run_node_pipeline(
                 progress(f"[{node.node_id}] {line.strip()}")
         returncode = process.wait()
     if returncode != 0:
-        raise PipelineError(_failure_message(node, output, log_path))
-    destination = node.results_dir / study.study_id / "nodes" / node.node_id
-    files = _publish(work / "release", destination)
+        raise failed(node, study.study_id, _failure_message(node, output, log_path))
+    destination = release_destination(node, study.study_id)
+    files = publish(work / "release", destination)
     return PipelineRun(node.node_id, study.study_id, destination, files, log_path)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TypeVar
 
 from federation.errors import TransportError
+from federation.files import atomic_path, fsync_directory
 from federation.transport.base import (
     ClosingTransport,
     NotFound,
@@ -29,32 +30,10 @@ T = TypeVar("T")
 COPY_CHUNK_BYTES = 1 << 20  # 1 MiB: large enough for throughput, small enough for memory
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make a rename or unlink in `directory` durable (POSIX needs the directory fsynced)."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-@contextmanager
-def atomic_destination(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success fsync it and rename it into place.
-
-    On any error the temporary file is removed and `final` is left as it was.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.parent / in_flight_name(final.name, uuid.uuid4().hex)
-    try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(final.parent)
+def atomic_destination(final: Path) -> AbstractContextManager[Path]:
+    """A temporary path beside `final` under an in-flight name (never listed as a key); on
+    success it is fsynced and renamed into place, on any error removed."""
+    return atomic_path(final, temporary=final.parent / in_flight_name(final.name, uuid.uuid4().hex))
 
 
 def copy_file_atomically(source: Path, final: Path) -> None:

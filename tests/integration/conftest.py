@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from federation.synth import SynthResult, synthesize
+from federation.sandbox.synth import SynthResult, synthesize
 
 # Synthetic cohorts ---------------------------------------------------------------------
 # Each is generated once per test session (one JVM start each) and must be treated as

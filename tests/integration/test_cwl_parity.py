@@ -30,8 +30,9 @@ import yaml
 from federation import sumstats
 from federation.errors import PipelineError
 from federation.pipeline.cwl import PROVENANCE_DIGEST_FILE, run_cwl_pipeline
-from federation.pipeline.snakemake import PipelineRun, run_node_pipeline
-from federation.synth import SynthResult
+from federation.pipeline.runs import PipelineRun
+from federation.pipeline.snakemake import run_node_pipeline
+from federation.sandbox.synth import SynthResult
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +67,24 @@ def _study() -> dict:
         "engine": "cwl",  # the runners do not read it; the node agent dispatches on it
         "analyses": [
             {"id": "allele_frequencies", "type": "allele_frequency"},
-            {"id": GWAS_IDS[0], "type": "gwas", "trait": "quant_trait",
-             "trait_type": "quantitative", "covariates": ["age", "sex"], "principal_components": 2},
-            {"id": GWAS_IDS[1], "type": "gwas", "trait": "binary_trait", "trait_type": "binary",
-             "test": "wald", "covariates": ["age", "sex"]},
+            {
+                "id": GWAS_IDS[0],
+                "type": "gwas",
+                "trait": "quant_trait",
+                "trait_type": "quantitative",
+                "covariates": ["age", "sex"],
+                "principal_components": 2,
+            },
+            {
+                "id": GWAS_IDS[1],
+                "type": "gwas",
+                "trait": "binary_trait",
+                "trait_type": "binary",
+                "test": "wald",
+                "covariates": ["age", "sex"],
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def _node_config(root: Path, engine: str, genotypes: dict, phenotypes: Path, name: str) -> Path:

@@ -34,24 +34,25 @@ import pandas as pd
 import pytest
 import yaml
 
-import federation.agent as agent_module
+import federation.node.agent as agent_module
 from federation import sumstats
-from federation.agent import NodeAgent, TaskOutcome
-from federation.coordinator import Collection, Coordinator, format_status
-from federation.crypt import SEALED_RESULT
-from federation.demo import (
+from federation.coordinator.coordinator import Collection, Coordinator
+from federation.coordinator.status import format_status
+from federation.errors import TransportError
+from federation.node.agent import NodeAgent, TaskOutcome
+from federation.pipeline.runs import PipelineRun
+from federation.protocol.bundle import pipeline_workflow_digest
+from federation.protocol.crypt import SEALED_RESULT
+from federation.protocol.messages import TaskStatus
+from federation.sandbox.demo import (
     FederationConfigs,
     Mailboxes,
     demo_study,
     mailboxes,
-    pipeline_workflow_digest,
     write_federation_configs,
 )
-from federation.errors import TransportError
-from federation.pipeline.snakemake import PipelineRun
+from federation.sandbox.synth import NodeCohort, SynthResult
 from federation.settings import load_coordinator, load_node
-from federation.state import TaskStatus
-from federation.synth import NodeCohort, SynthResult
 from federation.transport import open_transport
 from federation.transport.s3 import S3Transport, mailbox_bucket
 
@@ -111,7 +112,7 @@ def run_federation(
     study_path = root / "study.yaml"
     root.mkdir(parents=True, exist_ok=True)
     study_path.write_text(yaml.safe_dump(comparison_study(node_ids), sort_keys=False))
-    digest = pipeline_workflow_digest(study_path)
+    digest = pipeline_workflow_digest()
     with mailboxes(transport, root, node_ids, quiet) as boxes:
         if prepare is not None:
             prepare(boxes)
@@ -124,7 +125,7 @@ def run_federation(
             outcomes = {node: run.result() for node, run in runs.items()}
         node_seconds = time.monotonic() - started
         collection = coordinator.collect(STUDY_ID)
-        status = format_status(coordinator, STUDY_ID)
+        status = format_status(coordinator.ledger, STUDY_ID)
         keys = {}
         for node in node_ids:
             with closing(coordinator.mailbox(node)) as mailbox:
@@ -156,7 +157,9 @@ def local_run(
 
 
 @pytest.fixture(scope="module")
-def pooled(synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:  # fmt: skip
+def pooled(
+    synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
+) -> pd.DataFrame:
     return pooled_analysis(synthetic_federation.nodes, tmp_path_factory.mktemp("pooled_hail"))
 
 
@@ -305,7 +308,7 @@ def test_the_same_federation_over_s3_gives_identical_meta_files(
         files = tuple(sorted(path for path in destination.rglob("*") if path.is_file()))
         return PipelineRun(node.node_id, STUDY_ID, destination, files, destination / "log")
 
-    monkeypatch.setattr(agent_module, "run_node_pipeline", re_release)
+    monkeypatch.setattr(agent_module, "run_pipeline", re_release)
     restarts: list[str] = []
     original_put_file = S3Transport.put_file
 

@@ -12,7 +12,6 @@ are still ~1e-7 relative; each comparison allows half a printed unit plus 1e-6 r
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,14 +19,14 @@ import pytest
 from scipy import stats
 
 from bench import meta_anchors as anchors
-from federation.harmonize import describe_pairs
-from federation.meta_runner import MetaOptions, run_meta
+from federation.files import REPO_ROOT
+from federation.meta.runner import MetaOptions, run_meta
+from federation.stats.harmonize import describe_pairs
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not anchors.tools_available(), reason="GWAMA/plink1.9 not installed"),
 ]
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
 GWAS_SSF = REPO_ROOT / ".venv-ssf" / "bin" / "gwas-ssf"
 RELATIVE = 1e-6
 
@@ -249,7 +248,6 @@ def test_everything_we_keep_matches_the_truth(run: dict) -> None:
     assert np.allclose(ours.standard_error, truth.se, rtol=1e-8)
 
 
-@pytest.mark.skipif(not GWAS_SSF.exists(), reason="run scripts/bootstrap.sh for .venv-ssf")
 def test_output_passes_gwas_ssf_validate(run: dict) -> None:
     for name in ("fixed.tsv.gz", "random.tsv.gz"):
         done = subprocess.run(
@@ -262,7 +260,6 @@ def test_output_passes_gwas_ssf_validate(run: dict) -> None:
         assert "Validation status: True" in done.stdout
 
 
-@pytest.mark.skipif(not GWAS_SSF.exists(), reason="run scripts/bootstrap.sh for .venv-ssf")
 def test_sidecar_fits_the_gwas_catalog_metadata_model(run: dict) -> None:
     """The sidecar carries the GWAS Catalog metadata fields (their pydantic model accepts it);
     gwas-ssf itself looks for `<file>-meta.yaml`, DESIGN.md names it `<file>.yaml`."""

@@ -11,7 +11,6 @@ cohort below min_cohort_gwas. Nothing may reach the results folder, and the fail
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import pytest
 import yaml
 
 from federation.cli import main
-from federation.disclosure import DisclosurePolicy
-from federation.synth import NodeCohort, SynthResult
+from federation.release.rules import DisclosurePolicy
+from federation.sandbox.synth import NodeCohort, SynthResult
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +82,6 @@ def fi(synthetic_federation: SynthResult) -> NodeCohort:
     return synthetic_federation.nodes[0]
 
 
-@pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools not installed")
 def test_vcf_without_samples_from_bcftools(
     fi: NodeCohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,8 +94,10 @@ def test_vcf_without_samples_from_bcftools(
     node = _node_config(tmp_path, {"format": "vcf", "path": str(no_samples)}, fi.phenotypes)
     code, stderr = _run(node, _study_config(tmp_path), capsys)
     assert code == 2
-    assert stderr == [f"error: genotypes '{no_samples}': the file has no samples; "
-                      "export genotypes with sample columns"]  # fmt: skip
+    assert stderr == [
+        f"error: genotypes '{no_samples}': the file has no samples; "
+        "export genotypes with sample columns"
+    ]
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "work").exists()
 

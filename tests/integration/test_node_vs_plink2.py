@@ -29,12 +29,12 @@ from scipy import stats
 
 from bench import node_pipeline as anchor
 from federation import sumstats
-from federation.pipeline.snakemake import PipelineRun, run_node_pipeline
-from federation.synth import SynthResult
+from federation.pipeline.runs import PipelineRun
+from federation.pipeline.snakemake import run_node_pipeline
+from federation.sandbox.synth import SynthResult
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not anchor.plink2_available(), reason="plink2 not installed"),
 ]
 
 RELATIVE = 1e-4  # beta and SE, relative

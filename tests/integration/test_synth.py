@@ -19,11 +19,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from federation.synth import GRCH38_AUTOSOME_LENGTHS, NodeCohort, SynthResult, synthesize
+from federation.sandbox.synth import GRCH38_AUTOSOME_LENGTHS, NodeCohort, SynthResult, synthesize
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("plink2") is None, reason="plink2 not installed"),
 ]
 GENOME_WIDE = 5e-8
 COHORT_FILES = (
@@ -243,10 +242,21 @@ def quant_gwas(cohort: NodeCohort, work: Path) -> pd.DataFrame:
     """plink2 --glm of quant_trait on each variant, adjusted for age and sex."""
     pheno = plink_phenotypes([phenotypes(cohort)], work / f"{cohort.node_id}.pheno.tsv")
     plink2(
-        work / cohort.node_id, "--bfile", cohort.plink_prefix, "--pheno", pheno,
-        "--pheno-name", "quant_trait", "--covar", pheno, "--covar-name", "age", "sex",
-        "--glm", "hide-covar",
-    )  # fmt: skip
+        work / cohort.node_id,
+        "--bfile",
+        cohort.plink_prefix,
+        "--pheno",
+        pheno,
+        "--pheno-name",
+        "quant_trait",
+        "--covar",
+        pheno,
+        "--covar-name",
+        "age",
+        "sex",
+        "--glm",
+        "hide-covar",
+    )
     return pd.read_csv(work / f"{cohort.node_id}.quant_trait.glm.linear", sep="\t").set_index("ID")
 
 
@@ -285,16 +295,26 @@ def test_covariates_shift_the_traits(synthetic_federation):
 def test_causal_variants_drive_the_binary_trait_in_the_pooled_cohort(
     synthetic_federation, tmp_path
 ):
-    if shutil.which("bcftools") is None:
-        pytest.skip("bcftools not installed")
     nodes = synthetic_federation.nodes
     pooled = tmp_path / "pooled.vcf.gz"
     run("bcftools", "merge", "-Oz", "-o", pooled, *(cohort.vcf for cohort in nodes))
     pheno = plink_phenotypes([phenotypes(cohort) for cohort in nodes], tmp_path / "pheno.tsv")
     plink2(
-        tmp_path / "gwas", "--vcf", pooled, "--pheno", pheno, "--pheno-name", "binary_trait",
-        "--covar", pheno, "--covar-name", "age", "sex", "--glm", "hide-covar",
-    )  # fmt: skip
+        tmp_path / "gwas",
+        "--vcf",
+        pooled,
+        "--pheno",
+        pheno,
+        "--pheno-name",
+        "binary_trait",
+        "--covar",
+        pheno,
+        "--covar-name",
+        "age",
+        "sex",
+        "--glm",
+        "hide-covar",
+    )
     result = pd.read_csv(tmp_path / "gwas.binary_trait.glm.logistic.hybrid", sep="\t")
     result = result.set_index("ID")
     truth = truth_of(synthetic_federation)

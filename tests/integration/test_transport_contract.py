@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from federation.errors import TransportError
-from federation.transport import NotFound, RetryPolicy, Transport
-from federation.transport.base import NO_RETRY
-from federation.transport.local import LocalTransport
-from federation.transport.s3 import MIN_PART_BYTES
-from federation.transport.servers import (
+from federation.sandbox.servers import (
     OpenSSHServer,
     SeaweedFSServer,
     mailbox_bucket,
     seaweedfs_mailboxes,
 )
+from federation.transport import NotFound, RetryPolicy, Transport
+from federation.transport.base import NO_RETRY
+from federation.transport.local import LocalTransport
+from federation.transport.s3 import MIN_PART_BYTES
 from federation.transport.ssh import SSHTarget, SSHTransport
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,17 @@ MINIMAL_STUDY = {
     "study_id": "s1",
     "analyses": [
         {"id": "af", "type": "allele_frequency"},
-        {"id": "q", "type": "gwas", "trait": "height", "trait_type": "quantitative", "covariates": ["age"],
-         "principal_components": 3},
+        {
+            "id": "q",
+            "type": "gwas",
+            "trait": "height",
+            "trait_type": "quantitative",
+            "covariates": ["age"],
+            "principal_components": 3,
+        },
         {"id": "b", "type": "gwas", "trait": "t2d", "trait_type": "binary", "test": "firth"},
     ],
-}  # fmt: skip
+}
 
 
 def test_study_defaults_and_models():

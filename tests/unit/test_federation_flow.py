@@ -24,14 +24,29 @@ import pandas as pd
 import pytest
 import yaml
 
-import federation.agent as agent_module
-import federation.coordinator as coordinator_module
+import federation.coordinator.coordinator as coordinator_module
+import federation.node.agent as agent_module
 from federation import __version__, sumstats
-from federation.agent import NodeAgent, TaskOutcome
-from federation.bundle import pack_bundle, pipeline_files
-from federation.coordinator import REPO_ROOT, Coordinator, format_status
-from federation.crypt import SEALED_RESULT
-from federation.demo import (
+from federation.coordinator.coordinator import Coordinator
+from federation.coordinator.ledger import CoordinatorLedger, StudyStatus
+from federation.coordinator.status import format_status
+from federation.errors import TransportError
+from federation.files import REPO_ROOT, sha256_file
+from federation.node.agent import NodeAgent, TaskOutcome
+from federation.node.ledger import NodeLedger
+from federation.pipeline.snakemake import PipelineRun
+from federation.protocol.bundle import pack_bundle, pipeline_files
+from federation.protocol.crypt import SEALED_RESULT
+from federation.protocol.manifest import workflow_digest
+from federation.protocol.messages import RESULT_FORMAT, TASK_FORMAT, TaskStatus
+from federation.protocol.signing import (
+    canonical_json,
+    generate_keypair,
+    load_private_key,
+    sign_document,
+)
+from federation.release.tables import RELEASED_AF_COLUMNS, RELEASED_GWAS_COLUMNS
+from federation.sandbox.demo import (
     COORDINATOR_ID,
     FederationConfigs,
     demo_study,
@@ -40,18 +55,11 @@ from federation.demo import (
     summarise_meta,
     write_federation_configs,
 )
-from federation.errors import TransportError
-from federation.manifest import workflow_digest
-from federation.pipeline.snakemake import PipelineRun
-from federation.policy import RESULT_FORMAT, TASK_FORMAT
-from federation.release import RELEASED_AF_COLUMNS, RELEASED_GWAS_COLUMNS
+from federation.sandbox.synth import NodeCohort
 from federation.settings import load_coordinator, load_node
-from federation.signing import canonical_json, generate_keypair, load_private_key, sign_document
 from federation.spec import load_study
-from federation.state import CoordinatorLedger, NodeLedger, StudyStatus, TaskStatus
-from federation.synth import NodeCohort
 from federation.transport import LocalTransport
-from tests.unit.test_bundle import hand_made_tar, regular, special
+from tests.unit.protocol.test_bundle import hand_made_tar, regular, special
 
 NODES = ("fi", "ee", "nl")
 STUDY_ID = "flow-study"
@@ -123,7 +131,7 @@ def _fake_frequencies(node_id: str, gwas: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class FakePipeline:
-    """Stands in for `run_node_pipeline`; records its calls; `before_run` may interrupt it."""
+    """Stands in for `run_pipeline`; records its calls; `before_run` may interrupt it."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     before_run: Callable[[Path, Path], None] | None = None
@@ -133,15 +141,15 @@ class FakePipeline:
         node_config: Path,
         study_config: Path,
         *,
-        snakefile: Path,
-        unlock_first: bool = False,
+        pipeline_root: Path,
+        resume: bool = False,
         progress: Callable[[str], None] | None = None,
         **_: Any,
     ) -> PipelineRun:
         node = load_node(node_config)
         study = load_study(study_config)
-        self.calls.append({"node": node.node_id, "study": study.study_id, "unlock": unlock_first})
-        assert snakefile.is_file() and snakefile.parent == study_config.parent
+        self.calls.append({"node": node.node_id, "study": study.study_id, "unlock": resume})
+        assert (pipeline_root / "Snakefile").is_file() and pipeline_root == study_config.parent
         if self.before_run is not None:
             self.before_run(node_config, study_config)
         released = node.results_dir / study.study_id / "nodes" / node.node_id
@@ -230,7 +238,7 @@ class Federation:
 @pytest.fixture()
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
     fake = FakePipeline()
-    monkeypatch.setattr(agent_module, "run_node_pipeline", fake)
+    monkeypatch.setattr(agent_module, "run_pipeline", fake)
     return fake
 
 
@@ -238,7 +246,7 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
 def approved_digest(tmp_path_factory: pytest.TempPathFactory) -> str:
     study = tmp_path_factory.mktemp("digest") / "study.yaml"
     study.write_text(yaml.safe_dump(demo_study(list(NODES))))
-    return pipeline_workflow_digest(study)
+    return pipeline_workflow_digest()
 
 
 @pytest.fixture()
@@ -299,9 +307,11 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
     quant = sumstats.read_table(meta_dir / "quant_trait_gwas.tsv.gz")
     assert len(quant) == N_VARIANTS and set(quant["n_studies"]) == {3}
     inputs = [
-        sumstats.read_table(federation.root / "results" / STUDY_ID / "nodes" / n / "quant_trait_gwas.tsv.gz")
+        sumstats.read_table(
+            federation.root / "results" / STUDY_ID / "nodes" / n / "quant_trait_gwas.tsv.gz"
+        )
         for n in NODES
-    ]  # fmt: skip
+    ]
     weights = np.column_stack([1 / frame["standard_error"] ** 2 for frame in inputs])
     betas = np.column_stack([frame["beta"] for frame in inputs])
     ivw = (weights * betas).sum(axis=1) / weights.sum(axis=1)
@@ -320,7 +330,7 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
     frequencies = sumstats.read_table(meta_dir / "allele_frequencies.tsv.gz")
     assert set(frequencies["node_id"]) == {*NODES, "pooled"}
 
-    status = format_status(coordinator, STUDY_ID)
+    status = format_status(coordinator.ledger, STUDY_ID)
     assert f"study {STUDY_ID}: meta_analysed (quorum 3 of 3)" in status
     for node in NODES:
         assert any(line.split()[:2] == [node, "released"] for line in status.splitlines())
@@ -348,16 +358,17 @@ def test_quorum_two_of_three_meta_analyses_and_names_the_silent_node(
     )
     assert set(quant["n_studies"]) == {2}
     assert all(len(direction) == 2 for direction in quant["direction"])
-    status = format_status(coordinator, "quorum-study")
+    status = format_status(coordinator.ledger, "quorum-study")
     assert "meta_analysed (quorum 2 of 3)" in status
     assert "released: 2; missing: nl" in status
     ledger = CoordinatorLedger(load_coordinator(federation.configs.coordinator).ledger_path)
     study = ledger.study("quorum-study")
-    assert json.loads(study["missing_nodes"]) == ["nl"]
-    assert json.loads(study["meta_nodes"]) == ["ee", "fi"]
+    assert study.missing_nodes == ("nl",)
+    assert study.meta_nodes == ("ee", "fi")
 
     # Past the deadline the silent node is timed out; the meta-analysis stands as it is.
-    deadline = datetime.fromisoformat(study["deadline"])
+    deadline = study.deadline
+    assert deadline is not None
     monkeypatch.setattr(coordinator_module, "_now", lambda: deadline + timedelta(minutes=1))
     events_before = len(ledger.events("quorum-study"))
     federation.coordinator().collect("quorum-study")
@@ -367,7 +378,7 @@ def test_quorum_two_of_three_meta_analyses_and_names_the_silent_node(
     )
     new_events = [event["event"] for event in ledger.events("quorum-study")[events_before:]]
     assert new_events == ["task_timed_out"]  # no second meta-analysis over the same nodes
-    assert "nl       timed_out" in format_status(coordinator, "quorum-study")
+    assert "nl       timed_out" in format_status(coordinator.ledger, "quorum-study")
 
 
 def test_a_late_node_is_added_to_the_meta_analysis_once(
@@ -399,8 +410,8 @@ def test_a_study_that_cannot_reach_its_quorum_fails(
     federation.agent("fi").run_once()
     collection = federation.coordinator().collect("doomed-study")
     assert collection.meta_files == [] and collection.statuses["fi"] is TaskStatus.REJECTED
-    assert federation.coordinator().ledger.study("doomed-study")["status"] == StudyStatus.FAILED
-    assert "doomed-study: failed" in format_status(federation.coordinator(), "doomed-study")
+    assert federation.coordinator().ledger.study("doomed-study").status == StudyStatus.FAILED
+    assert "doomed-study: failed" in format_status(federation.coordinator().ledger, "doomed-study")
 
 
 # ------------------------------------------------------------------ refused tasks
@@ -447,13 +458,19 @@ def forge_task(
     task_id = uuid.uuid4().hex
     issued = datetime.now(UTC)
     payload = {
-        "format": TASK_FORMAT, "study_id": study_id, "task_id": task_id,
-        "node_id": addressed_to or node_id, "sequence": coordinator.ledger.next_sequence(node_id),
+        "format": TASK_FORMAT,
+        "study_id": study_id,
+        "task_id": task_id,
+        "node_id": addressed_to or node_id,
+        "sequence": coordinator.ledger.next_sequence(node_id),
         "issued_at": issued.isoformat(timespec="seconds"),
         "expires_at": (issued + timedelta(hours=1)).isoformat(timespec="seconds"),
-        "bundle_sha256": sumstats.sha256_file(bundle), "manifest_digest": manifest_digest,
-        "workflow_digest": flow_digest, "federation_version": __version__, "engine": "snakemake",
-    }  # fmt: skip
+        "bundle_sha256": sha256_file(bundle),
+        "manifest_digest": manifest_digest,
+        "workflow_digest": flow_digest,
+        "federation_version": __version__,
+        "engine": "snakemake",
+    }
     payload.update(payload_changes or {})
     key = load_private_key(federation.root / "keys" / f"{COORDINATOR_ID}.key")
     envelope = sign(payload) if sign else sign_document(payload, key, COORDINATOR_ID)
@@ -462,8 +479,8 @@ def forge_task(
     mailbox.put_bytes(f"inbox/{task_id}/envelope.json", canonical_json(envelope))
     if after_delivery:
         after_delivery(mailbox, task_id)
-    spec = yaml.safe_load(federation.write_study(study_id).read_text())
-    coordinator.ledger.add_study(study_id, spec, 1, payload["expires_at"])
+    spec = load_study(federation.write_study(study_id))
+    coordinator.ledger.add_study(spec, 1, payload["expires_at"])
     coordinator.ledger.add_task(task_id, study_id, node_id, int(payload["sequence"]), payload)
     return Forged(study_id, task_id, node_id)
 
@@ -655,7 +672,9 @@ def test_replayed_task_is_refused_and_counted_once(
     submission = coordinator.submit(federation.study_path)
     task_id = submission.tasks["fi"]
     inbox = federation.node_mailbox("fi")
-    saved = {name: inbox.get_bytes(f"inbox/{task_id}/{name}") for name in ("envelope.json", "bundle.tar")}  # fmt: skip
+    saved = {
+        name: inbox.get_bytes(f"inbox/{task_id}/{name}") for name in ("envelope.json", "bundle.tar")
+    }
     assert federation.agent("fi").run_once() == [TaskOutcome(task_id, TaskStatus.RELEASED)]
     coordinator.collect(STUDY_ID)
     completes = inbox.get_bytes(f"outbox/{task_id}/COMPLETE")
@@ -719,7 +738,9 @@ def test_coordinator_refuses_forged_results(
         stranger = generate_keypair(federation.root / "stranger", "fi")
         _resign_complete(federation, task_id, stranger.private_key, "fi")
     elif forgery == "another_node":
-        _resign_complete(federation, task_id, load_private_key(federation.root / "keys" / "ee.key"), "ee")  # fmt: skip
+        _resign_complete(
+            federation, task_id, load_private_key(federation.root / "keys" / "ee.key"), "ee"
+        )
     else:
         result = federation.node_mailbox("fi").root / "outbox" / task_id / SEALED_RESULT
         data = bytearray(result.read_bytes())
@@ -771,7 +792,9 @@ def test_node_killed_after_publishing_does_not_publish_twice(
     task_id = federation.coordinator().submit(federation.study_path).tasks["fi"]
     original = NodeLedger.set_status
 
-    def dies_before_recording_release(self: NodeLedger, task: str, status: TaskStatus, reason: str | None = None) -> None:  # fmt: skip
+    def dies_before_recording_release(
+        self: NodeLedger, task: str, status: TaskStatus, reason: str | None = None
+    ) -> None:
         if status is TaskStatus.RELEASED:
             raise SystemExit(137)
         original(self, task, status, reason)
@@ -844,7 +867,9 @@ def test_coordinator_restarted_during_collection_counts_each_result_once(
     original = CoordinatorLedger.record_result
     recorded: list[str] = []
 
-    def killed_at_the_second_result(self: CoordinatorLedger, task_id: str, digest: str, path: Path) -> bool:  # fmt: skip
+    def killed_at_the_second_result(
+        self: CoordinatorLedger, task_id: str, digest: str, path: Path
+    ) -> bool:
         if len(recorded) == 1:
             raise KeyboardInterrupt  # the coordinator dies with one result stored
         recorded.append(task_id)
@@ -883,7 +908,9 @@ def test_undeliverable_node_is_recorded_and_the_others_proceed(
 
     def nl_unreachable(self: LocalTransport, key: str, source: Path) -> None:
         if self.root.name == "nl":
-            raise TransportError(f"{self.location}: host key CHANGED; refusing to connect", retryable=False)  # fmt: skip
+            raise TransportError(
+                f"{self.location}: host key CHANGED; refusing to connect", retryable=False
+            )
         original(self, key, source)
 
     monkeypatch.setattr(LocalTransport, "put_file", nl_unreachable)

@@ -1,0 +1,151 @@
+"""`federation step ...`: the node pipeline's steps, called by the Snakemake rules and the CWL
+tools with node-private paths (not for everyday use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from federation.cli.app import step_app
+from federation.cli.common import (
+    AuditLogOption,
+    GenotypesOption,
+    NodeConfigOption,
+    PhenotypesOption,
+    SamplesInOption,
+    SamplesOutOption,
+    StudyConfigOption,
+)
+
+if TYPE_CHECKING:
+    from federation.settings import NodeSettings
+    from federation.spec import StudySpec
+
+
+def _configs(
+    node_config: Path,
+    study_config: Path,
+    genotypes: Path | None = None,
+    phenotypes: Path | None = None,
+) -> tuple[NodeSettings, StudySpec]:
+    from federation.settings import load_node, with_input_paths
+    from federation.spec import load_study
+
+    node = with_input_paths(load_node(node_config), genotypes, phenotypes)
+    return node, load_study(study_config)
+
+
+@step_app.command("qc")
+def step_qc(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    out_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable (node-private).")],
+    counts: Annotated[Path, typer.Option(help="QC counts JSON (node-private).")],
+    genotypes: GenotypesOption = None,
+    phenotypes: PhenotypesOption = None,
+    samples: SamplesOutOption = None,
+) -> None:
+    """Import genotypes, match phenotypes, run sample and variant QC."""
+    from federation.analyses.steps import qc_step
+
+    node, study = _configs(node_config, study_config, genotypes, phenotypes)
+    qc_step(node, study, out_mt, counts, samples)
+
+
+@step_app.command("allele-freq")
+def step_allele_freq(
+    node_config: NodeConfigOption,
+    qc_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Private allele-count table (TSV).")],
+) -> None:
+    """Allele counts, numbers, frequencies and homozygote counts."""
+    from federation.analyses.steps import allele_frequency_step
+    from federation.settings import load_node
+
+    allele_frequency_step(load_node(node_config), qc_mt, out)
+
+
+@step_app.command("gwas")
+def step_gwas(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Analysis id from the study config.")],
+    qc_mt: Annotated[Path, typer.Option(help="QC'd MatrixTable from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Private association table (TSV).")],
+    design: Annotated[Path, typer.Option(help="Model summary JSON (N, cases, parameters).")],
+    genotypes: GenotypesOption = None,
+    phenotypes: PhenotypesOption = None,
+    samples: SamplesOutOption = None,
+) -> None:
+    """Linear or logistic regression per variant, with covariates and optional PCs."""
+    from federation.analyses.steps import gwas_step
+
+    node, study = _configs(node_config, study_config, genotypes, phenotypes)
+    gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design, samples)
+
+
+@step_app.command("release-gwas")
+def step_release_gwas(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Analysis id from the study config.")],
+    private: Annotated[Path, typer.Option(help="Private association table from `step gwas`.")],
+    design: Annotated[Path, typer.Option(help="Model summary JSON from `step gwas`.")],
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released GWAS-SSF file (.tsv.gz).")],
+    audit_log: AuditLogOption,
+    samples: SamplesInOption,
+) -> None:
+    """Pass association results through the disclosure gate into GWAS-SSF."""
+    from federation.release.tables import release_gwas
+
+    node, study = _configs(node_config, study_config)
+    release_gwas(
+        node,
+        study,
+        study.gwas_analysis(analysis),
+        private,
+        design,
+        qc_counts,
+        out,
+        audit_log,
+        samples_path=samples,
+    )
+
+
+@step_app.command("release-af")
+def step_release_af(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    analysis: Annotated[str, typer.Option(help="Allele-frequency analysis id.")],
+    private: Annotated[
+        Path, typer.Option(help="Private allele-count table from `step allele-freq`.")
+    ],
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released allele-frequency table (.tsv.gz).")],
+    audit_log: AuditLogOption,
+    samples: SamplesInOption,
+) -> None:
+    """Pass allele frequencies through the disclosure gate."""
+    from federation.release.tables import release_allele_frequencies
+
+    node, study = _configs(node_config, study_config)
+    release_allele_frequencies(
+        node, study, analysis, private, qc_counts, out, audit_log, samples_path=samples
+    )
+
+
+@step_app.command("release-qc")
+def step_release_qc(
+    node_config: NodeConfigOption,
+    study_config: StudyConfigOption,
+    qc_counts: Annotated[Path, typer.Option(help="QC counts JSON from `step qc`.")],
+    out: Annotated[Path, typer.Option(help="Released QC metrics (JSON).")],
+) -> None:
+    """Release QC counts (sample counts rounded like N)."""
+    from federation.release.tables import release_qc_metrics
+
+    node, study = _configs(node_config, study_config)
+    release_qc_metrics(node, study, qc_counts, out)

@@ -1,0 +1,153 @@
+"""Commands anyone may run: version, synth, meta, demo, keys and audit-log checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from federation.cli.app import app, audit_app, keys_app
+from federation.cli.common import echo_err
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of the software that shapes results."""
+    from federation.versions import software_versions
+
+    for name, value in software_versions().items():
+        typer.echo(f"{name}\t{value}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Directory for the cohorts and truth.json."),
+    nodes: int = typer.Option(..., "--nodes", help="Number of national nodes (fi, ee, nl, ...)."),
+    samples_per_node: str = typer.Option(
+        "1000", help="Smallest node's size (others vary), or one size per node: 800,1200,1000."
+    ),
+    variants: int = typer.Option(10_000, help="Variants, spread over chromosomes 1-22."),
+    seed: int = typer.Option(42, help="The same seed gives the same cohorts, byte for byte."),
+    missing_rate: float = typer.Option(
+        0.0, help="Fraction of calls set missing (plus a few low-call-rate samples/variants)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace a cohort already in --out."),
+) -> None:
+    """Write synthetic national cohorts with planted causal variants (VCF, PLINK, phenotypes)."""
+    from federation.sandbox.synth import parse_sample_sizes, synthesize
+
+    result = synthesize(
+        out,
+        nodes=nodes,
+        samples_per_node=parse_sample_sizes(samples_per_node),
+        variants=variants,
+        seed=seed,
+        missing_rate=missing_rate,
+        force=force,
+    )
+    typer.echo(result.truth)
+
+
+@app.command()
+def meta(
+    files: list[Path] = typer.Argument(
+        ..., help="GWAS-SSF .tsv.gz files (or allele-frequency tables)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output GWAS-SSF .tsv.gz (sidecar: OUT.yaml)."),
+    random_effects: bool = typer.Option(
+        False, "--random-effects", help="Report DerSimonian-Laird random effects as beta/se/p."
+    ),
+    genomic_control: bool = typer.Option(
+        False, "--genomic-control", help="Inflate each input's SE by sqrt(lambda_GC) if > 1."
+    ),
+    scheme: str = typer.Option("ivw", "--scheme", help="ivw (inverse variance) or sample-size."),
+    palindromic_maf_band: str = typer.Option(
+        "0.4-0.6", "--palindromic-maf-band", help="Drop A/T, C/G SNPs with MAF in this band."
+    ),
+) -> None:
+    """Meta-analyse GWAS-SSF files (alleles harmonised), or pool per-node allele frequencies."""
+    # The meta-analysis makes no matrix products; idle OpenBLAS threads (numpy's and scipy's,
+    # started again in every forked worker) spin for ~0.15 s of CPU a run. Set before numpy
+    # is first imported; a caller's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from federation.meta.runner import meta_command
+
+    summary = meta_command(
+        files,
+        out,
+        random_effects=random_effects,
+        genomic_control=genomic_control,
+        scheme=scheme,
+        palindromic_maf_band=palindromic_maf_band,
+    )
+    typer.echo(summary)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for cohorts, configs and results.")],
+    nodes: Annotated[int, typer.Option(help="Number of national nodes.")] = 3,
+    samples_per_node: Annotated[int, typer.Option(help="Samples in the smallest node.")] = 1000,
+    variants: Annotated[int, typer.Option(help="Variants over chromosomes 1-22.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 42,
+    transport: Annotated[
+        str, typer.Option(help="local, s3 (SeaweedFS) or ssh (OpenSSH), on loopback.")
+    ] = "local",
+    engine: Annotated[
+        str, typer.Option(help="Pipeline engine of the study: snakemake or cwl (cwltool).")
+    ] = "snakemake",
+) -> None:
+    """Run the main job: a coordinator and national nodes on synthetic data, end to end."""
+    from federation.sandbox.demo import run_demo
+
+    summary = run_demo(
+        out,
+        nodes=nodes,
+        samples_per_node=samples_per_node,
+        variants=variants,
+        seed=seed,
+        transport=transport,
+        engine=engine,
+        progress=echo_err,
+    )
+    typer.echo(summary)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option("--out", help="Directory for NAME.key and NAME.pub.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Signer name: coordinator, or the node id.")
+    ] = "coordinator",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing key files (old signatures orphaned).")
+    ] = False,
+) -> None:
+    """Write a new ed25519 key pair; the private key file is mode 0600."""
+    from federation.protocol.signing import generate_keypair
+
+    pair = generate_keypair(out, name, force=force)
+    typer.echo(f"key_id\t{pair.key_id}")
+    typer.echo(f"private_key\t{pair.private_key_path}")
+    typer.echo(f"public_key\t{pair.public_key_path}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[
+        Path, typer.Argument(help="An audit log (JSON lines) with its .head beside it.")
+    ],
+) -> None:
+    """Check the hash chain: exit 1 naming the first edited, deleted or truncated record."""
+    from federation.audit import verify_log
+    from federation.errors import SpecError
+
+    if not log.is_file():
+        raise SpecError(f"audit log '{log}': not a file; give the path of the .jsonl log")
+    result = verify_log(log)
+    if not result.intact:
+        typer.echo(f"error: {result.summary()}", err=True)
+        raise typer.Exit(1)
+    typer.echo(result.summary())

@@ -1,0 +1,394 @@
+"""The coordinator: fan a study out as signed tasks, collect verified results, meta-analyse.
+
+Submission builds one content-addressed bundle per study and one signed envelope per node
+(the envelope is written to the node's inbox last, so a node never sees half a task).
+Collection verifies every node's signature and every digest before it keeps a result,
+keeps only results released before the deadline, and meta-analyses once k of n nodes
+have released (again only when another node's result arrives; a study whose quorum can no
+longer be met fails). A node that cannot be reached at submission gets a failed task with
+the reason instead of stopping the study. All state is in the SQLite ledger, so a
+coordinator killed at any point continues where it was and never counts a result twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from federation import __version__
+from federation.audit import append_event
+from federation.coordinator.ledger import CoordinatorLedger, StudyRecord, StudyStatus
+from federation.errors import (
+    BundleError,
+    FederationError,
+    PolicyViolation,
+    SpecError,
+    TransportError,
+)
+from federation.files import REPO_ROOT, sha256_file
+from federation.meta.frequencies import pool_frequency_files
+from federation.meta.runner import MetaOptions, run_meta
+from federation.protocol.bundle import pack_bundle, pipeline_files, unpack_bundle
+from federation.protocol.crypt import SEALED_RESULT, load_secret_key, open_sealed
+from federation.protocol.manifest import workflow_digest
+from federation.protocol.messages import (
+    FINAL_STATUSES,
+    RESULT_LIMITS,
+    MailboxKeys,
+    ResultMarker,
+    StatusReport,
+    TaskEnvelope,
+    TaskStatus,
+    signed_bytes,
+)
+from federation.protocol.signing import TrustStore, load_private_key, load_public_key
+from federation.settings import CoordinatorSettings
+from federation.spec import StudySpec, load_study
+from federation.transport import NotFound, Transport, open_transport
+
+Progress = Callable[[str], None]
+# Meta-analysis outputs under results/<study_id>/meta/: one file per GWAS analysis, and one
+# table of pooled allele frequencies for all allele-frequency analyses.
+POOLED_FREQUENCIES = "allele_frequencies.tsv.gz"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Submission:
+    study_id: str
+    tasks: dict[str, str]  # node_id -> task_id
+    workflow_digest: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    study_id: str
+    statuses: dict[str, TaskStatus]
+    released: list[str]
+    missing: list[str]
+    meta_files: list[Path]
+
+
+def meta_output_name(spec: StudySpec, analysis_id: str) -> str:
+    """The meta-analysis file of one of the study's analyses."""
+    if any(analysis.id == analysis_id for analysis in spec.allele_frequencies):
+        return POOLED_FREQUENCIES
+    return f"{analysis_id}.tsv.gz"
+
+
+class Coordinator:
+    def __init__(self, settings: CoordinatorSettings, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.ledger = CoordinatorLedger(settings.ledger_path)
+        self.progress = progress or (lambda line: None)
+        self.node_keys = TrustStore(
+            {
+                node_id: load_public_key(endpoint.public_key)
+                for node_id, endpoint in settings.nodes.items()
+            },
+            source="coordinator's pinned node keys",
+        )
+
+    def _audit(self, event: str, **fields: object) -> None:
+        append_event(
+            self.settings.audit_log, event, coordinator_id=self.settings.coordinator_id, **fields
+        )
+
+    def _crypt4gh_key(self) -> bytes:
+        if self.settings.crypt4gh_key is None:
+            raise SpecError(
+                "coordinator config 'crypt4gh_key': not set; nodes encrypt results for the "
+                "coordinator's Crypt4GH key, so collecting needs its .c4gh.sec"
+            )
+        return load_secret_key(self.settings.crypt4gh_key)
+
+    def mailbox(self, node_id: str) -> Transport:
+        endpoint = self.settings.nodes[node_id]
+        return open_transport(
+            endpoint.mailbox, self.settings.config_dir, f"node '{node_id}' mailbox"
+        )
+
+    # ------------------------------------------------------------------ submit
+
+    def _check_nodes(self, study: StudySpec) -> tuple[list[str], int]:
+        if not study.nodes:
+            raise SpecError(
+                f"study '{study.study_id}' 'nodes': empty; list the nodes that should take part"
+            )
+        unknown = [node for node in study.nodes if node not in self.settings.nodes]
+        if unknown:
+            known = ", ".join(sorted(self.settings.nodes))
+            raise SpecError(
+                f"study '{study.study_id}' 'nodes': '{unknown[0]}' is not configured at this "
+                f"coordinator (known: {known}); fix the study or the coordinator config"
+            )
+        quorum = study.quorum or len(study.nodes)
+        if quorum > len(study.nodes):
+            raise SpecError(
+                f"study '{study.study_id}' 'quorum': {quorum} > {len(study.nodes)} nodes; lower it"
+            )
+        return list(study.nodes), quorum
+
+    def _expiry(self, study: StudySpec, issued: datetime) -> datetime:
+        expiry = issued + timedelta(hours=self.settings.task_lifetime_hours)
+        if study.deadline:
+            deadline = datetime.fromisoformat(study.deadline)
+            if deadline.tzinfo is None:
+                raise SpecError(
+                    f"study '{study.study_id}' 'deadline': '{study.deadline}' has no time zone; "
+                    "add Z or +01:00"
+                )
+            if deadline <= issued:
+                raise SpecError(
+                    f"study '{study.study_id}' 'deadline': {study.deadline} has passed; "
+                    "set a later one"
+                )
+            expiry = min(expiry, deadline)
+        return expiry
+
+    def submit(self, study_config: Path) -> Submission:
+        study = load_study(study_config)
+        nodes, quorum = self._check_nodes(study)
+        issued = _now()
+        expires = self._expiry(study, issued)
+        self.ledger.add_study(
+            study, quorum, study.deadline or expires.isoformat(timespec="seconds")
+        )
+        staging = self.settings.state_dir / "outgoing" / study.study_id
+        staging.mkdir(parents=True, exist_ok=True)
+        bundle_path = staging / "bundle.tar"
+        manifest = pack_bundle(
+            pipeline_files(REPO_ROOT, study_config), bundle_path, {"study_id": study.study_id}
+        )
+        bundle_sha256 = sha256_file(bundle_path)
+        key = load_private_key(self.settings.signing_key)
+        tasks: dict[str, str] = {}
+        for node_id in nodes:
+            envelope = TaskEnvelope(
+                study_id=study.study_id,
+                task_id=uuid.uuid4().hex,
+                node_id=node_id,
+                sequence=self.ledger.next_sequence(node_id),
+                issued_at=issued,
+                expires_at=expires,
+                bundle_sha256=bundle_sha256,
+                manifest_digest=manifest.digest,
+                workflow_digest=workflow_digest(manifest),
+                federation_version=__version__,
+                engine=study.engine,
+                coordinator=self.settings.coordinator_id,
+            )
+            if self._deliver(envelope, bundle_path, key):
+                tasks[node_id] = envelope.task_id
+        return Submission(study.study_id, tasks, workflow_digest(manifest))
+
+    def _deliver(self, envelope: TaskEnvelope, bundle_path: Path, key: Ed25519PrivateKey) -> bool:
+        """Bundle first, signed envelope last; record the task as delivered or as failed."""
+        task_id, node_id, study_id = envelope.task_id, envelope.node_id, envelope.study_id
+        payload = envelope.to_payload()
+        try:
+            with closing(self.mailbox(node_id)) as mailbox:
+                mailbox.put_file(MailboxKeys.bundle(task_id), bundle_path)
+                mailbox.put_bytes(
+                    MailboxKeys.envelope(task_id),
+                    signed_bytes(payload, key, self.settings.coordinator_id),
+                )
+        except TransportError as error:
+            # One unreachable (or impersonated) node does not stop the study: its task is
+            # recorded as failed with the reason, and the quorum decides.
+            reason = f"not delivered: {error}"
+            self.ledger.add_task(
+                task_id,
+                study_id,
+                node_id,
+                envelope.sequence,
+                payload,
+                status=TaskStatus.FAILED,
+                reason=reason,
+            )
+            self.progress(f"[coordinator] task {task_id} for node '{node_id}' {reason}")
+            return False
+        self.ledger.add_task(task_id, study_id, node_id, envelope.sequence, payload)
+        self.progress(f"[coordinator] delivered task {task_id} to node '{node_id}'")
+        self._audit("task_delivered", study_id=study_id, node_id=node_id, task_id=task_id)
+        self._trigger(node_id)
+        return True
+
+    def _trigger(self, node_id: str) -> None:
+        """SSH nodes may be asked to run their agent now (best effort: polling also works)."""
+        command = self.settings.nodes[node_id].remote_run_once
+        if not command:
+            return
+        from federation.transport.ssh import SSHTransport
+
+        try:
+            with closing(self.mailbox(node_id)) as mailbox:
+                if isinstance(mailbox, SSHTransport):
+                    result = mailbox.run_remote(list(command))
+                    self.progress(f"[coordinator] triggered node '{node_id}': exit {result[0]}")
+        except TransportError as error:
+            self.progress(f"[coordinator] could not trigger node '{node_id}' (it polls): {error}")
+
+    # ------------------------------------------------------------------ collect
+
+    def _read_status(self, mailbox: Transport, node_id: str, task_id: str) -> None:
+        """Take the node's latest signed status; RELEASED only counts with a verified result."""
+        try:
+            raw = mailbox.get_bytes(MailboxKeys.status(task_id))
+        except NotFound:
+            return
+        report = StatusReport.verify(raw, self.node_keys, node_id, task_id)
+        if report and report.status not in (TaskStatus.RELEASED, TaskStatus.DELIVERED):
+            self.ledger.set_task_status(task_id, report.status, report.reason or None)
+
+    def _collect_task(
+        self, study_id: str, node_id: str, task_id: str, deadline: datetime | None
+    ) -> None:
+        with closing(self.mailbox(node_id)) as mailbox:
+            self._read_status(mailbox, node_id, task_id)
+            try:
+                raw = mailbox.get_bytes(MailboxKeys.completion(task_id))
+            except NotFound:
+                return
+            marker = ResultMarker.verify(raw, self.node_keys, study_id, node_id, task_id)
+            if deadline and marker.released_at > deadline:
+                released_at = marker.released_at.isoformat(timespec="seconds")
+                self.ledger.set_task_status(
+                    task_id, TaskStatus.TIMED_OUT, f"released {released_at} after the deadline"
+                )
+                return
+            sealed_path = self.settings.state_dir / "incoming" / f"{task_id}.tar.c4gh"
+            sealed_path.parent.mkdir(parents=True, exist_ok=True)
+            mailbox.get_file(MailboxKeys.sealed_result(task_id), sealed_path)
+        self._keep_result(marker, sealed_path)
+
+    def _keep_result(self, marker: ResultMarker, sealed_path: Path) -> None:
+        """Open a sealed result (only if it matches the signed digests and length), unpack it
+        against the signed manifest digest and record it once."""
+        study_id, node_id, task_id = marker.study_id, marker.node_id, marker.task_id
+        plain = sealed_path.with_suffix("")  # <task_id>.tar
+        label = f"node '{node_id}' task '{task_id}': {SEALED_RESULT}"
+        open_sealed(sealed_path, plain, self._crypt4gh_key(), marker.sealed, label)
+        destination = self.settings.results_dir / study_id / "nodes" / node_id
+        verified = destination.with_name(f".verified-{node_id}")
+        if verified.exists():
+            shutil.rmtree(verified)
+        unpack_bundle(plain, verified, marker.manifest_digest, RESULT_LIMITS)
+        if destination.exists():
+            shutil.rmtree(destination)
+        verified.replace(destination)
+        if self.ledger.record_result(task_id, marker.manifest_digest, destination):
+            self._audit(
+                "result_verified",
+                study_id=study_id,
+                node_id=node_id,
+                task_id=task_id,
+                manifest_digest=marker.manifest_digest,
+                plaintext_sha256=marker.sealed.plaintext_sha256,
+            )
+            self.progress(
+                f"[coordinator] verified result of node '{node_id}' "
+                f"({marker.manifest_digest[:12]}...)"
+            )
+
+    def collect(self, study_id: str, meta_options: MetaOptions | None = None) -> Collection:
+        study = self.ledger.study(study_id)
+        for task in self.ledger.tasks(study_id):
+            if task.status in FINAL_STATUSES:
+                continue
+            try:
+                self._collect_task(study_id, task.node_id, task.task_id, study.deadline)
+            except TransportError as error:
+                self.progress(f"[coordinator] node '{task.node_id}' not reachable now: {error}")
+            except (PolicyViolation, BundleError) as error:
+                self.ledger.set_task_status(task.task_id, TaskStatus.FAILED, str(error))
+                self._audit(
+                    "result_refused",
+                    study_id=study_id,
+                    node_id=task.node_id,
+                    task_id=task.task_id,
+                    reason=str(error),
+                )
+                self.progress(f"[coordinator] refused result of node '{task.node_id}': {error}")
+        if study.deadline and _now() >= study.deadline:
+            for task in self.ledger.tasks(study_id):
+                if task.status not in FINAL_STATUSES:
+                    self.ledger.set_task_status(
+                        task.task_id, TaskStatus.TIMED_OUT, "no result before the deadline"
+                    )
+        return self._conclude(study, meta_options or MetaOptions())
+
+    def _conclude(self, study: StudyRecord, options: MetaOptions) -> Collection:
+        """Meta-analyse once the quorum has released (again only when a result is new); fail
+        a study whose quorum can no longer be reached."""
+        study_id = study.study_id
+        tasks = self.ledger.tasks(study_id)
+        results = self.ledger.results(study_id)
+        statuses = {task.node_id: task.status for task in tasks}
+        missing = sorted(node for node in statuses if node not in results)
+        meta_files: list[Path] = []
+        if len(results) >= study.quorum:
+            if study.status == StudyStatus.META_ANALYSED and list(study.meta_nodes) == sorted(
+                results
+            ):
+                # Nothing new since the last collect: no second meta-analysis, no new events.
+                meta_files = self._meta_outputs(study.spec)
+            else:
+                meta_files = self._meta_analyse(study.spec, results, options)
+                self.ledger.set_study_status(
+                    study_id, StudyStatus.META_ANALYSED, missing, sorted(results)
+                )
+        elif study.status != StudyStatus.FAILED:
+            still_open = [task for task in tasks if task.status not in FINAL_STATUSES]
+            if len(results) + len(still_open) < study.quorum:
+                self.ledger.set_study_status(study_id, StudyStatus.FAILED, missing, sorted(results))
+                self.progress(
+                    f"[coordinator] study '{study_id}': {len(results)} results and "
+                    f"{len(still_open)} open tasks cannot reach the quorum of {study.quorum}"
+                )
+        return Collection(study_id, statuses, sorted(results), missing, meta_files)
+
+    def _meta_dir(self, study_id: str) -> Path:
+        return self.settings.results_dir / study_id / "meta"
+
+    def _meta_outputs(self, spec: StudySpec) -> list[Path]:
+        """The meta-analysis files an earlier collect wrote for this study, in study order."""
+        meta_dir = self._meta_dir(spec.study_id)
+        names = [meta_output_name(spec, analysis_id) for analysis_id in spec.analysis_ids]
+        return [meta_dir / name for name in names if (meta_dir / name).exists()]
+
+    def _meta_analyse(
+        self, spec: StudySpec, results: dict[str, Path], options: MetaOptions
+    ) -> list[Path]:
+        meta_dir = self._meta_dir(spec.study_id)
+        meta_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for analysis_id in spec.analysis_ids:
+            inputs = [folder / f"{analysis_id}.tsv.gz" for folder in results.values()]
+            inputs = [path for path in inputs if path.exists()]
+            if not inputs:
+                continue
+            out = meta_dir / meta_output_name(spec, analysis_id)
+            try:
+                if out.name == POOLED_FREQUENCIES:
+                    pool_frequency_files(inputs, out)
+                else:
+                    run_meta(inputs, out, options)
+            except FederationError as error:
+                self.progress(f"[coordinator] meta-analysis of '{analysis_id}' failed: {error}")
+                continue
+            written.append(out)
+            self.progress(
+                f"[coordinator] meta-analysed '{analysis_id}' over {len(inputs)} nodes -> {out}"
+            )
+        return written

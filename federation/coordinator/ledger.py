@@ -1,0 +1,312 @@
+"""The coordinator's SQLite ledger: studies, tasks, verified results and an event history.
+
+Every state change is one transaction, so a coordinator killed at any point continues from a
+consistent ledger and never counts a result twice (results are keyed by task). A study is
+stored as its validated config and read back as a `StudySpec`, never as a raw dict.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from federation.errors import PolicyViolation, SpecError
+from federation.protocol.messages import FINAL_STATUSES, TaskStatus
+from federation.spec import StudySpec, study_from_dict
+from federation.sqlite import Migration, connect, migrate, now_utc, transaction
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "studies, tasks, results, events and per-node sequence numbers",
+        """
+        CREATE TABLE IF NOT EXISTS studies (
+            study_id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, submitted_at TEXT NOT NULL,
+            quorum INTEGER NOT NULL, deadline TEXT, status TEXT NOT NULL, missing_nodes TEXT,
+            meta_nodes TEXT
+        );
+        CREATE TABLE IF NOT EXISTS tasks (
+            task_id TEXT PRIMARY KEY, study_id TEXT NOT NULL REFERENCES studies(study_id),
+            node_id TEXT NOT NULL, sequence INTEGER NOT NULL, envelope_json TEXT NOT NULL,
+            status TEXT NOT NULL, reason TEXT, updated_at TEXT NOT NULL,
+            UNIQUE (study_id, node_id)
+        );
+        CREATE TABLE IF NOT EXISTS results (
+            task_id TEXT PRIMARY KEY REFERENCES tasks(task_id), study_id TEXT NOT NULL,
+            node_id TEXT NOT NULL, manifest_digest TEXT NOT NULL, path TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, study_id TEXT,
+            node_id TEXT, task_id TEXT, event TEXT NOT NULL, detail TEXT
+        );
+        CREATE TABLE IF NOT EXISTS sequences (
+            node_id TEXT PRIMARY KEY, last_sequence INTEGER NOT NULL
+        );
+        """,
+    ),
+)
+
+
+class StudyStatus(StrEnum):
+    SUBMITTED = "submitted"
+    META_ANALYSED = "meta_analysed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A submitted study as the ledger knows it."""
+
+    spec: StudySpec
+    submitted_at: str
+    quorum: int
+    deadline: datetime | None
+    status: StudyStatus
+    missing_nodes: tuple[str, ...]
+    meta_nodes: tuple[str, ...]  # the nodes whose results the last meta-analysis used
+
+    @property
+    def study_id(self) -> str:
+        return self.spec.study_id
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    study_id: str
+    node_id: str
+    sequence: int
+    status: TaskStatus
+    reason: str | None
+    updated_at: str
+    envelope: dict[str, Any]
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text or "[]"))
+
+
+class CoordinatorLedger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with connect(path) as connection:
+            migrate(connection, MIGRATIONS, f"coordinator ledger '{path}'")
+
+    def _event(
+        self,
+        connection: sqlite3.Connection,
+        event: str,
+        *,
+        study_id: str | None = None,
+        node_id: str | None = None,
+        task_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        connection.execute(
+            "INSERT INTO events (time, study_id, node_id, task_id, event, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (now_utc(), study_id, node_id, task_id, event, detail),
+        )
+
+    def add_study(self, spec: StudySpec, quorum: int, deadline: str | None) -> None:
+        with connect(self.path) as connection, transaction(connection):
+            if connection.execute(
+                "SELECT 1 FROM studies WHERE study_id = ?", (spec.study_id,)
+            ).fetchone():
+                raise SpecError(
+                    f"study_id '{spec.study_id}': already submitted; give the study a new study_id"
+                )
+            connection.execute(
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (
+                    spec.study_id,
+                    json.dumps(spec.raw, sort_keys=True),
+                    now_utc(),
+                    quorum,
+                    deadline,
+                    StudyStatus.SUBMITTED,
+                ),
+            )
+            self._event(connection, "study_submitted", study_id=spec.study_id)
+
+    def next_sequence(self, node_id: str) -> int:
+        """Per-node task sequence numbers only go up, across restarts (nodes refuse older ones)."""
+        with connect(self.path) as connection, transaction(connection):
+            row = connection.execute(
+                "SELECT last_sequence FROM sequences WHERE node_id = ?", (node_id,)
+            ).fetchone()
+            sequence = (row["last_sequence"] if row else 0) + 1
+            connection.execute(
+                "INSERT INTO sequences VALUES (?, ?) "
+                "ON CONFLICT(node_id) DO UPDATE SET last_sequence = ?",
+                (node_id, sequence, sequence),
+            )
+            return sequence
+
+    def add_task(
+        self,
+        task_id: str,
+        study_id: str,
+        node_id: str,
+        sequence: int,
+        envelope: dict[str, Any],
+        *,
+        status: TaskStatus = TaskStatus.DELIVERED,
+        reason: str | None = None,
+    ) -> None:
+        """Record a task as delivered, or (with status FAILED and a reason) as not delivered."""
+        with connect(self.path) as connection, transaction(connection):
+            connection.execute(
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    study_id,
+                    node_id,
+                    sequence,
+                    json.dumps(envelope, sort_keys=True),
+                    status,
+                    reason,
+                    now_utc(),
+                ),
+            )
+            self._event(
+                connection,
+                f"task_{status}",
+                study_id=study_id,
+                node_id=node_id,
+                task_id=task_id,
+                detail=reason,
+            )
+
+    def set_task_status(self, task_id: str, status: TaskStatus, reason: str | None = None) -> bool:
+        """Move a task on; a final status is never overwritten. Returns whether it changed."""
+        with connect(self.path) as connection, transaction(connection):
+            row = connection.execute(
+                "SELECT study_id, node_id, status FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise PolicyViolation(
+                    f"task '{task_id}': unknown to this coordinator; ignoring its report"
+                )
+            if TaskStatus(row["status"]) in FINAL_STATUSES or row["status"] == status:
+                return False
+            connection.execute(
+                "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE task_id = ?",
+                (status, reason, now_utc(), task_id),
+            )
+            self._event(
+                connection,
+                f"task_{status}",
+                study_id=row["study_id"],
+                node_id=row["node_id"],
+                task_id=task_id,
+                detail=reason,
+            )
+            return True
+
+    def record_result(self, task_id: str, manifest_digest: str, path: Path) -> bool:
+        """Store a verified result once; a second copy of the same task's result is ignored."""
+        with connect(self.path) as connection, transaction(connection):
+            task = connection.execute(
+                "SELECT study_id, node_id, status FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if task is None:
+                raise PolicyViolation(f"result for task '{task_id}': unknown task; ignored")
+            if connection.execute("SELECT 1 FROM results WHERE task_id = ?", (task_id,)).fetchone():
+                return False
+            connection.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, task["study_id"], task["node_id"], manifest_digest, str(path), now_utc()),
+            )
+            connection.execute(
+                "UPDATE tasks SET status = ?, reason = NULL, updated_at = ? WHERE task_id = ?",
+                (TaskStatus.RELEASED, now_utc(), task_id),
+            )
+            self._event(
+                connection,
+                "result_received",
+                study_id=task["study_id"],
+                node_id=task["node_id"],
+                task_id=task_id,
+                detail=manifest_digest,
+            )
+            return True
+
+    def tasks(self, study_id: str) -> list[TaskRecord]:
+        with connect(self.path) as connection:
+            rows = connection.execute(
+                "SELECT * FROM tasks WHERE study_id = ? ORDER BY node_id", (study_id,)
+            ).fetchall()
+        return [
+            TaskRecord(
+                task_id=row["task_id"],
+                study_id=row["study_id"],
+                node_id=row["node_id"],
+                sequence=row["sequence"],
+                status=TaskStatus(row["status"]),
+                reason=row["reason"],
+                updated_at=row["updated_at"],
+                envelope=json.loads(row["envelope_json"]),
+            )
+            for row in rows
+        ]
+
+    def results(self, study_id: str) -> dict[str, Path]:
+        """node_id -> the folder of its verified result."""
+        with connect(self.path) as connection:
+            rows = connection.execute(
+                "SELECT node_id, path FROM results WHERE study_id = ? ORDER BY node_id", (study_id,)
+            ).fetchall()
+        return {row["node_id"]: Path(row["path"]) for row in rows}
+
+    def study(self, study_id: str) -> StudyRecord:
+        with connect(self.path) as connection:
+            row = connection.execute(
+                "SELECT * FROM studies WHERE study_id = ?", (study_id,)
+            ).fetchone()
+        if row is None:
+            raise SpecError(
+                f"study_id '{study_id}': not known to this coordinator; check `federation study status`"
+            )
+        return StudyRecord(
+            spec=study_from_dict(json.loads(row["spec_json"]), f"stored study '{study_id}'"),
+            submitted_at=row["submitted_at"],
+            quorum=row["quorum"],
+            deadline=datetime.fromisoformat(row["deadline"]) if row["deadline"] else None,
+            status=StudyStatus(row["status"]),
+            missing_nodes=_names(row["missing_nodes"]),
+            meta_nodes=_names(row["meta_nodes"]),
+        )
+
+    def set_study_status(
+        self,
+        study_id: str,
+        status: StudyStatus,
+        missing_nodes: list[str] | None = None,
+        meta_nodes: list[str] | None = None,
+    ) -> None:
+        with connect(self.path) as connection, transaction(connection):
+            connection.execute(
+                "UPDATE studies SET status = ?, missing_nodes = ?, meta_nodes = ? "
+                "WHERE study_id = ?",
+                (status, json.dumps(missing_nodes or []), json.dumps(meta_nodes or []), study_id),
+            )
+            self._event(
+                connection,
+                f"study_{status}",
+                study_id=study_id,
+                detail=json.dumps(missing_nodes or []),
+            )
+
+    def events(self, study_id: str) -> list[dict[str, Any]]:
+        with connect(self.path) as connection:
+            rows = connection.execute(
+                "SELECT * FROM events WHERE study_id = ? ORDER BY id", (study_id,)
+            ).fetchall()
+        return [dict(row) for row in rows]

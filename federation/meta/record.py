@@ -1,0 +1,120 @@
+"""The record of a meta-analysis run: the YAML sidecar next to its GWAS-SSF output.
+
+The sidecar carries the GWAS Catalog metadata fields (file_type, genome_assembly,
+coordinate_system, data_file_name, data_file_md5sum, ...) and this project's own: the inputs with
+their SHA-256, rows read/used/dropped per reason, allele swaps and strand flips, λGC per input
+and for the meta-analysis, the model, and the software versions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from federation.meta.spill import InputScan
+from federation.sumstats import TableDigests, read_sidecar, write_sidecar
+from federation.versions import software_versions
+
+if TYPE_CHECKING:
+    from federation.meta.options import MetaOptions
+
+GWAS_SSF_FILE_TYPE = "GWAS-SSF v1.0"
+
+
+@dataclass
+class InputTally:
+    """Per-input counts that grow bin by bin."""
+
+    dropped: dict[str, int] = field(default_factory=dict)
+    allele_swaps: int = 0
+    strand_flips: int = 0
+    rows_used: int = 0
+
+    def add_drop(self, reason: str, count: int) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+
+class HashingSink:
+    """A file that also digests what is written (MD5 for the GWAS Catalog, SHA-256 for us), so
+    the output is never read back whole to be hashed."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.raw.write(data)
+        self.md5.update(data)
+        self.sha256.update(data)
+
+
+def write_meta_sidecar(out: Path, metadata: dict[str, Any], sink: HashingSink) -> Path:
+    """The output's sidecar, with the digests taken while the output was written."""
+    digests = TableDigests(sink.md5.hexdigest(), sink.sha256.hexdigest())
+    return write_sidecar(out, metadata, digests)
+
+
+def agreed(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return present[0] if present and all(v == present[0] for v in present) else None
+
+
+def build_sidecar(
+    scans: list[InputScan],
+    tallies: list[InputTally],
+    options: MetaOptions,
+    n_variants: int,
+    lambda_gc: float,
+) -> dict[str, Any]:
+    input_meta = [read_sidecar(s.path) for s in scans]
+    model = (
+        "random-effects (DerSimonian-Laird)"
+        if options.random_effects
+        else "fixed-effects (inverse-variance)"
+    )
+    versions = software_versions()
+    return {
+        "file_type": GWAS_SSF_FILE_TYPE,
+        "genome_assembly": agreed([m.get("genome_assembly") for m in input_meta]) or "NR",
+        "coordinate_system": "1-based",
+        "is_harmonised": False,  # aligned across inputs, not to a reference genome
+        "is_sorted": True,
+        "date_metadata_last_modified": datetime.date.today().isoformat(),
+        "analysis_software": f"federation {versions.get('federation', '?')} meta",
+        "study_id": agreed([m.get("study_id") for m in input_meta]),
+        "node_id": "coordinator",
+        "analysis": agreed([m.get("analysis") for m in input_meta]) or "meta-analysis",
+        "trait": agreed([m.get("trait") for m in input_meta]),
+        "model": model,
+        "scheme": options.scheme.value,
+        "p_value_source": (
+            "Stouffer's Z weighted by sqrt(n); beta/standard_error are inverse-variance"
+            if options.scheme.value == "sample-size"
+            else "z = beta / standard_error, two-sided normal"
+        ),
+        "genomic_control": options.genomic_control,
+        "palindromic_maf_band": list(options.palindromic_maf_band),
+        "n_variants": n_variants,
+        "lambda_gc": round(float(lambda_gc), 6),
+        "inputs": [
+            {
+                "path": str(scan.path),
+                "sha256": scan.sha256,
+                "node_id": meta_.get("node_id"),
+                "rows_read": scan.rows_read,
+                "rows_used": tally.rows_used,
+                "dropped": dict(sorted(tally.dropped.items())),
+                "allele_swaps": tally.allele_swaps,
+                "strand_flips": tally.strand_flips,
+                "lambda_gc": round(float(scan.lambda_gc), 6),
+                "se_inflation_applied": options.genomic_control and scan.lambda_gc > 1,
+            }
+            for scan, tally, meta_ in zip(scans, tallies, input_meta, strict=True)
+        ],
+        "software_versions": versions,
+    }

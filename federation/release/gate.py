@@ -1,0 +1,312 @@
+"""The release step's gate machinery: policy, ledger decision, fail-closed handling, audit.
+
+`federation.release.tables` builds the candidate tables; a `Gate` decides whether they leave.
+Order: the effective policy (environment attempts and study loosening refused and logged),
+the cohort's commitment, an identical earlier request (its stored bytes are returned), the
+rules, then the privacy ledger's differencing guard and phenotype budget under the ledger's
+lock, and only then the files. Any exception on the way releases nothing and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from federation import sumstats
+from federation.audit import append_event
+from federation.errors import DisclosureError
+from federation.outcomes import ReleaseOutcome, record_outcome
+from federation.release.ledger import Cohort, PrivacyLedger, read_sample_ids, request_key
+from federation.release.rules import (
+    DisclosurePolicy,
+    DisclosureReport,
+    RuleOutcome,
+    cell_values,
+    cohort_difference,
+    environment_overrides,
+    error_outcome,
+    guarded,
+    phenotype_budget,
+)
+from federation.settings import NodeSettings
+from federation.spec import StudySpec
+
+LOG = logging.getLogger(__name__)
+LEDGER_NAME = "privacy-ledger.sqlite"
+SECRET_NAME = "privacy-ledger.secret"
+# Anything between separators could be a sample ID quoted in an exception message.
+TOKEN = re.compile(r"[^\s'\",:;()\[\]{}=]+")
+
+
+class ReleaseWithheld(DisclosureError):
+    """A rule refused the release; the audit log already has the full report."""
+
+
+def node_policy(
+    node: NodeSettings, study: StudySpec, audit_log: Path | None = None
+) -> DisclosurePolicy:
+    """Built-in defaults, tightened by the node admin, then by the study; never loosened.
+
+    Environment variables never change a threshold; one that looks like an attempt is
+    reported in the audit log. A study that tries to loosen is refused and logged.
+    """
+    attempts = environment_overrides(os.environ)
+    if attempts and audit_log is not None:
+        append_event(
+            audit_log,
+            "disclosure_override_refused",
+            node_id=node.node_id,
+            source="environment",
+            variables=attempts,
+        )
+    try:
+        policy = DisclosurePolicy().tightened(node.disclosure, f"node '{node.node_id}' config")
+        return policy.tightened(study.disclosure, f"study '{study.study_id}'")
+    except DisclosureError as error:
+        if audit_log is None:
+            raise
+        append_event(
+            audit_log,
+            "disclosure_loosening_refused",
+            node_id=node.node_id,
+            study_id=study.study_id,
+            reason=str(error),
+        )
+        raise ReleaseWithheld(str(error)) from None
+
+
+def ledger_for(node: NodeSettings) -> PrivacyLedger:
+    """The node-wide ledger: one per node, not per study, so studies cannot difference each other."""
+    return PrivacyLedger(
+        node.privacy_ledger or node.work_dir / LEDGER_NAME,
+        node.privacy_secret or node.work_dir / SECRET_NAME,
+    )
+
+
+def remove_outputs(out_path: Path) -> None:
+    for stale in (out_path, sumstats.sidecar_path(out_path)):
+        stale.unlink(missing_ok=True)
+
+
+def redact(text: str, sample_ids: set[str]) -> str:
+    """An error text for the audit log, with anything that is a sample ID blanked out."""
+    return TOKEN.sub(lambda m: "<id>" if m.group(0) in sample_ids else m.group(0), text)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One release being decided: who asks, for which cohort, where its files go."""
+
+    node: NodeSettings
+    policy: DisclosurePolicy
+    ledger: PrivacyLedger
+    cohort: Cohort
+    key: str  # the request key: same request of the same cohort, same bytes
+    label: str
+    out_path: Path
+    audit_log: Path
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        sidecar = sumstats.sidecar_path(self.out_path)
+        return {self.out_path.name: self.out_path, sidecar.name: sidecar}
+
+    def withhold(self, report: DisclosureReport) -> None:
+        append_event(
+            self.audit_log,
+            "release_withheld",
+            node_id=self.node.node_id,
+            request=self.key,
+            **report.audit_record(),
+        )
+        remove_outputs(self.out_path)
+        reasons = "; ".join(report.withheld_reasons())
+        raise ReleaseWithheld(
+            f"node '{self.node.node_id}': {report.release}: {reasons}; result withheld (node policy)"
+        )
+
+    def repeat(self) -> bool:
+        """Write the stored bytes of an identical earlier request, if there was one."""
+        stored = self.ledger.stored(self.key)
+        if stored is None:
+            return False
+        self.ledger.copy_stored(stored, self.outputs)
+        append_event(
+            self.audit_log,
+            "release_repeated",
+            node_id=self.node.node_id,
+            release=self.label,
+            request=self.key,
+            files={entry.name: entry.sha256 for entry in stored},
+        )
+        LOG.debug("%s: identical request %s..., stored bytes returned", self.label, self.key[:12])
+        return True
+
+    def finish(
+        self,
+        phenotype: str | None,
+        outcomes: list[RuleOutcome],
+        rows_in: int,
+        released: pd.DataFrame,
+        metadata: dict[str, Any],
+    ) -> Path:
+        """Rules, then the ledger's decision under its lock, then the files; or nothing."""
+        policy, label = self.policy, self.label
+        outcomes = [
+            guarded("cell_values", cell_values, released, policy.max_variant_id_length),
+            *outcomes,
+        ]
+        report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
+        if not report.released:
+            self.withhold(report)
+        ledger_rules = (
+            cohort_difference(None, policy.min_cohort_difference),
+            phenotype_budget(0, self.cohort.size, policy.max_phenotype_fraction),
+        )  # only their names and thresholds reach the public summary
+        summary = DisclosureReport(label, (*outcomes, *ledger_rules), rows_in, len(released))
+        # Written aside first, so the ledger's lock is held only for the decision.
+        staging = self.out_path.with_name(f".staging-{self.out_path.name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staged = staging / self.out_path.name
+        sumstats.write_table(
+            released,
+            staged,
+            {**metadata, "disclosure": summary.public_summary()},
+            float_format="%.8g",
+        )
+        staged_sidecar = sumstats.sidecar_path(staged)
+        files = {staged.name: staged, staged_sidecar.name: staged_sidecar}
+        try:
+            with self.ledger.reserve(
+                self.key, self.cohort, phenotype, policy.min_cohort_difference
+            ) as reservation:
+                if reservation.repeat is None:
+                    check = reservation.check
+                    outcomes += [
+                        guarded(
+                            "min_cohort_difference",
+                            cohort_difference,
+                            check.smallest_difference,
+                            policy.min_cohort_difference,
+                        ),
+                        guarded(
+                            "phenotype_budget",
+                            phenotype_budget,
+                            check.phenotypes,
+                            self.cohort.size,
+                            policy.max_phenotype_fraction,
+                        ),
+                    ]
+                    report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
+                    if report.released:
+                        reservation.record(label, released["variant_id"].astype(str), files)
+            if reservation.repeat is not None:  # an identical request finished meanwhile
+                self.repeat()
+                return self.out_path
+            if not report.released:
+                self.withhold(report)
+            for name, path in files.items():
+                path.replace(self.out_path.with_name(name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        append_event(
+            self.audit_log,
+            "release_written",
+            node_id=self.node.node_id,
+            file=self.out_path.name,
+            request=self.key,
+            **report.audit_record(),
+        )
+        LOG.debug("%s: %d of %d rows released", label, len(released), rows_in)
+        return self.out_path
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What `opened_gate` learns before the gate exists; `ids` serve only to redact errors."""
+
+    ids: set[str] = field(default_factory=set, repr=False)
+
+
+@contextmanager
+def opened_gate(
+    node: NodeSettings,
+    study: StudySpec,
+    request: dict[str, Any],
+    samples_path: Path,
+    out_path: Path,
+    audit_log: Path,
+) -> Iterator[Gate]:
+    """A `Gate` for `request`; any error inside the block releases nothing and is logged."""
+    label = f"analysis '{request['id']}'"
+    context = GateContext()
+
+    def outcome(decision: ReleaseOutcome) -> None:
+        """Tell the runner what was decided; on the way out of a refusal this is best effort
+        (the refusal stands and the audit log has it, whether or not the file is written)."""
+        try:
+            record_outcome(node.work_dir, study.study_id, str(request["id"]), decision)
+        except OSError as error:
+            if decision is ReleaseOutcome.RELEASED:
+                raise
+            LOG.warning("%s: outcome not recorded (%s)", label, error)
+
+    try:
+        policy = node_policy(node, study, audit_log)
+        if samples_path.resolve().is_relative_to(out_path.parent.resolve()):
+            raise DisclosureError(
+                f"cohort file '{samples_path.name}': inside the release folder "
+                f"'{out_path.parent}'; sample lists stay in the node's private work dir"
+            )
+        listed = read_sample_ids(samples_path)
+        context.ids.update(listed)
+        ledger = ledger_for(node)
+        cohort = ledger.cohort(listed)
+        key = request_key(
+            {
+                "node_id": node.node_id,
+                "study_id": study.study_id,
+                "analysis": request,
+                "reference_genome": study.reference_genome,
+                "qc": study.raw.get("qc", {}),
+                "pca": study.raw.get("pca", {}),
+                "policy": policy.as_dict(),
+                "cohort": cohort.commitment,
+            }
+        )
+        yield Gate(node, policy, ledger, cohort, key, label, out_path, audit_log)
+    except ReleaseWithheld:
+        outcome(ReleaseOutcome.WITHHELD)
+        raise
+    except DisclosureError as error:  # our own one-line reasons (cohort file, ledger secret)
+        remove_outputs(out_path)
+        append_event(
+            audit_log,
+            "release_failed",
+            node_id=node.node_id,
+            release=label,
+            reason=redact(str(error), context.ids),
+        )
+        outcome(ReleaseOutcome.FAILED)
+        raise
+    except Exception as error:  # fail closed: a failing check is never a pass
+        remove_outputs(out_path)
+        reason = redact(str(error_outcome("release_step", error).observed), context.ids)
+        append_event(
+            audit_log, "release_failed", node_id=node.node_id, release=label, reason=reason
+        )
+        outcome(ReleaseOutcome.FAILED)
+        raise DisclosureError(
+            f"node '{node.node_id}': {label}: the disclosure gate could not complete "
+            f"({type(error).__name__}); nothing released; the node audit log has the reason"
+        ) from None
+    outcome(ReleaseOutcome.RELEASED)

@@ -1,0 +1,333 @@
+"""The node-owned, default-deny disclosure gate.
+
+Each rule is one small function that looks at an aggregate about to leave the node and
+returns a `RuleOutcome` (rule, threshold, observed value, verdict). A release-level rule
+that fails withholds the whole release; a row-level rule removes rows, and removed rows
+look exactly like rows that failed QC (they are absent; no reason code is released).
+A rule that raises withholds the release too (`guarded`): an error is never a pass.
+The thresholds are the README's default disclosure policy. A node admin or a study may tighten them, never loosen;
+the environment cannot change them at all (`environment_overrides` only reports attempts).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation.errors import DisclosureError
+
+# Environment variables that look like threshold overrides. They are never read as
+# thresholds; their presence is an attempt to loosen the gate and goes to the audit log.
+ENV_OVERRIDE_PREFIX = "FEDERATION_DISCLOSURE_"
+ERROR_TEXT_LIMIT = 200  # an error in the audit log is a reason, not a data dump
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    SUPPRESS_ROWS = "suppress_rows"
+    WITHHOLD = "withhold"
+
+
+@dataclass(frozen=True)
+class DisclosurePolicy:
+    min_cohort_af: int = 50  # allele frequencies of smaller cohorts stay home
+    min_mac_af: int = 10  # rarer alleles could point at individuals
+    min_an_af: int = 100  # an AF row must summarise at least 50 diploid samples
+    min_cohort_gwas: int = 100
+    min_mac_gwas: int = 20
+    min_carriers_per_group: int = 10  # binary traits: minor-allele carriers in cases and controls
+    min_residual_df: int = 10
+    max_parameter_fraction: float = 0.33  # parameters <= 0.33 N: no saturated models
+    n_rounding: int = 5  # sample sizes leave rounded to the nearest 5
+    max_phenotype_fraction: float = 0.05  # phenotype budget: floor(0.05 N) per cohort
+    # Differencing: two released cohorts must be identical or differ by at least this many
+    # samples; 1-9 would let subtraction isolate the samples in between.
+    min_cohort_difference: int = 10
+    # chr:pos:ref:alt of real variants fits easily; longer IDs are a channel for smuggled text.
+    max_variant_id_length: int = 256
+
+    def tightened(self, overrides: Mapping[str, Any], source: str) -> DisclosurePolicy:
+        """Apply stricter `overrides`; a looser value is refused (fail closed), naming it."""
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for name, value in overrides.items():
+            if name not in known:
+                raise DisclosureError(
+                    f"{source} disclosure '{name}': unknown threshold; use one of {sorted(known)}"
+                )
+            current = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise DisclosureError(
+                    f"{source} disclosure '{name}': {value!r} is not a number; the node policy has {current}"
+                )
+            looser = value > current if name.startswith("max_") else value < current
+            if looser:
+                raise DisclosureError(
+                    f"{source} disclosure '{name}': {value} would loosen the node policy ({current}); "
+                    "a study or node may only tighten release thresholds"
+                )
+            if isinstance(current, int) and value != int(value):
+                raise DisclosureError(
+                    f"{source} disclosure '{name}': {value} is not a whole number; use an integer >= {current}"
+                )
+            changes[name] = int(value) if isinstance(current, int) else float(value)
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def environment_overrides(environ: Mapping[str, str]) -> list[str]:
+    """Names of environment variables that try to set disclosure thresholds (all ignored)."""
+    return sorted(name for name in environ if name.upper().startswith(ENV_OVERRIDE_PREFIX))
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule: str
+    threshold: float | str
+    observed: float | str
+    verdict: Verdict
+    rows_suppressed: int = 0
+
+
+@dataclass(frozen=True)
+class DisclosureReport:
+    release: str
+    outcomes: tuple[RuleOutcome, ...]
+    rows_in: int
+    rows_released: int
+
+    @property
+    def released(self) -> bool:
+        return all(outcome.verdict is not Verdict.WITHHOLD for outcome in self.outcomes)
+
+    def withheld_reasons(self) -> list[str]:
+        return [
+            f"{o.rule}: observed {o.observed}, limit {o.threshold}"
+            for o in self.outcomes
+            if o.verdict is Verdict.WITHHOLD
+        ]
+
+    def audit_record(self) -> dict[str, Any]:
+        """Full detail for the node audit log (never released)."""
+        return {
+            "release": self.release,
+            "released": self.released,
+            "rows_in": self.rows_in,
+            "rows_released": self.rows_released,
+            "rules": [{**asdict(o), "verdict": o.verdict.value} for o in self.outcomes],
+        }
+
+    def public_summary(self) -> dict[str, Any]:
+        """What the released metadata may say: which rules ran and the thresholds, no counts per reason."""
+        return {"gate": "default-deny", "rules": {o.rule: o.threshold for o in self.outcomes}}
+
+
+def error_outcome(rule: str, error: BaseException) -> RuleOutcome:
+    """A rule that could not be evaluated withholds the release and says why (audit log only)."""
+    text = f"error: {type(error).__name__}: {error}".replace("\n", " ")[:ERROR_TEXT_LIMIT]
+    return RuleOutcome(rule, "evaluable", text, Verdict.WITHHOLD)
+
+
+def guarded(rule: str, check: Callable[..., RuleOutcome], *args: Any) -> RuleOutcome:
+    try:
+        return check(*args)
+    except Exception as error:  # fail closed: any failure inside a check releases nothing
+        return error_outcome(rule, error)
+
+
+def guarded_rows(
+    rule: str, size: int, check: Callable[..., tuple[RuleOutcome, np.ndarray]], *args: Any
+) -> tuple[RuleOutcome, np.ndarray]:
+    try:
+        outcome, keep = check(*args)
+        if keep.shape != (size,) or keep.dtype != np.bool_:
+            raise ValueError(
+                f"row mask of shape {keep.shape}, dtype {keep.dtype}; expected ({size},) bool"
+            )
+        return outcome, keep
+    except Exception as error:
+        return error_outcome(rule, error), np.zeros(size, dtype=bool)
+
+
+# ---------------------------------------------------------------- release-level rules
+
+
+def allowed_columns(frame: pd.DataFrame, allowed: tuple[str, ...]) -> RuleOutcome:
+    """Only allow-listed columns leave; anything else (sample IDs, sum_x, free text) stops the release."""
+    extra = [str(column) for column in frame.columns if column not in allowed]
+    verdict = Verdict.WITHHOLD if extra else Verdict.PASS
+    return RuleOutcome("column_allow_list", "allow-list", ",".join(extra) or "none", verdict)
+
+
+def private_columns(frame: pd.DataFrame, expected: frozenset[str]) -> RuleOutcome:
+    """The step's private table must have exactly the expected columns. An unexpected one
+    (sample_id, sum_x, y_transpose_x, a comment) means the analysis is not the approved one."""
+    extra = sorted(str(column) for column in frame.columns if column not in expected)
+    missing = sorted(expected - {str(column) for column in frame.columns})
+    observed = ",".join([*extra, *(f"missing:{name}" for name in missing)]) or "none"
+    verdict = Verdict.WITHHOLD if extra or missing else Verdict.PASS
+    return RuleOutcome("private_column_allow_list", "expected columns", observed, verdict)
+
+
+CHROMOSOME = re.compile(r"(?:[1-9]|1[0-9]|2[0-2]|X|Y|MT)")
+ALLELE = re.compile(r"[ACGTN]+")
+P_VALUE_TEXT = re.compile(r"(?:NA|[0-9][0-9.]*(?:e[-+]?[0-9]+)?)")
+NODE_ID = re.compile(r"[a-z0-9_-]{1,32}")
+TEXT_COLUMNS = {
+    "chromosome": CHROMOSOME,
+    "effect_allele": ALLELE,
+    "other_allele": ALLELE,
+    "ref": ALLELE,
+    "alt": ALLELE,
+    "p_value": P_VALUE_TEXT,
+    "node_id": NODE_ID,
+}
+
+
+def cell_values(frame: pd.DataFrame, max_variant_id_length: int) -> RuleOutcome:
+    """Every cell has the shape its column promises: no free text anywhere, variant IDs that are
+    exactly chr:pos:ref:alt of their own row and not over-long, numbers that are numbers."""
+    problems: list[str] = []
+    for column in frame.columns:
+        values = frame[column]
+        if column in TEXT_COLUMNS:
+            pattern = TEXT_COLUMNS[str(column)]
+            bad = ~values.astype(str).map(lambda text, p=pattern: bool(p.fullmatch(text)))
+            if bad.any():
+                problems.append(f"{column}: {int(bad.sum())} cells outside {pattern.pattern}")
+        elif column == "variant_id":
+            lengths = values.astype(str).str.len()
+            if len(values) and int(lengths.max()) > max_variant_id_length:
+                problems.append(
+                    f"variant_id: length {int(lengths.max())} > {max_variant_id_length}"
+                )
+        elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            problems.append(f"{column}: not numeric ({values.dtype})")
+    if "variant_id" in frame.columns and not problems:
+        ref, alt = ("other_allele", "effect_allele") if "effect_allele" in frame else ("ref", "alt")
+        own = (
+            frame["chromosome"].astype(str)
+            + ":"
+            + frame["base_pair_location"].astype(str)
+            + ":"
+            + frame[ref].astype(str)
+            + ":"
+            + frame[alt].astype(str)
+        )
+        mismatched = int((own != frame["variant_id"].astype(str)).sum())
+        if mismatched:
+            problems.append(f"variant_id: {mismatched} IDs are not chr:pos:ref:alt of their row")
+    verdict = Verdict.WITHHOLD if problems else Verdict.PASS
+    return RuleOutcome("cell_values", "typed cells", "; ".join(problems) or "ok", verdict)
+
+
+def min_cohort(rule: str, n: int, limit: int) -> RuleOutcome:
+    return RuleOutcome(rule, limit, n, Verdict.PASS if n >= limit else Verdict.WITHHOLD)
+
+
+def min_residual_df(residual_df: int, limit: int) -> RuleOutcome:
+    return RuleOutcome(
+        "min_residual_df",
+        limit,
+        residual_df,
+        Verdict.PASS if residual_df >= limit else Verdict.WITHHOLD,
+    )
+
+
+def max_parameters(n_parameters: int, n: int, fraction: float) -> RuleOutcome:
+    ok = n_parameters <= fraction * n
+    return RuleOutcome(
+        "max_parameter_fraction",
+        fraction,
+        round(n_parameters / max(n, 1), 4),
+        Verdict.PASS if ok else Verdict.WITHHOLD,
+    )
+
+
+def cohort_listed(n_analysed: int, n_listed: int) -> RuleOutcome:
+    """The sample list the ledger sees must be the cohort that was analysed; otherwise the
+    differencing guard and the budget would be judging some other set of people."""
+    return RuleOutcome(
+        "cohort_list_matches",
+        n_analysed,
+        n_listed,
+        Verdict.PASS if n_analysed == n_listed else Verdict.WITHHOLD,
+    )
+
+
+def cohort_difference(smallest_difference: int | None, limit: int) -> RuleOutcome:
+    """Differencing guard. `smallest_difference`: the smallest non-zero size of the symmetric
+    difference between this cohort and any cohort released before (None: nothing comparable)."""
+    refused = smallest_difference is not None and 0 < smallest_difference < limit
+    observed: int | str = "none" if smallest_difference is None else smallest_difference
+    return RuleOutcome(
+        "min_cohort_difference", limit, observed, Verdict.WITHHOLD if refused else Verdict.PASS
+    )
+
+
+def phenotype_budget(phenotypes: int, n: int, fraction: float) -> RuleOutcome:
+    """At most floor(fraction * N) distinct phenotypes released for one cohort, this one included."""
+    budget = math.floor(fraction * n + 1e-9)  # 0.29 * 100 is 28.999...; the budget is 29
+    return RuleOutcome(
+        "phenotype_budget",
+        budget,
+        phenotypes,
+        Verdict.PASS if phenotypes <= budget else Verdict.WITHHOLD,
+    )
+
+
+# ---------------------------------------------------------------- row-level rules
+
+
+def _row_rule(
+    rule: str, keep: np.ndarray, limit: float, observed_min: float
+) -> tuple[RuleOutcome, np.ndarray]:
+    suppressed = int((~keep).sum())
+    verdict = Verdict.SUPPRESS_ROWS if suppressed else Verdict.PASS
+    return RuleOutcome(rule, limit, observed_min, verdict, suppressed), keep
+
+
+def min_minor_allele_count(
+    rule: str, alt_count: np.ndarray, allele_number: np.ndarray, limit: int
+) -> tuple[RuleOutcome, np.ndarray]:
+    mac = np.minimum(alt_count, allele_number - alt_count)
+    return _row_rule(rule, mac >= limit, limit, float(mac.min()) if mac.size else 0.0)
+
+
+def min_allele_number(allele_number: np.ndarray, limit: int) -> tuple[RuleOutcome, np.ndarray]:
+    return _row_rule(
+        "min_an_af",
+        allele_number >= limit,
+        limit,
+        float(allele_number.min()) if allele_number.size else 0.0,
+    )
+
+
+def min_carriers(
+    minor_carriers_cases: np.ndarray, minor_carriers_controls: np.ndarray, limit: int
+) -> tuple[RuleOutcome, np.ndarray]:
+    fewest = np.minimum(minor_carriers_cases, minor_carriers_controls)
+    return _row_rule(
+        "min_carriers_per_group",
+        fewest >= limit,
+        limit,
+        float(fewest.min()) if fewest.size else 0.0,
+    )
+
+
+def round_n(n: int | float, step: int) -> int:
+    """Nearest multiple of `step` (halves up), so small differences between cohorts do not show."""
+    return int(np.floor(n / step + 0.5) * step)
+
+
+def round_n_array(n: np.ndarray, step: int) -> np.ndarray:
+    return (np.floor(n / step + 0.5) * step).astype(np.int64)

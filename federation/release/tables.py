@@ -1,0 +1,420 @@
+"""Turn a node's private aggregate tables into released files, through the disclosure gate.
+
+This step runs without Hail. It reads what the Hail steps left in the node's work
+directory, applies every disclosure rule, consults the node's privacy ledger (differencing
+guard, phenotype budget, identical repeats) and writes GWAS-SSF summary statistics, the
+allele-frequency table and QC metrics into the release folder. If any release-level rule
+fails, or anything goes wrong while checking, nothing of that release is written and the
+node audit log says why.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from federation import sumstats
+from federation.files import atomic_write_json
+from federation.release.gate import ReleaseWithheld, node_policy, opened_gate
+from federation.release.rules import (
+    DisclosurePolicy,
+    DisclosureReport,
+    RuleOutcome,
+    Verdict,
+    allowed_columns,
+    cohort_listed,
+    guarded_rows,
+    max_parameters,
+    min_allele_number,
+    min_carriers,
+    min_cohort,
+    min_minor_allele_count,
+    min_residual_df,
+    private_columns,
+    round_n,
+    round_n_array,
+)
+from federation.settings import NodeSettings
+from federation.spec import GwasAnalysis, LogisticTest, Model, StudySpec, TraitType
+from federation.stats.tails import log_chi2_sf, log_normal_two_sided, log_t_two_sided, neg_log10
+from federation.versions import software_versions
+
+__all__ = [
+    "RELEASED_AF_COLUMNS",
+    "RELEASED_GWAS_COLUMNS",
+    "ReleaseWithheld",
+    "neg_log10_p",
+    "node_policy",
+    "release_allele_frequencies",
+    "release_gwas",
+    "release_qc_metrics",
+]
+RELEASED_GWAS_COLUMNS = (
+    *sumstats.MANDATORY_COLUMNS,
+    *sumstats.STANDARD_EXTRAS,
+    sumstats.NEG_LOG10_P,
+)
+RELEASED_AF_COLUMNS = (*sumstats.ALLELE_FREQUENCY_COLUMNS, "homozygote_count", "node_id")
+# What the Hail steps write (analyses/gwas.py, allele_freq.py). Anything else in a private
+# table means the step is not the approved one, and the release stops.
+VARIANT_COLUMNS = frozenset({"chromosome", "base_pair_location", "ref", "alt"})
+GWAS_PRIVATE_COLUMNS = VARIANT_COLUMNS | {
+    "gate.n_called",
+    "gate.alt_allele_count",
+    "beta",
+    "standard_error",
+    "statistic",
+    "p_value",
+    "n",
+    "converged",
+}
+CARRIER_COLUMNS = frozenset(
+    {
+        "gate.alt_carriers_cases",
+        "gate.ref_carriers_cases",
+        "gate.alt_carriers_controls",
+        "gate.ref_carriers_controls",
+    }
+)
+AF_PRIVATE_COLUMNS = VARIANT_COLUMNS | {
+    "allele_count",
+    "allele_number",
+    "homozygote_count",
+    "homozygote_ref_count",
+    "n_samples",
+    "allele_frequency",
+}
+# Released QC counts: sample counts rounded like N (exact ones would give N away by
+# subtraction), and no variant count per reason: a variant the gate suppressed must not be
+# told apart from one QC removed, not even in number.
+ROUNDED_QC_COUNTS = (
+    "samples_genotyped",
+    "samples_with_phenotypes",
+    "phenotype_rows_without_genotypes",
+    "samples_low_call_rate",
+    "samples_sex_mismatch",
+    "samples_passed",
+)
+RELEASED_QC_FIELDS = (
+    *ROUNDED_QC_COUNTS,
+    "sex_check",
+    "variants_input",
+    "mean_sample_call_rate",
+    "mean_variant_call_rate",
+)
+
+
+def _read_private(path: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        path,
+        sep="\t",
+        compression="gzip" if path.name.endswith((".bgz", ".gz")) else None,  # Hail: block gzip
+        na_values=["NA"],
+        keep_default_na=False,
+        dtype={"chromosome": str, "ref": str, "alt": str},
+    )
+
+
+def _chromosome_order(chromosome: pd.Series) -> pd.Series:
+    order = {str(i): i for i in range(1, 23)} | {"X": 23, "Y": 24, "MT": 25, "M": 25}
+    return chromosome.map(order).fillna(26)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(
+        ["chromosome", "base_pair_location"],
+        key=lambda c: _chromosome_order(c) if c.name == "chromosome" else c,
+        kind="stable",
+    )
+
+
+def neg_log10_p(
+    statistic: np.ndarray, analysis: GwasAnalysis, residual_df: np.ndarray
+) -> np.ndarray:
+    """-log10 of the two-sided p in log space, so p far below 1e-300 keeps its value.
+
+    Linear: Student t with the model's residual df (as Hail and plink2 use); logistic Wald:
+    standard normal; Firth: chi-square with 1 df (Hail's penalised likelihood-ratio test).
+    """
+    if analysis.model is Model.LINEAR:
+        log_p = log_t_two_sided(statistic, residual_df)
+    elif analysis.test is LogisticTest.WALD:
+        log_p = log_normal_two_sided(statistic)
+    else:
+        log_p = log_chi2_sf(statistic, 1)
+    return neg_log10(log_p)
+
+
+def _base_metadata(
+    node: NodeSettings, study: StudySpec, analysis_id: str, policy: DisclosurePolicy
+) -> dict[str, Any]:
+    return {
+        "study_id": study.study_id,
+        "node_id": node.node_id,
+        "analysis": analysis_id,
+        "genome_assembly": study.reference_genome,
+        "coordinate_system": "1-based",
+        "is_harmonised": False,
+        "is_sorted": True,
+        "date_metadata_last_modified": datetime.now(UTC).date().isoformat(),
+        "software_versions": software_versions(),
+        "disclosure_policy": policy.as_dict(),
+    }
+
+
+def _gwas_request(analysis: GwasAnalysis) -> dict[str, Any]:
+    """What the release asks for: with the cohort, the key of an identical repeat."""
+    return {
+        "kind": "gwas",
+        "id": analysis.id,
+        "trait": analysis.trait,
+        "trait_type": analysis.trait_type.value,
+        "model": analysis.model.value,
+        "test": analysis.test.value,
+        "covariates": list(analysis.covariates),
+        "principal_components": analysis.principal_components,
+    }
+
+
+def _gwas_row_rules(
+    private: pd.DataFrame, policy: DisclosurePolicy, binary: bool
+) -> tuple[list[RuleOutcome], np.ndarray]:
+    """Row-level rules of an association table: MAC, and carriers per group for binary traits.
+
+    Returns the outcomes and the rows to keep; unfitted rows (no convergence, no variance) are
+    dropped like suppressed ones: a QC failure and a suppressed row look the same.
+    """
+    se = private["standard_error"].to_numpy(dtype=float)
+    fitted = private["converged"].astype(str).str.lower().eq("true").to_numpy()
+    fitted &= np.isfinite(private["beta"].to_numpy(dtype=float)) & np.isfinite(se) & (se > 0)
+    allele_number = 2 * private["gate.n_called"].to_numpy()
+    alt_count = private["gate.alt_allele_count"].to_numpy()
+    mac_outcome, keep = guarded_rows(
+        "min_mac_gwas",
+        len(private),
+        min_minor_allele_count,
+        "min_mac_gwas",
+        alt_count,
+        allele_number,
+        policy.min_mac_gwas,
+    )
+    outcomes = [mac_outcome]
+    if binary:
+        alt_is_minor = alt_count <= allele_number - alt_count
+        minor = {
+            group: np.where(
+                alt_is_minor,
+                private[f"gate.alt_carriers_{group}"],
+                private[f"gate.ref_carriers_{group}"],
+            )
+            for group in ("cases", "controls")
+        }
+        carrier_outcome, carrier_keep = guarded_rows(
+            "min_carriers_per_group",
+            len(private),
+            min_carriers,
+            minor["cases"],
+            minor["controls"],
+            policy.min_carriers_per_group,
+        )
+        outcomes.append(carrier_outcome)
+        keep &= carrier_keep
+    return outcomes, keep & fitted
+
+
+def _gwas_table(
+    private: pd.DataFrame,
+    keep: np.ndarray,
+    analysis: GwasAnalysis,
+    n_parameters: int,
+    policy: DisclosurePolicy,
+) -> pd.DataFrame:
+    """The GWAS-SSF rows of the kept variants, sorted by chromosome and position."""
+    rows = private[keep]
+    alt_count = rows["gate.alt_allele_count"].to_numpy()
+    allele_number = 2 * rows["gate.n_called"].to_numpy()
+    residual_df = rows["n"].to_numpy() - n_parameters
+    nlp = neg_log10_p(rows["statistic"].to_numpy(dtype=float), analysis, residual_df)
+    return _sorted(
+        pd.DataFrame(
+            {
+                "chromosome": rows["chromosome"].to_numpy(),
+                "base_pair_location": rows["base_pair_location"].to_numpy(),
+                "effect_allele": rows["alt"].to_numpy(),
+                "other_allele": rows["ref"].to_numpy(),
+                "beta": rows["beta"].to_numpy(dtype=float),
+                "standard_error": rows["standard_error"].to_numpy(dtype=float),
+                "effect_allele_frequency": (alt_count / allele_number).astype(float),
+                "p_value": sumstats.format_p_value(np.power(10.0, -nlp), nlp),
+                "n": round_n_array(rows["n"].to_numpy(), policy.n_rounding),
+                "variant_id": _variant_ids(rows),
+                sumstats.NEG_LOG10_P: nlp,
+            }
+        )
+    )
+
+
+def release_gwas(
+    node: NodeSettings,
+    study: StudySpec,
+    analysis: GwasAnalysis,
+    private_path: Path,
+    design_path: Path,
+    qc_counts_path: Path,
+    out_path: Path,
+    audit_log: Path,
+    *,
+    samples_path: Path,
+) -> Path:
+    """Gate one association analysis of the cohort listed in `samples_path` into GWAS-SSF."""
+    request = _gwas_request(analysis)
+    with opened_gate(node, study, request, samples_path, out_path, audit_log) as gate:
+        if gate.repeat():
+            return out_path
+        policy = gate.policy
+        private = _read_private(private_path)
+        binary = analysis.trait_type is TraitType.BINARY
+        expected = GWAS_PRIVATE_COLUMNS | (CARRIER_COLUMNS if binary else frozenset())
+        columns = private_columns(private, expected)
+        if columns.verdict is Verdict.WITHHOLD:
+            gate.withhold(DisclosureReport(gate.label, (columns,), len(private), 0))
+        design = json.loads(design_path.read_text())
+        n_total, n_parameters = int(design["n_samples"]), int(design["n_parameters"])
+        outcomes: list[RuleOutcome] = [
+            columns,
+            cohort_listed(n_total, gate.cohort.size),
+            min_cohort("min_cohort_gwas", n_total, policy.min_cohort_gwas),
+            min_residual_df(n_total - n_parameters, policy.min_residual_df),
+            max_parameters(n_parameters, n_total, policy.max_parameter_fraction),
+        ]
+        row_outcomes, keep = _gwas_row_rules(private, policy, binary)
+        outcomes += row_outcomes
+        released = _gwas_table(private, keep, analysis, n_parameters, policy)
+        outcomes.insert(0, allowed_columns(released, RELEASED_GWAS_COLUMNS))
+        metadata = _base_metadata(node, study, analysis.id, policy)
+        metadata.update(
+            {
+                "trait": analysis.trait,
+                "trait_type": analysis.trait_type.value,
+                "model": analysis.model.value,
+                "test": analysis.test.value if analysis.model is Model.LOGISTIC else "t",
+                "covariates": list(analysis.covariate_columns),
+                "n": round_n(n_total, policy.n_rounding),
+                "n_cases": _rounded(design.get("n_cases"), policy),
+                "n_controls": _rounded(design.get("n_controls"), policy),
+                "variants_released": len(released),
+                "qc": released_qc_counts(qc_counts_path, policy),
+            }
+        )
+        return gate.finish(analysis.trait, outcomes, len(private), released, metadata)
+
+
+def release_allele_frequencies(
+    node: NodeSettings,
+    study: StudySpec,
+    analysis_id: str,
+    private_path: Path,
+    qc_counts_path: Path,
+    out_path: Path,
+    audit_log: Path,
+    *,
+    samples_path: Path,
+) -> Path:
+    """Gate the allele-frequency table of the QC'd cohort listed in `samples_path`."""
+    request = {"kind": "allele_frequency", "id": analysis_id}
+    with opened_gate(node, study, request, samples_path, out_path, audit_log) as gate:
+        if gate.repeat():
+            return out_path
+        policy, cohort = gate.policy, gate.cohort
+        private = _read_private(private_path)
+        columns = private_columns(private, AF_PRIVATE_COLUMNS)
+        if columns.verdict is Verdict.WITHHOLD:
+            gate.withhold(DisclosureReport(gate.label, (columns,), len(private), 0))
+        passed = int(json.loads(qc_counts_path.read_text())["samples_passed"])
+        allele_number = private["allele_number"].to_numpy()
+        alt_count = private["allele_count"].to_numpy()
+        mac_outcome, keep = guarded_rows(
+            "min_mac_af",
+            len(private),
+            min_minor_allele_count,
+            "min_mac_af",
+            alt_count,
+            allele_number,
+            policy.min_mac_af,
+        )
+        an_outcome, an_keep = guarded_rows(
+            "min_an_af", len(private), min_allele_number, allele_number, policy.min_an_af
+        )
+        outcomes: list[RuleOutcome] = [
+            columns,
+            cohort_listed(passed, cohort.size),
+            min_cohort("min_cohort_af", cohort.size, policy.min_cohort_af),
+            mac_outcome,
+            an_outcome,
+        ]
+        rows = private[keep & an_keep]
+        released = _sorted(
+            pd.DataFrame(
+                {
+                    "chromosome": rows["chromosome"],
+                    "base_pair_location": rows["base_pair_location"],
+                    "ref": rows["ref"],
+                    "alt": rows["alt"],
+                    "variant_id": _variant_ids(rows),
+                    "allele_count": rows["allele_count"],
+                    "allele_number": rows["allele_number"],
+                    "allele_frequency": rows["allele_frequency"],
+                    "n_samples": round_n_array(rows["n_samples"].to_numpy(), policy.n_rounding),
+                    "homozygote_count": rows["homozygote_count"],
+                    "node_id": node.node_id,
+                }
+            )
+        )
+        outcomes.insert(0, allowed_columns(released, RELEASED_AF_COLUMNS))
+        metadata = _base_metadata(node, study, analysis_id, policy)
+        metadata.update(
+            {
+                "n": round_n(cohort.size, policy.n_rounding),
+                "variants_released": len(released),
+                "qc": released_qc_counts(qc_counts_path, policy),
+            }
+        )
+        return gate.finish(None, outcomes, len(private), released, metadata)
+
+
+def _variant_ids(rows: pd.DataFrame) -> np.ndarray:
+    return sumstats.variant_id(
+        rows["chromosome"], rows["base_pair_location"], rows["ref"], rows["alt"]
+    ).to_numpy()
+
+
+def _rounded(n: int | None, policy: DisclosurePolicy) -> int | None:
+    return None if n is None else round_n(n, policy.n_rounding)
+
+
+def released_qc_counts(qc_counts_path: Path, policy: DisclosurePolicy) -> dict[str, Any]:
+    counts = json.loads(qc_counts_path.read_text())
+    released = {key: counts[key] for key in RELEASED_QC_FIELDS if key in counts}
+    for key in ROUNDED_QC_COUNTS:
+        if key in released:
+            released[key] = round_n(released[key], policy.n_rounding)
+    return released
+
+
+def release_qc_metrics(
+    node: NodeSettings, study: StudySpec, qc_counts_path: Path, out_path: Path
+) -> Path:
+    policy = node_policy(node, study)
+    document = {
+        "study_id": study.study_id,
+        "node_id": node.node_id,
+        "qc_thresholds": study.raw.get("qc", {}),
+        "counts": released_qc_counts(qc_counts_path, policy),
+        "software_versions": software_versions(),
+    }
+    return atomic_write_json(out_path, document)

@@ -1,0 +1,342 @@
+"""`federation demo`: the project's main job, a whole federation on one machine.
+
+It synthesises national cohorts, creates a coordinator and one node per cohort (keys,
+configs, mailboxes), submits a study (allele frequencies, a quantitative and a binary
+GWAS), runs every node's agent, collects and verifies the results, meta-analyses them and
+prints a summary. With `--transport s3|ssh` the mailboxes go through a SeaweedFS server or
+an OpenSSH server that the demo starts on 127.0.0.1 and stops afterwards. Layout:
+
+    DIR/cohorts/<node_id>/...                    the synthetic cohorts (+ truth.json)
+    DIR/study.yaml                               the study
+    DIR/keys/, DIR/coordinator/                  keys; the coordinator's config and ledger
+    DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
+    DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
+    DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from federation import sumstats
+from federation.coordinator.coordinator import Coordinator
+from federation.coordinator.status import format_status
+from federation.errors import SpecError
+from federation.files import atomic_write
+from federation.meta.options import MetaOptions
+from federation.node.agent import NodeAgent
+from federation.protocol import crypt
+from federation.protocol.bundle import pipeline_workflow_digest
+from federation.protocol.signing import generate_keypair
+from federation.settings import load_coordinator
+
+if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
+    from federation.sandbox.synth import NodeCohort
+
+DEMO_STUDY_ID = "demo-cardiometabolic"
+COORDINATOR_ID = "coordinator"
+GENOME_WIDE_SIGNIFICANCE = 5e-8
+TOP_HITS_SHOWN = 5
+TRANSPORTS = ("local", "s3", "ssh")
+Progress = Callable[[str], None]
+
+
+def demo_study(nodes: list[str], engine: str = "snakemake") -> dict[str, Any]:
+    """The study the demo submits: allele frequencies, a quantitative and a binary GWAS."""
+    return {
+        "study_id": DEMO_STUDY_ID,
+        "title": "Demo: synthetic cardiometabolic traits across national cohorts",
+        "reference_genome": "GRCh38",
+        "engine": engine,
+        "nodes": nodes,
+        "quorum": len(nodes),
+        "qc": {
+            "sample_call_rate_min": 0.97,
+            "variant_call_rate_min": 0.95,
+            "hwe_p_min": 1e-6,
+            "maf_min": 0.01,
+        },
+        "analyses": [
+            {"id": "allele_frequencies", "type": "allele_frequency"},
+            {
+                "id": "quant_trait_gwas",
+                "type": "gwas",
+                "trait": "quant_trait",
+                "trait_type": "quantitative",
+                "covariates": ["age", "sex"],
+                "principal_components": 2,
+            },
+            {
+                "id": "binary_trait_gwas",
+                "type": "gwas",
+                "trait": "binary_trait",
+                "trait_type": "binary",
+                "test": "wald",
+                "covariates": ["age", "sex"],
+            },
+        ],
+    }
+
+
+def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    return atomic_write(path, yaml.safe_dump(document, sort_keys=False))
+
+
+def _write_secret(path: Path, document: dict[str, Any]) -> Path:
+    return atomic_write(path, yaml.safe_dump(document), mode=0o600)
+
+
+@dataclass(frozen=True)
+class Mailboxes:
+    """Per node: how the coordinator reaches its mailbox, and how the node itself does."""
+
+    coordinator_side: dict[str, dict[str, Any]]
+    node_side: dict[str, dict[str, Any]]
+    server: Any = None  # the SeaweedFSServer or OpenSSHServer behind them (None for local)
+
+
+@contextmanager
+def mailboxes(
+    kind: str, out_dir: Path, node_ids: list[str], progress: Progress
+) -> Iterator[Mailboxes]:
+    local = {
+        node: {"kind": "local", "path": str(out_dir / "mailboxes" / node)} for node in node_ids
+    }
+    if kind == "local":
+        yield Mailboxes(local, local)
+        return
+    from federation.sandbox.servers import (
+        OpenSSHServer,
+        mailbox_bucket,
+        node_identity_name,
+        seaweedfs_mailboxes,
+    )
+
+    if kind == "s3":
+        with seaweedfs_mailboxes(out_dir / "s3-server", node_ids) as server:
+            progress(f"SeaweedFS S3 server on {server.endpoint_url} (loopback only, telemetry off)")
+
+            def s3_side(identity: str, node: str) -> dict[str, Any]:
+                credentials = server.credentials(identity)
+                secret = _write_secret(
+                    out_dir / "keys" / f"s3-{identity}.yaml",
+                    {"access_key": credentials.access_key, "secret_key": credentials.secret_key},
+                )
+                return {
+                    "kind": "s3",
+                    "endpoint_url": server.endpoint_url,
+                    "bucket": mailbox_bucket(node),
+                    "credentials_file": str(secret),
+                }
+
+            yield Mailboxes(
+                {node: s3_side("coordinator", node) for node in node_ids},
+                {node: s3_side(node_identity_name(node), node) for node in node_ids},
+                server,
+            )
+        progress("SeaweedFS stopped")
+        return
+    with OpenSSHServer(out_dir / "sshd") as sshd:
+        progress(f"OpenSSH server on 127.0.0.1:{sshd.port} (pinned host key, loopback only)")
+        coordinator_side = {
+            node: {
+                "kind": "ssh",
+                "host": sshd.host,
+                "port": sshd.port,
+                "username": sshd.username,
+                "client_key": str(sshd.client_key_path),
+                "known_hosts": str(sshd.known_hosts_path),
+                "remote_root": local[node]["path"],
+            }
+            for node in node_ids
+        }
+        yield Mailboxes(coordinator_side, local, sshd)
+    progress("OpenSSH server stopped")
+
+
+@dataclass(frozen=True)
+class FederationConfigs:
+    """Where `write_federation_configs` put the coordinator's and each node's config."""
+
+    coordinator: Path
+    nodes: dict[str, Path]
+
+
+def write_federation_configs(
+    out_dir: Path,
+    cohorts: Sequence[NodeCohort],
+    boxes: Mailboxes,
+    approved_workflows: Sequence[str],
+) -> FederationConfigs:
+    """Fresh keys (DIR/keys), a node config per cohort and the coordinator's config.
+
+    Each node reads its cohort's VCF and phenotypes, keeps its scratch in
+    DIR/nodes/<node_id>/work, pins the coordinator's key and approves `approved_workflows`.
+    """
+    keys = out_dir / "keys"
+    node_ids = [cohort.node_id for cohort in cohorts]
+    for name in (COORDINATOR_ID, *node_ids):
+        generate_keypair(keys, name, force=True)
+    crypt.generate_keypair(keys, COORDINATOR_ID, force=True)  # results are sealed for it
+    node_configs = {}
+    for cohort in cohorts:
+        node_dir = out_dir / "nodes" / cohort.node_id
+        node_configs[cohort.node_id] = _write_yaml(
+            node_dir / "node.yaml",
+            {
+                "node_id": cohort.node_id,
+                "genotypes": {"format": "vcf", "path": str(cohort.vcf)},
+                "phenotypes": str(cohort.phenotypes),
+                "reference_genome": "GRCh38",
+                "work_dir": str(node_dir / "work"),
+                "results_dir": str(node_dir / "released"),
+                "hail": {"master": "local[2]", "driver_memory": "4g"},
+                "federation": {
+                    "mailbox": boxes.node_side[cohort.node_id],
+                    "signing_key": str(keys / f"{cohort.node_id}.key"),
+                    "trusted_coordinators": {COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}.pub")},
+                    "coordinator_encryption_keys": {
+                        COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}{crypt.PUBLIC_SUFFIX}")
+                    },
+                    "approved_workflows": list(approved_workflows),
+                },
+            },
+        )
+    coordinator_config = _write_yaml(
+        out_dir / "coordinator" / "coordinator.yaml",
+        {
+            "coordinator_id": COORDINATOR_ID,
+            "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
+            "crypt4gh_key": str(keys / f"{COORDINATOR_ID}{crypt.SECRET_SUFFIX}"),
+            "state_dir": str(out_dir / "coordinator" / "state"),
+            "results_dir": str(out_dir / "results"),
+            "nodes": {
+                node: {
+                    "public_key": str(keys / f"{node}.pub"),
+                    "mailbox": boxes.coordinator_side[node],
+                }
+                for node in node_ids
+            },
+        },
+    )
+    return FederationConfigs(coordinator_config, node_configs)
+
+
+@dataclass(frozen=True)
+class MetaSummary:
+    analysis: str
+    variants: int
+    top_hits: list[tuple[str, float]]
+    planted_found: list[str]
+    planted_missed: list[str]
+
+
+def _variant_key(chromosome: object, position: object, alleles: tuple[str, str]) -> tuple:
+    """Chromosome, position and the unordered allele pair: how a planted `chr:pos:ref:alt`
+    is found in meta output, whose variant_id is GWAS-SSF's `chr_pos_other_effect`."""
+    return str(chromosome), int(str(position)), frozenset(allele.upper() for allele in alleles)
+
+
+def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
+    table = sumstats.read_table(meta_file)
+    column = sumstats.NEG_LOG10_P
+    ranked = table.sort_values(column, ascending=False)
+    top = [
+        (str(row["variant_id"]), float(row[column]))
+        for _, row in ranked.head(TOP_HITS_SHOWN).iterrows()
+    ]
+    hits = table[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE)]
+    significant = {
+        _variant_key(chromosome, position, (effect, other))
+        for chromosome, position, effect, other in zip(
+            hits["chromosome"],
+            hits["base_pair_location"],
+            hits["effect_allele"],
+            hits["other_allele"],
+            strict=True,
+        )
+    }
+
+    def is_significant(variant: str) -> bool:
+        chromosome, position, ref, alt = variant.split(":")
+        return _variant_key(chromosome, position, (ref, alt)) in significant
+
+    found = [variant for variant in planted if is_significant(variant)]
+    missed = [variant for variant in planted if not is_significant(variant)]
+    return MetaSummary(meta_file.name.removesuffix(".tsv.gz"), len(table), top, found, missed)
+
+
+def run_demo(
+    out_dir: Path,
+    nodes: int = 3,
+    samples_per_node: int | list[int] = 1000,
+    variants: int = 10_000,
+    seed: int = 42,
+    transport: str = "local",
+    engine: str = "snakemake",
+    progress: Progress = print,
+) -> str:
+    """Run the whole federation; return the printed summary."""
+    if transport not in TRANSPORTS:
+        raise SpecError(f"--transport '{transport}': unknown; use one of {', '.join(TRANSPORTS)}")
+    from federation.sandbox.synth import synthesize  # starts Hail: imported only when needed
+
+    out_dir = out_dir.resolve()
+    progress(f"[1/5] synthesising {nodes} national cohorts in {out_dir / 'cohorts'}")
+    cohorts = synthesize(
+        out_dir / "cohorts",
+        nodes=nodes,
+        samples_per_node=samples_per_node,
+        variants=variants,
+        seed=seed,
+        force=True,
+        progress=progress,
+    )
+    node_ids = [cohort.node_id for cohort in cohorts.nodes]
+    study_path = _write_yaml(out_dir / "study.yaml", demo_study(node_ids, engine))
+    digest = pipeline_workflow_digest()
+
+    progress("[2/5] keys and configs for the coordinator and each node")
+    with ExitStack() as stack:
+        boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
+        configs = write_federation_configs(out_dir, cohorts.nodes, boxes, [digest])
+        node_configs, coordinator_config = configs.nodes, configs.coordinator
+        coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
+        ledger = out_dir / "coordinator" / "state" / "coordinator.sqlite"
+        if ledger.exists():  # a re-run of the demo starts a fresh study
+            ledger.unlink()
+            coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
+
+        progress(
+            f"[3/5] submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
+        )
+        coordinator.submit(study_path)
+        progress("[4/5] each node verifies its task, runs the pipeline and releases aggregates")
+        for node in node_ids:
+            NodeAgent(node_configs[node], progress=progress).run_once()
+        progress("[5/5] collecting, verifying and meta-analysing")
+        collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
+        status = format_status(coordinator.ledger, DEMO_STUDY_ID)
+
+    planted = [variant.variant_id for variant in cohorts.causal_variants]
+    lines = [status, ""]
+    for meta_file in collection.meta_files:
+        if meta_file.name.startswith("allele_frequencies"):
+            lines.append(f"pooled allele frequencies: {meta_file}")
+            continue
+        summary = summarise_meta(meta_file, planted)
+        lines.append(f"meta-analysis {summary.analysis}: {summary.variants} variants ({meta_file})")
+        for variant, nlp in summary.top_hits:
+            lines.append(f"    {variant:<24} -log10 p = {nlp:7.2f}")
+        total = len(summary.planted_found) + len(summary.planted_missed)
+        lines.append(
+            f"    planted causal variants at p < 5e-8: {len(summary.planted_found)} of {total}"
+        )
+    return "\n".join(lines)

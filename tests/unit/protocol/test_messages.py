@@ -1,0 +1,156 @@
+"""federation.protocol.messages: every message round-trips, and each malformed one is refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from federation.errors import BundleError, PolicyViolation
+from federation.protocol.crypt import SealedFile
+from federation.protocol.messages import (
+    RESULT_FORMAT,
+    MailboxKeys,
+    ResultMarker,
+    StatusReport,
+    TaskEnvelope,
+    TaskStatus,
+    signed_bytes,
+)
+from federation.protocol.signing import TrustStore, sign_document
+from federation.transport.base import validate_key
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+COORDINATOR = Ed25519PrivateKey.generate()
+NODE = Ed25519PrivateKey.generate()
+TRUST = TrustStore({"coordinator": COORDINATOR.public_key(), "fi": NODE.public_key()})
+ENVELOPE = TaskEnvelope(
+    study_id="s1",
+    task_id="t1",
+    node_id="fi",
+    sequence=3,
+    issued_at=NOW,
+    expires_at=NOW + timedelta(hours=1),
+    bundle_sha256="a" * 64,
+    manifest_digest="b" * 64,
+    workflow_digest="c" * 64,
+    federation_version="0.1.0",
+    engine="snakemake",
+    coordinator="coordinator",
+)
+SEALED = SealedFile("d" * 64, 1234, "e" * 64)
+
+
+def _envelope_bytes(**changes: object) -> bytes:
+    payload = {**ENVELOPE.to_payload(), **changes}
+    return signed_bytes(payload, COORDINATOR, "coordinator")
+
+
+def test_a_task_envelope_survives_signing_and_verification():
+    assert TaskEnvelope.verify(_envelope_bytes(), TRUST, "t1") == ENVELOPE
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"{not json", "envelope is not valid JSON"),
+        (json.dumps(ENVELOPE.to_payload()).encode(), "(unsigned); refused"),
+        (_envelope_bytes(format="federation.task/2"), "do not match federation.task/1"),
+        (_envelope_bytes(extra="field"), "do not match federation.task/1"),
+        (_envelope_bytes(sequence=0), "sequence 0 is not a positive integer"),
+        (_envelope_bytes(sequence="3"), "sequence '3' is not a positive integer"),
+        (_envelope_bytes(sequence=True), "sequence True is not a positive integer"),
+        (
+            _envelope_bytes(issued_at="2026-12-01T12:00:00"),
+            "'issued_at': '2026-12-01T12:00:00' has no time zone",
+        ),
+        (
+            _envelope_bytes(expires_at="tomorrow"),
+            "'expires_at': 'tomorrow' is not an ISO 8601 time",
+        ),
+    ],
+)
+def test_a_malformed_or_unsigned_envelope_is_refused_in_one_line(raw, problem):
+    with pytest.raises(PolicyViolation) as refused:
+        TaskEnvelope.verify(raw, TRUST, "t1")
+    assert problem in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_envelope_signed_by_an_unpinned_key_is_refused():
+    stranger = Ed25519PrivateKey.generate()
+    raw = signed_bytes(ENVELOPE.to_payload(), stranger, "coordinator")
+    with pytest.raises(PolicyViolation, match="matches no key"):
+        TaskEnvelope.verify(raw, TRUST, "t1")
+
+
+def test_a_status_report_round_trips_and_names_its_task():
+    report = StatusReport(
+        "t1", "s1", "fi", TaskStatus.FAILED, "withheld", "2026-12-01T12:00:00+00:00"
+    )
+    raw = signed_bytes(report.to_payload(), NODE, "fi")
+    assert StatusReport.verify(raw, TRUST, "fi", "t1") == report
+    assert StatusReport.verify(raw, TRUST, "fi", "another-task") is None
+
+
+def test_a_status_from_another_signer_or_with_an_unknown_state_is_refused():
+    report = StatusReport("t1", "s1", "fi", TaskStatus.RUNNING, "", "now")
+    forged = signed_bytes(report.to_payload(), COORDINATOR, "coordinator")
+    with pytest.raises(PolicyViolation, match="expected signer 'fi'"):
+        StatusReport.verify(forged, TRUST, "fi", "t1")
+    odd = signed_bytes({**report.to_payload(), "status": "exploded"}, NODE, "fi")
+    with pytest.raises(PolicyViolation, match="unknown status 'exploded'"):
+        StatusReport.verify(odd, TRUST, "fi", "t1")
+
+
+def test_a_result_marker_round_trips():
+    marker = ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW)
+    raw = signed_bytes(marker.to_payload(), NODE, "fi")
+    assert marker.to_payload()["format"] == RESULT_FORMAT
+    assert ResultMarker.verify(raw, TRUST, "s1", "fi", "t1") == marker
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "problem"),
+    [
+        ({"task_id": "t2"}, PolicyViolation, "names another task"),
+        ({"study_id": "s2"}, PolicyViolation, "names another task"),
+        ({"released_at": "2026-12-01T12:00:00"}, PolicyViolation, "released_at has no time zone"),
+        ({"released_at": "soon"}, PolicyViolation, "no valid released_at"),
+        ({"result_encryption": "none"}, PolicyViolation, "not encrypted with crypt4gh/1"),
+        ({"result": {"plaintext_sha256": "d" * 64}}, BundleError, "lacks sha256/length"),
+        (
+            {"result": {**SEALED.as_dict(), "plaintext_bytes": "1234"}},
+            BundleError,
+            "not an integer",
+        ),
+    ],
+)
+def test_a_result_marker_for_something_else_is_refused(changes, error, problem):
+    payload = {**ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW).to_payload(), **changes}
+    raw = signed_bytes(payload, NODE, "fi")
+    with pytest.raises(error, match=problem):
+        ResultMarker.verify(raw, TRUST, "s1", "fi", "t1")
+
+
+def test_mailbox_keys_are_valid_transport_keys_and_the_envelope_key_parses_back():
+    for key in (
+        MailboxKeys.envelope("t1"),
+        MailboxKeys.bundle("t1"),
+        MailboxKeys.status("t1"),
+        MailboxKeys.sealed_result("t1"),
+        MailboxKeys.completion("t1"),
+    ):
+        assert validate_key(key) == key
+    assert MailboxKeys.task_of_envelope(MailboxKeys.envelope("t1")) == "t1"
+    for other in ("inbox/t1/bundle.tar", "outbox/t1/envelope.json", "inbox/envelope.json"):
+        assert MailboxKeys.task_of_envelope(other) is None
+
+
+def test_the_envelope_carries_the_signer_but_never_signs_it_twice():
+    document = sign_document(ENVELOPE.to_payload(), COORDINATOR, "coordinator")
+    assert "coordinator" not in document["payload"] and document["signer"] == "coordinator"
+    other = replace(ENVELOPE, coordinator="someone-else")
+    assert other.to_payload() == ENVELOPE.to_payload()

@@ -44,7 +44,7 @@ def environment() -> dict[str, str]:
 
 
 def warm_up() -> None:
-    modules = "import federation.cli, federation.meta_runner, federation.meta_frequencies"
+    modules = "import federation.cli, federation.meta.runner, federation.meta.frequencies"
     subprocess.run([sys.executable, "-c", modules], check=True, env=environment())
 
 

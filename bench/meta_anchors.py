@@ -274,7 +274,7 @@ def truth_keys(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the truth variant_id it denotes (alleles up to swap and strand) and the sign
     that turns its effect allele into the truth alternate allele (0 where no truth variant)."""
-    from federation.harmonize import describe_pairs
+    from federation.stats.harmonize import describe_pairs
 
     def keyed(chrom: pd.Series, pos: pd.Series, e: pd.Series, o: pd.Series) -> tuple:
         pairs = describe_pairs(list(e.str.upper()), list(o.str.upper()))

@@ -93,20 +93,36 @@ def plink2_command(
     like the study's QC (call rates, HWE); the MAF floor is left out so --freq sees them all.
     """
     command = [
-        PLINK2, "--bfile", str(plink_prefix),
-        "--pheno", str(pheno), "--covar", str(covar), "--1",
-        "--freq", "counts", "cols=chrom,pos,ref,alt,altfreq,nobs",
-        "--glm", "no-firth", "hide-covar", "log10",
+        PLINK2,
+        "--bfile",
+        str(plink_prefix),
+        "--pheno",
+        str(pheno),
+        "--covar",
+        str(covar),
+        "--1",
+        "--freq",
+        "counts",
+        "cols=chrom,pos,ref,alt,altfreq,nobs",
+        "--glm",
+        "no-firth",
+        "hide-covar",
+        "log10",
         "cols=chrom,pos,ref,alt,a1freq,nobs,beta,se,tz,p,err",
-        "--threads", str(threads),
-        "--out", str(out_prefix),
-    ]  # fmt: skip
+        "--threads",
+        str(threads),
+        "--out",
+        str(out_prefix),
+    ]
     if qc_filters:
         command += [
-            "--mind", f"{1 - QC['sample_call_rate_min']:.6g}",
-            "--geno", f"{1 - QC['variant_call_rate_min']:.6g}",
-            "--hwe", f"{QC['hwe_p_min']:.6g}",
-        ]  # fmt: skip
+            "--mind",
+            f"{1 - QC['sample_call_rate_min']:.6g}",
+            "--geno",
+            f"{1 - QC['variant_call_rate_min']:.6g}",
+            "--hwe",
+            f"{QC['hwe_p_min']:.6g}",
+        ]
     return command
 
 
@@ -302,11 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cohort:
         cohort_dir = sorted(p for p in args.cohort.iterdir() if (p / "phenotypes.tsv").is_file())[0]
     else:
-        from federation.synth import synthesize
+        from federation.sandbox.synth import synthesize
 
         start = time.perf_counter()
-        result = synthesize(out / "cohort", nodes=1, samples_per_node=args.samples, variants=args.variants,
-                            seed=args.seed, force=True, progress=lambda line: None)  # fmt: skip
+        result = synthesize(
+            out / "cohort",
+            nodes=1,
+            samples_per_node=args.samples,
+            variants=args.variants,
+            seed=args.seed,
+            force=True,
+            progress=lambda line: None,
+        )
         synth_seconds = time.perf_counter() - start
         cohort_dir = result.nodes[0].directory
     n_samples = _line_count(cohort_dir / "genotypes.fam")
@@ -331,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             str(study_path),
             "--cores",
             str(args.cores),
-        ]  # fmt: skip
+        ]
     )
     if ours.returncode != 0:
         print(ours.output[-3000:], file=sys.stderr)
@@ -358,14 +381,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     if synth_seconds is not None:
         print(f"synthesis (not compared): {synth_seconds:.1f} s")
-    print(f"work: {args.cores} cores; node pipeline = Snakemake + Hail (QC, allele frequencies, "
-          "linear GWAS on age + sex, disclosure gate); plink2 = --freq counts + --glm, same QC")  # fmt: skip
+    print(
+        f"work: {args.cores} cores; node pipeline = Snakemake + Hail (QC, allele frequencies, "
+        "linear GWAS on age + sex, disclosure gate); plink2 = --freq counts + --glm, same QC"
+    )
     print(_row("", "node pipeline", "plink2", "ours/plink2"))
-    print(_row("wall time (s)", f"{ours.wall_seconds:.1f}", f"{theirs.wall_seconds:.1f}",
-               f"{ours.wall_seconds / theirs.wall_seconds:.1f}x"))  # fmt: skip
-    print(_row("peak RSS, tree (MiB)", f"{ours.peak_rss_bytes / MIB:.0f}",
-               f"{theirs.peak_rss_bytes / MIB:.0f}",
-               f"{ours.peak_rss_bytes / max(theirs.peak_rss_bytes, 1):.1f}x"))  # fmt: skip
+    print(
+        _row(
+            "wall time (s)",
+            f"{ours.wall_seconds:.1f}",
+            f"{theirs.wall_seconds:.1f}",
+            f"{ours.wall_seconds / theirs.wall_seconds:.1f}x",
+        )
+    )
+    print(
+        _row(
+            "peak RSS, tree (MiB)",
+            f"{ours.peak_rss_bytes / MIB:.0f}",
+            f"{theirs.peak_rss_bytes / MIB:.0f}",
+            f"{ours.peak_rss_bytes / max(theirs.peak_rss_bytes, 1):.1f}x",
+        )
+    )
     print(_row("JVM start-ups", f"{ours.jvm_starts}", f"{theirs.jvm_starts}", "-"))
     print(
         f"Hail jobs in the Snakemake run: {jobs} (one Spark driver JVM each); driver JVMs seen: "

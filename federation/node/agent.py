@@ -51,6 +51,7 @@ from federation.protocol.messages import (
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, load_private_key
+from federation.release.rules import RefusalCategory
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport
@@ -63,6 +64,17 @@ TASK_REFUSALS = (PolicyViolation, BundleError, SpecError)
 WITHHELD = "withheld by the node's disclosure policy"
 PIPELINE_FAILED = "the node pipeline failed; the node's audit log has the details"
 Progress = Callable[[str], None]
+
+
+def withheld_reason(error: DisclosureError) -> str:
+    """What the coordinator is told of a refusal: each category and its remedy, no count."""
+    remedies = []
+    for category in error.categories:
+        try:
+            remedies.append(f"{category} ({RefusalCategory(category).remedy})")
+        except ValueError:
+            continue
+    return f"{WITHHELD}: {'; '.join(remedies)}" if remedies else WITHHELD
 
 
 def _now() -> datetime:
@@ -367,7 +379,7 @@ class NodeAgent:
             )
         except Exception as error:  # any failure ends this task, never the node's agent
             detail = str(error) if isinstance(error, FederationError) else repr(error)
-            public = WITHHELD if isinstance(error, DisclosureError) else PIPELINE_FAILED
+            public = withheld_reason(error) if isinstance(error, DisclosureError) else PIPELINE_FAILED
             self.ledger.set_status(task_id, TaskStatus.FAILED, detail)
             self._audit("task_failed", task_id=task_id, reason=detail)
             self._try_report(task_id, study_id, TaskStatus.FAILED, public)

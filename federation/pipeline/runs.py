@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.errors import DisclosureError, FederationError, PipelineError
-from federation.outcomes import ReleaseOutcome, outcomes_dir, read_outcomes
+from federation.outcomes import ReleaseOutcome, outcomes_dir, read_outcomes, refusal_categories
 from federation.settings import NodeSettings
 
 
@@ -59,7 +59,7 @@ def failed(node: NodeSettings, study_id: str, message: str) -> FederationError:
     release (the outcome files say so), else a PipelineError; `message` names the step."""
     outcomes = read_outcomes(node.work_dir, study_id)
     if ReleaseOutcome.WITHHELD in outcomes.values():
-        return DisclosureError(message)
+        return DisclosureError(message, tuple(refusal_categories(node.work_dir, study_id)))
     return PipelineError(message)
 
 

@@ -3,8 +3,10 @@
 `federation.release.tables` builds the candidate tables; a `Gate` decides whether they leave.
 Order: the effective policy (environment attempts and study loosening refused and logged),
 the cohort's commitment, an identical earlier request (its stored bytes are returned), the
-rules, then the privacy ledger's differencing guard and phenotype budget under the ledger's
-lock, and only then the files. Any exception on the way releases nothing and is logged.
+rules, the rows whose no-calls the cell guard cannot cover dropped, then the privacy ledger's
+cell guard and per-person phenotype budget under the ledger's lock, and only then the files.
+Any exception on the way releases nothing and is logged. A refusal carries its researcher-
+facing category (`RefusalCategory`); the rule and the observed value go to the audit log only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from federation import sumstats
@@ -29,13 +32,16 @@ from federation.release.ledger import Cohort, PrivacyLedger, read_sample_ids, re
 from federation.release.rules import (
     DisclosurePolicy,
     DisclosureReport,
+    RefusalCategory,
     RuleOutcome,
     cell_values,
-    cohort_difference,
     environment_overrides,
     error_outcome,
     guarded,
-    phenotype_budget,
+    guarded_rows,
+    max_missing_calls,
+    min_cell_size,
+    phenotypes_per_person,
 )
 from federation.settings import NodeSettings
 from federation.spec import StudySpec
@@ -48,7 +54,12 @@ TOKEN = re.compile(r"[^\s'\",:;()\[\]{}=]+")
 
 
 class ReleaseWithheld(DisclosureError):
-    """A rule refused the release; the audit log already has the full report."""
+    """A rule refused the release; the audit log already has the full report. `category` is
+    all the researcher is told."""
+
+    def __init__(self, message: str, category: RefusalCategory) -> None:
+        super().__init__(message, (category.value,))
+        self.category = category
 
 
 def node_policy(
@@ -81,7 +92,7 @@ def node_policy(
             study_id=study.study_id,
             reason=str(error),
         )
-        raise ReleaseWithheld(str(error)) from None
+        raise ReleaseWithheld(str(error), RefusalCategory.POLICY_LOOSENING) from None
 
 
 def ledger_for(node: NodeSettings) -> PrivacyLedger:
@@ -131,7 +142,8 @@ class Gate:
         remove_outputs(self.out_path)
         reasons = "; ".join(report.withheld_reasons())
         raise ReleaseWithheld(
-            f"node '{self.node.node_id}': {report.release}: {reasons}; result withheld (node policy)"
+            f"node '{self.node.node_id}': {report.release}: {reasons}; result withheld (node policy)",
+            report.category or RefusalCategory.CHECK_FAILED,
         )
 
     def repeat(self) -> bool:
@@ -158,8 +170,13 @@ class Gate:
         rows_in: int,
         released: pd.DataFrame,
         metadata: dict[str, Any],
+        no_calls: pd.Series,
     ) -> Path:
-        """Rules, then the ledger's decision under its lock, then the files; or nothing."""
+        """Rules, then the ledger's decision under its lock, then the files; or nothing.
+
+        `no_calls` counts, per candidate row (same index as `released`), the cohort members
+        without a call there: a row is a sum over the called members only, so the cell guard
+        drops rows with more no-calls than its cells can spare."""
         policy, label = self.policy, self.label
         outcomes = [
             guarded("cell_values", cell_values, released, policy.max_variant_id_length),
@@ -168,9 +185,19 @@ class Gate:
         report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
         if not report.released:
             self.withhold(report)
+        allowance = self.ledger.preview(self.cohort, phenotype, policy.min_cell_size).cells.allowance
+        row_missing = no_calls.reindex(released.index).to_numpy(dtype=np.int64)
+        missing_outcome, keep = guarded_rows(
+            "max_missing_calls", len(released), max_missing_calls, row_missing, allowance
+        )
+        released, row_missing = released[keep], row_missing[keep]
+        most_missing = int(row_missing.max()) if row_missing.size else 0
+        outcomes.append(missing_outcome)
+        if "variants_released" in metadata:
+            metadata = {**metadata, "variants_released": len(released)}
         ledger_rules = (
-            cohort_difference(None, policy.min_cohort_difference),
-            phenotype_budget(0, self.cohort.size, policy.max_phenotype_fraction),
+            min_cell_size(None, policy.min_cell_size),
+            phenotypes_per_person(0, policy.max_phenotypes_per_person),
         )  # only their names and thresholds reach the public summary
         summary = DisclosureReport(label, (*outcomes, *ledger_rules), rows_in, len(released))
         # Written aside first, so the ledger's lock is held only for the decision.
@@ -187,28 +214,33 @@ class Gate:
         files = {staged.name: staged, staged_sidecar.name: staged_sidecar}
         try:
             with self.ledger.reserve(
-                self.key, self.cohort, phenotype, policy.min_cohort_difference
+                self.key, self.cohort, phenotype, policy.min_cell_size
             ) as reservation:
                 if reservation.repeat is None:
-                    check = reservation.check
+                    cells = reservation.check.cells
+                    # With this release's own no-calls, its cells keep min(inside) - missing.
+                    smallest = (
+                        None
+                        if cells.smallest_cell is None
+                        else min(
+                            cells.smallest_cell,
+                            cells.allowance + policy.min_cell_size - most_missing,
+                        )
+                    )
                     outcomes += [
+                        guarded("min_cell_size", min_cell_size, smallest, policy.min_cell_size),
                         guarded(
-                            "min_cohort_difference",
-                            cohort_difference,
-                            check.smallest_difference,
-                            policy.min_cohort_difference,
-                        ),
-                        guarded(
-                            "phenotype_budget",
-                            phenotype_budget,
-                            check.phenotypes,
-                            self.cohort.size,
-                            policy.max_phenotype_fraction,
+                            "max_phenotypes_per_person",
+                            phenotypes_per_person,
+                            cells.most_phenotypes,
+                            policy.max_phenotypes_per_person,
                         ),
                     ]
                     report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
                     if report.released:
-                        reservation.record(label, released["variant_id"].astype(str), files)
+                        reservation.record(
+                            label, released["variant_id"].astype(str), files, most_missing
+                        )
             if reservation.repeat is not None:  # an identical request finished meanwhile
                 self.repeat()
                 return self.out_path
@@ -250,11 +282,17 @@ def opened_gate(
     label = f"analysis '{request['id']}'"
     context = GateContext()
 
-    def outcome(decision: ReleaseOutcome) -> None:
+    def outcome(decision: ReleaseOutcome, category: RefusalCategory | None = None) -> None:
         """Tell the runner what was decided; on the way out of a refusal this is best effort
         (the refusal stands and the audit log has it, whether or not the file is written)."""
         try:
-            record_outcome(node.work_dir, study.study_id, str(request["id"]), decision)
+            record_outcome(
+                node.work_dir,
+                study.study_id,
+                str(request["id"]),
+                decision,
+                None if category is None else category.value,
+            )
         except OSError as error:
             if decision is ReleaseOutcome.RELEASED:
                 raise
@@ -284,8 +322,8 @@ def opened_gate(
             }
         )
         yield Gate(node, policy, ledger, cohort, key, label, out_path, audit_log)
-    except ReleaseWithheld:
-        outcome(ReleaseOutcome.WITHHELD)
+    except ReleaseWithheld as withheld:
+        outcome(ReleaseOutcome.WITHHELD, withheld.category)
         raise
     except DisclosureError as error:  # our own one-line reasons (cohort file, ledger secret)
         remove_outputs(out_path)
@@ -296,7 +334,7 @@ def opened_gate(
             release=label,
             reason=redact(str(error), context.ids),
         )
-        outcome(ReleaseOutcome.FAILED)
+        outcome(ReleaseOutcome.FAILED, RefusalCategory.CHECK_FAILED)
         raise
     except Exception as error:  # fail closed: a failing check is never a pass
         remove_outputs(out_path)
@@ -304,7 +342,7 @@ def opened_gate(
         append_event(
             audit_log, "release_failed", node_id=node.node_id, release=label, reason=reason
         )
-        outcome(ReleaseOutcome.FAILED)
+        outcome(ReleaseOutcome.FAILED, RefusalCategory.CHECK_FAILED)
         raise DisclosureError(
             f"node '{node.node_id}': {label}: the disclosure gate could not complete "
             f"({type(error).__name__}); nothing released; the node audit log has the reason"

@@ -1,21 +1,31 @@
-"""The node's privacy ledger (SQLite): what this node has released, for the differencing guard,
-the phenotype budget and byte-identical repeats. It never leaves the node.
+"""The node's privacy ledger (SQLite): what this node has released, for the cell guard, the
+per-person phenotype budget and byte-identical repeats. It never leaves the node.
 
 No sample ID is stored in clear. With a node secret `k` (32 random bytes, a 0600 file):
 
 * a cohort's commitment is HMAC-SHA256(k, "cohort\\0" + the sorted sample IDs, one per line);
-* each member is stored as HMAC-SHA256(k, "sample\\0" + ID), so the size of the symmetric
-  difference between a new cohort A and a released cohort B is |A| + |B| - 2|A ∩ B|, with
-  the intersection counted by joining salted hashes. Without `k` the hashes cannot be
+* each member is stored as HMAC-SHA256(k, "sample\\0" + ID). Without `k` the hashes cannot be
   tested against guessed IDs, which a plain hash of a structured ID would allow.
 
+From the members of every released cohort the ledger keeps one membership signature per
+salted sample hash and, per cell (samples with the same signature), its size, the most
+no-calls of a released row covering it and its distinct phenotypes (`release.cells`). A new
+release is checked against them under the ledger's write lock and recorded in the same
+transaction.
+
 Per cohort the ledger keeps the phenotypes released; per release the request key, the variant
-set's digest and size, and the released files in a content-addressed store beside the
-database, so an identical request gets the stored bytes back instead of a recomputation.
+set's digest and size, the most no-calls of a released row, and the released files in a
+content-addressed store beside the database, so an identical request gets the stored bytes
+back instead of a recomputation.
+
+Lost history fails closed: a ledger that is missing or empty while its secret exists, or that
+has fewer releases than it counted, refuses every release until an admin starts a new history
+with `federation node privacy-ledger reinit` (`reinitialise`, audited).
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import os
@@ -25,12 +35,15 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from federation.audit import append_event
 from federation.errors import DisclosureError
 from federation.files import atomic_path, sha256_file
-from federation.jsonio import canonical_json
-from federation.sqlite import Migration, connect, migrate, now_utc
+from federation.jsonio import canonical_json, parse_json_strictly
+from federation.release.cells import EMPTY, Cell, CellCheck, check_release, updated_cells
+from federation.sqlite import Migration, connect, migrate, now_utc, transaction
 
 SECRET_BYTES = 32
 SECRET_MODE = 0o600  # only the node's service account may read the salt
@@ -66,6 +79,24 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        2,
+        "cell guard: one membership signature per salted sample, cells, release counter, "
+        "no-calls per release",
+        """
+        CREATE TABLE IF NOT EXISTS cell_samples (
+            sample_hash BLOB PRIMARY KEY, signature BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS cells (
+            signature BLOB PRIMARY KEY, size INTEGER NOT NULL, missing INTEGER NOT NULL,
+            phenotypes TEXT NOT NULL
+        ) WITHOUT ROWID;
+        ALTER TABLE releases ADD COLUMN max_missing INTEGER NOT NULL DEFAULT 0;
+        INSERT OR REPLACE INTO meta
+            SELECT 'releases_recorded', CAST(COUNT(*) AS TEXT) FROM releases;
+        INSERT OR REPLACE INTO meta VALUES ('cells_built', '0');
+        """,
+    ),
 )
 
 
@@ -78,10 +109,8 @@ class Cohort:
 
 @dataclass(frozen=True)
 class LedgerCheck:
-    # The smallest non-zero symmetric difference to a released cohort, among those whose size
-    # is within the guard's limit (None: no such cohort, so none can be too close).
-    smallest_difference: int | None
-    phenotypes: int  # distinct phenotypes of this cohort, this release's included
+    cells: CellCheck  # what this release does to the node's cells (`release.cells`)
+    new_cohort: bool  # no earlier release had exactly this cohort
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,13 @@ class StoredFile:
     name: str
     sha256: str
     size: int
+
+
+class LedgerLost(DisclosureError):
+    """The privacy ledger's history is gone or cut while its secret remains: no release."""
+
+
+REINIT_COMMAND = "federation node privacy-ledger reinit --config NODE.yaml --reason TEXT"
 
 
 def read_sample_ids(path: Path) -> list[str]:
@@ -137,17 +173,30 @@ def _load_secret(path: Path, may_create: bool) -> bytes:
     return secret
 
 
+def _lost(path: Path, secret_path: Path, what: str) -> LedgerLost:
+    return LedgerLost(
+        f"privacy ledger '{path}': {what} while its secret '{secret_path}' exists; the node's "
+        "release history is lost and no release can be checked against it; restore the ledger "
+        f"from a backup, or start a new history with `{REINIT_COMMAND}` (audited)"
+    )
+
+
 class PrivacyLedger:
-    """Open (or create) the ledger at `path` with the node secret at `secret_path`."""
+    """Open (or, on a node's first release, create) the ledger at `path` with the node secret
+    at `secret_path`. A ledger missing, empty or cut while the secret exists is refused."""
 
     def __init__(self, path: Path, secret_path: Path) -> None:
         self.path = path
         self.store = path.with_name(path.name + ".files")
+        if not path.exists() and secret_path.exists():
+            raise _lost(path, secret_path, "missing")
         with self._connect() as connection:
             migrate(connection, MIGRATIONS, f"privacy ledger '{path}'")
             row = connection.execute(
                 "SELECT value FROM meta WHERE name = 'secret_check'"
             ).fetchone()
+            if row is None and secret_path.exists():
+                raise _lost(path, secret_path, "empty (no history, not even its creation)")
             self._secret = _load_secret(secret_path, may_create=row is None)
             check = hmac.new(self._secret, CHECK_MESSAGE, hashlib.sha256).hexdigest()
             if row is None:
@@ -157,6 +206,13 @@ class PrivacyLedger:
                     f"privacy ledger '{path}': the secret in '{secret_path}' is not the one the "
                     "ledger was created with; restore the original secret file"
                 )
+            counted = _meta_int(connection, "releases_recorded")
+            (present,) = connection.execute("SELECT COUNT(*) FROM releases").fetchone()
+            if present < counted:
+                raise _lost(path, secret_path, f"{present} releases of {counted} recorded remain")
+            if _meta_int(connection, "cells_built") == 0:
+                with transaction(connection):
+                    _rebuild_cells(connection)
 
     def __repr__(self) -> str:  # never the secret
         return f"PrivacyLedger({str(self.path)!r})"
@@ -164,6 +220,45 @@ class PrivacyLedger:
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         # Salted hashes only, but still nobody else's business: the file is created 0600.
         return connect(self.path, write_ahead_log=False, create_mode=SECRET_MODE)
+
+    @classmethod
+    def reinitialise(
+        cls, path: Path, secret_path: Path, audit_log: Path, reason: str, node_id: str
+    ) -> PrivacyLedger:
+        """Start a new, empty history: the old ledger and its file store are kept aside
+        (`<name>.lost-<time>`), the secret is kept (created if absent), and the node's audit
+        log records who did it, why, and what was set aside."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise DisclosureError(
+                "privacy ledger reinit: --reason is empty; say why the history is being restarted"
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        kept: dict[str, object] = {}
+        for old in (path, path.with_name(path.name + ".files")):
+            if old.exists():
+                aside = old.with_name(f"{old.name}.lost-{stamp}")
+                digest = sha256_file(old) if old.is_file() else None
+                old.replace(aside)
+                kept[str(aside)] = digest
+        ledger = cls(path, secret_path) if not secret_path.exists() else None
+        if ledger is None:  # the secret exists: bind a fresh ledger to it explicitly
+            with connect(path, write_ahead_log=False, create_mode=SECRET_MODE) as connection:
+                migrate(connection, MIGRATIONS, f"privacy ledger '{path}'")
+                secret = _load_secret(secret_path, may_create=False)
+                check = hmac.new(secret, CHECK_MESSAGE, hashlib.sha256).hexdigest()
+                connection.execute("INSERT INTO meta VALUES ('secret_check', ?)", (check,))
+            ledger = cls(path, secret_path)
+        append_event(
+            audit_log,
+            "privacy_ledger_reinitialised",
+            node_id=node_id,
+            ledger=str(path),
+            by=getpass.getuser(),
+            reason=reason[:500],
+            set_aside=kept,
+        )
+        return ledger
 
     def cohort(self, sample_ids: Iterable[str]) -> Cohort:
         ids = sorted(set(sample_ids))
@@ -206,47 +301,24 @@ class PrivacyLedger:
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
 
-    def _smallest_difference(
-        self, connection: sqlite3.Connection, cohort: Cohort, limit: int
-    ) -> int | None:
-        # |A Δ B| >= ||A| - |B||: only cohorts of nearly the same size can be too close.
-        candidates = connection.execute(
-            "SELECT id, size FROM cohorts WHERE size > ? AND size < ? AND commitment != ?",
-            (cohort.size - limit, cohort.size + limit, cohort.commitment),
-        ).fetchall()
-        if not candidates:
-            return None
-        connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS candidate (sample_hash BLOB PRIMARY KEY)"
-        )
-        connection.execute("DELETE FROM candidate")
-        connection.executemany(
-            "INSERT INTO candidate VALUES (?)", ((h,) for h in cohort.member_hashes)
-        )
-        smallest: int | None = None
-        for row in candidates:
-            (shared,) = connection.execute(
-                "SELECT COUNT(*) FROM members JOIN candidate USING (sample_hash) WHERE cohort_id = ?",
-                (row["id"],),
-            ).fetchone()
-            difference = cohort.size + row["size"] - 2 * shared
-            if difference > 0 and (smallest is None or difference < smallest):
-                smallest = difference
-        connection.execute("DELETE FROM candidate")
-        return smallest
+    def preview(self, cohort: Cohort, phenotype: str | None, min_cell_size: int) -> LedgerCheck:
+        """The cell check as it stands now, without the write lock (`reserve` checks again
+        under it): the release step uses it to drop rows with too many no-calls first."""
+        with self._connect() as connection:
+            return _check(connection, cohort, phenotype, min_cell_size)
 
     # ------------------------------------------------------------------ decide and record
 
     @contextmanager
     def reserve(
-        self, key: str, cohort: Cohort, phenotype: str | None, limit: int
+        self, key: str, cohort: Cohort, phenotype: str | None, min_cell_size: int
     ) -> Iterator[Reservation]:
         """Check and record under one write lock, so two release steps running at once cannot
-        both pass the budget or the differencing guard with what the other is releasing."""
+        both pass the cell guard or the budget with what the other is releasing."""
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                reservation = Reservation(self, connection, key, cohort, phenotype, limit)
+                reservation = Reservation(self, connection, key, cohort, phenotype, min_cell_size)
                 yield reservation
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -255,6 +327,126 @@ class PrivacyLedger:
                 connection.execute("ROLLBACK")
             else:
                 connection.execute("COMMIT")
+
+
+def _meta_int(connection: sqlite3.Connection, name: str) -> int:
+    row = connection.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return 0 if row is None else int(row["value"])
+
+
+def _fill_candidate(connection: sqlite3.Connection, hashes: Iterable[bytes]) -> None:
+    connection.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS candidate (sample_hash BLOB PRIMARY KEY) WITHOUT ROWID"
+    )
+    connection.execute("DELETE FROM candidate")
+    connection.executemany("INSERT INTO candidate VALUES (?)", ((h,) for h in hashes))
+
+
+def _touched(connection: sqlite3.Connection) -> dict[bytes, int]:
+    """Signature -> members of the candidate cohort that have it (EMPTY: never released)."""
+    rows = connection.execute(
+        "SELECT s.signature AS signature, COUNT(*) AS members FROM candidate "
+        "LEFT JOIN cell_samples s USING (sample_hash) GROUP BY s.signature"
+    ).fetchall()
+    return {bytes(row["signature"] or EMPTY): int(row["members"]) for row in rows}
+
+
+def _cells(connection: sqlite3.Connection, signatures: Iterable[bytes]) -> dict[bytes, Cell]:
+    found: dict[bytes, Cell] = {}
+    for signature in signatures:
+        row = connection.execute(
+            "SELECT size, missing, phenotypes FROM cells WHERE signature = ?", (signature,)
+        ).fetchone()
+        if row is not None:
+            phenotypes = parse_json_strictly(row["phenotypes"].encode())
+            found[signature] = Cell(signature, row["size"], row["missing"], frozenset(phenotypes))
+    return found
+
+
+def _cohort_id(connection: sqlite3.Connection, commitment: str) -> int | None:
+    row = connection.execute("SELECT id FROM cohorts WHERE commitment = ?", (commitment,)).fetchone()
+    return None if row is None else int(row["id"])
+
+
+def _check(
+    connection: sqlite3.Connection, cohort: Cohort, phenotype: str | None, min_cell_size: int
+) -> LedgerCheck:
+    _fill_candidate(connection, cohort.member_hashes)
+    touched = _touched(connection)
+    new_cohort = _cohort_id(connection, cohort.commitment) is None
+    cells = check_release(
+        touched, _cells(connection, touched), new_cohort, phenotype, min_cell_size
+    )
+    return LedgerCheck(cells, new_cohort)
+
+
+def _apply(
+    connection: sqlite3.Connection,
+    cohort_id: int,
+    new_cohort: bool,
+    phenotype: str | None,
+    missing: int,
+) -> None:
+    """Move the members in `candidate` to their new cells and write the cells' new state."""
+    touched = _touched(connection)
+    moves, write, delete = updated_cells(
+        touched, _cells(connection, touched), cohort_id, new_cohort, phenotype, missing
+    )
+    if new_cohort:
+        connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS moves (old BLOB PRIMARY KEY, new BLOB NOT NULL)"
+        )
+        connection.execute("DELETE FROM moves")
+        connection.executemany("INSERT INTO moves VALUES (?, ?)", moves.items())
+        connection.execute(
+            "INSERT OR REPLACE INTO cell_samples (sample_hash, signature) "
+            "SELECT c.sample_hash, m.new FROM candidate c "
+            "LEFT JOIN cell_samples s USING (sample_hash) "
+            "JOIN moves m ON m.old = coalesce(s.signature, ?)",
+            (EMPTY,),
+        )
+    connection.executemany("DELETE FROM cells WHERE signature = ?", ((s,) for s in delete))
+    connection.executemany(
+        "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?)",
+        (
+            (
+                cell.signature,
+                cell.size,
+                cell.missing,
+                canonical_json(sorted(cell.phenotypes)).decode(),
+            )
+            for cell in write
+        ),
+    )
+
+
+def _rebuild_cells(connection: sqlite3.Connection) -> None:
+    """Cells from the members of every released cohort, replayed in release order: a ledger
+    from before the cell guard gets its signatures (no-calls of its old releases unknown: 0)."""
+    connection.execute("DELETE FROM cell_samples")
+    connection.execute("DELETE FROM cells")
+    cohorts = connection.execute("SELECT id FROM cohorts ORDER BY id").fetchall()
+    for row in cohorts:
+        cohort_id = int(row["id"])
+        connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS candidate (sample_hash BLOB PRIMARY KEY) WITHOUT ROWID"
+        )
+        connection.execute("DELETE FROM candidate")
+        connection.execute(
+            "INSERT INTO candidate SELECT sample_hash FROM members WHERE cohort_id = ?",
+            (cohort_id,),
+        )
+        phenotypes = [
+            r["phenotype"]
+            for r in connection.execute(
+                "SELECT phenotype FROM phenotypes WHERE cohort_id = ? ORDER BY phenotype",
+                (cohort_id,),
+            )
+        ]
+        _apply(connection, cohort_id, True, phenotypes[0] if phenotypes else None, 0)
+        for phenotype in phenotypes[1:]:
+            _apply(connection, cohort_id, False, phenotype, 0)
+    connection.execute("INSERT OR REPLACE INTO meta VALUES ('cells_built', '1')")
 
 
 class Reservation:
@@ -267,42 +459,37 @@ class Reservation:
         key: str,
         cohort: Cohort,
         phenotype: str | None,
-        limit: int,
+        min_cell_size: int,
     ) -> None:
         self._ledger, self._connection, self._cohort = ledger, connection, cohort
         self.key, self.phenotype = key, phenotype
         self.repeat = ledger._stored(connection, key)
         self.files: list[StoredFile] | None = None
-        row = connection.execute(
-            "SELECT id FROM cohorts WHERE commitment = ?", (cohort.commitment,)
-        ).fetchone()
-        known = set()
-        if row is not None:
-            known = {
-                r["phenotype"]
-                for r in connection.execute(
-                    "SELECT phenotype FROM phenotypes WHERE cohort_id = ?", (row["id"],)
-                )
-            }
-        if phenotype is not None:
-            known.add(phenotype)
-        self.check = LedgerCheck(ledger._smallest_difference(connection, cohort, limit), len(known))
+        self.check = _check(connection, cohort, phenotype, min_cell_size)
 
-    def record(self, label: str, variant_ids: Iterable[str], files: Mapping[str, Path]) -> None:
+    def record(
+        self,
+        label: str,
+        variant_ids: Iterable[str],
+        files: Mapping[str, Path],
+        max_missing: int = 0,
+    ) -> None:
+        """Record the release: its cohort (members, cells), phenotype, variants and files.
+        `max_missing`: the most no-calls of a released row (the cells it covers keep it)."""
         connection, cohort, now = self._connection, self._cohort, now_utc()
-        row = connection.execute(
-            "SELECT id FROM cohorts WHERE commitment = ?", (cohort.commitment,)
-        ).fetchone()
-        if row is None:
-            cohort_id = connection.execute(
+        cohort_id = _cohort_id(connection, cohort.commitment)
+        new_cohort = cohort_id is None
+        if cohort_id is None:
+            inserted = connection.execute(
                 "INSERT INTO cohorts (commitment, size, first_released_at) VALUES (?, ?, ?)",
                 (cohort.commitment, cohort.size, now),
             ).lastrowid
+            assert inserted is not None
+            cohort_id = int(inserted)
             connection.executemany(
                 "INSERT INTO members VALUES (?, ?)", ((cohort_id, h) for h in cohort.member_hashes)
             )
-        else:
-            cohort_id = row["id"]
+        _apply(connection, cohort_id, new_cohort, self.phenotype, max_missing)
         if self.phenotype is not None:
             connection.execute(
                 "INSERT OR IGNORE INTO phenotypes VALUES (?, ?, ?)",
@@ -310,8 +497,22 @@ class Reservation:
             )
         ids = list(variant_ids)
         connection.execute(
-            "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.key, cohort_id, label, self.phenotype, variant_set_digest(ids), len(ids), now),
+            "INSERT INTO releases (request_key, cohort_id, label, phenotype, variant_set_sha256, "
+            "variants, released_at, max_missing) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.key,
+                cohort_id,
+                label,
+                self.phenotype,
+                variant_set_digest(ids),
+                len(ids),
+                now,
+                max_missing,
+            ),
+        )
+        connection.execute(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+            "WHERE name = 'releases_recorded'"
         )
         stored = []
         self._ledger.store.mkdir(parents=True, exist_ok=True, mode=0o700)

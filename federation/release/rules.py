@@ -45,11 +45,21 @@ class DisclosurePolicy:
     min_carriers_per_group: int = 10  # binary traits: minor-allele carriers in cases and controls
     min_residual_df: int = 10
     max_parameter_fraction: float = 0.33  # parameters <= 0.33 N: no saturated models
-    n_rounding: int = 5  # sample sizes leave rounded to the nearest 5
-    max_phenotype_fraction: float = 0.05  # phenotype budget: floor(0.05 N) per cohort
-    # Differencing: two released cohorts must be identical or differ by at least this many
-    # samples; 1-9 would let subtraction isolate the samples in between.
-    min_cohort_difference: int = 10
+    # Cell guard: the node's released cohorts split its samples into cells (samples with the
+    # same membership pattern); every linear combination of released sums is a sum over whole
+    # cells, so no cell may hold fewer people than this (after subtracting the most no-calls
+    # a released row of one of its cohorts had). Contains the old pairwise 1-9 rule.
+    min_cell_size: int = 10
+    # Phenotype budget per person: distinct phenotypes released on cohorts that contain a
+    # sample. Each released phenotype is another set of sums over the same person's values;
+    # reconstruction attacks need many of them (Dinur & Nissim 2003). 20 is well above the
+    # handful of traits a consortium study runs per node and far below a PheWAS, which needs
+    # the node's own agreement (a node may lower it; a study may lower it for itself).
+    max_phenotypes_per_person: int = 20
+    # Released cohort sizes and allele counts are exact (docs/privacy-model.md: counts). Only
+    # QC counts of samples that failed or lacked data - groups no statistic is computed on -
+    # are rounded to the nearest multiple of this, as small-count tables usually are.
+    qc_count_rounding: int = 5
     # chr:pos:ref:alt of real variants fits easily; longer IDs are a channel for smuggled text.
     max_variant_id_length: int = 256
 
@@ -89,6 +99,55 @@ def environment_overrides(environ: Mapping[str, str]) -> list[str]:
     return sorted(name for name in environ if name.upper().startswith(ENV_OVERRIDE_PREFIX))
 
 
+class RefusalCategory(StrEnum):
+    """What a researcher is told about a withheld release: which remedy applies, never the
+    rule's observed value (a cell size, a count) - that stays in the node's audit log."""
+
+    COHORT_TOO_SMALL = "cohort_too_small"
+    OVERLAPS_EARLIER_RELEASES = "overlaps_earlier_releases"
+    PHENOTYPE_BUDGET_SPENT = "phenotype_budget_spent"
+    MODEL_TOO_LARGE = "model_too_large"
+    CONTENT_NOT_ALLOWED = "content_not_allowed"
+    POLICY_LOOSENING = "policy_loosening"
+    CHECK_FAILED = "check_failed"
+
+    @property
+    def remedy(self) -> str:
+        return REMEDIES[self]
+
+
+REMEDIES = {
+    RefusalCategory.COHORT_TOO_SMALL: "the analysed cohort is below the node's minimum; "
+    "include more samples",
+    RefusalCategory.OVERLAPS_EARLIER_RELEASES: "with the node's earlier releases this cohort "
+    "would single out a small group; analyse the node's QC cohort (mean-impute missing "
+    "covariates: missing_covariates: mean) with the QC thresholds of earlier studies",
+    RefusalCategory.PHENOTYPE_BUDGET_SPENT: "members of this cohort have reached the node's "
+    "per-person phenotype budget; release fewer traits or ask the node for an agreement",
+    RefusalCategory.MODEL_TOO_LARGE: "too many model parameters for the cohort; use fewer "
+    "covariates or principal components",
+    RefusalCategory.CONTENT_NOT_ALLOWED: "the analysis produced columns or values the node "
+    "does not release; use an approved workflow",
+    RefusalCategory.POLICY_LOOSENING: "the study asks for thresholds looser than the node's "
+    "policy; remove the disclosure settings or make them stricter",
+    RefusalCategory.CHECK_FAILED: "a disclosure check could not complete; the node admin has "
+    "the reason",
+}
+# Which category a withholding rule falls into (a rule not listed: CHECK_FAILED).
+RULE_CATEGORIES = {
+    "min_cohort_gwas": RefusalCategory.COHORT_TOO_SMALL,
+    "min_cohort_af": RefusalCategory.COHORT_TOO_SMALL,
+    "cohort_list_matches": RefusalCategory.CHECK_FAILED,
+    "min_cell_size": RefusalCategory.OVERLAPS_EARLIER_RELEASES,
+    "max_phenotypes_per_person": RefusalCategory.PHENOTYPE_BUDGET_SPENT,
+    "min_residual_df": RefusalCategory.MODEL_TOO_LARGE,
+    "max_parameter_fraction": RefusalCategory.MODEL_TOO_LARGE,
+    "column_allow_list": RefusalCategory.CONTENT_NOT_ALLOWED,
+    "private_column_allow_list": RefusalCategory.CONTENT_NOT_ALLOWED,
+    "cell_values": RefusalCategory.CONTENT_NOT_ALLOWED,
+}
+
+
 @dataclass(frozen=True)
 class RuleOutcome:
     rule: str
@@ -109,6 +168,17 @@ class DisclosureReport:
     def released(self) -> bool:
         return all(outcome.verdict is not Verdict.WITHHOLD for outcome in self.outcomes)
 
+    @property
+    def category(self) -> RefusalCategory | None:
+        """The researcher-facing category of the first rule that withholds (None: released).
+        A rule that could not be evaluated is a failed check, whatever its name."""
+        for outcome in self.outcomes:
+            if outcome.verdict is Verdict.WITHHOLD:
+                if outcome.threshold == "evaluable":
+                    return RefusalCategory.CHECK_FAILED
+                return RULE_CATEGORIES.get(outcome.rule, RefusalCategory.CHECK_FAILED)
+        return None
+
     def withheld_reasons(self) -> list[str]:
         return [
             f"{o.rule}: observed {o.observed}, limit {o.threshold}"
@@ -118,9 +188,11 @@ class DisclosureReport:
 
     def audit_record(self) -> dict[str, Any]:
         """Full detail for the node audit log (never released)."""
+        category = self.category
         return {
             "release": self.release,
             "released": self.released,
+            "category": None if category is None else category.value,
             "rows_in": self.rows_in,
             "rows_released": self.rows_released,
             "rules": [{**asdict(o), "verdict": o.verdict.value} for o in self.outcomes],
@@ -264,24 +336,25 @@ def cohort_listed(n_analysed: int, n_listed: int) -> RuleOutcome:
     )
 
 
-def cohort_difference(smallest_difference: int | None, limit: int) -> RuleOutcome:
-    """Differencing guard. `smallest_difference`: the smallest non-zero size of the symmetric
-    difference between this cohort and any cohort released before (None: nothing comparable)."""
-    refused = smallest_difference is not None and 0 < smallest_difference < limit
-    observed: int | str = "none" if smallest_difference is None else smallest_difference
+def min_cell_size(smallest_cell: int | None, limit: int) -> RuleOutcome:
+    """Cell guard. `smallest_cell`: the smallest effective size (members minus the no-calls a
+    released row may leave out) among the non-empty cells this release would create or change,
+    over every release of the node (None: the release touches no cell, e.g. an empty cohort)."""
+    refused = smallest_cell is not None and smallest_cell < limit
+    observed: int | str = "none" if smallest_cell is None else smallest_cell
     return RuleOutcome(
-        "min_cohort_difference", limit, observed, Verdict.WITHHOLD if refused else Verdict.PASS
+        "min_cell_size", limit, observed, Verdict.WITHHOLD if refused else Verdict.PASS
     )
 
 
-def phenotype_budget(phenotypes: int, n: int, fraction: float) -> RuleOutcome:
-    """At most floor(fraction * N) distinct phenotypes released for one cohort, this one included."""
-    budget = math.floor(fraction * n + 1e-9)  # 0.29 * 100 is 28.999...; the budget is 29
+def phenotypes_per_person(most: int, budget: int) -> RuleOutcome:
+    """Per-person phenotype budget: `most` is the largest number of distinct phenotypes any
+    member of this cohort would have had released about them, this release included."""
     return RuleOutcome(
-        "phenotype_budget",
+        "max_phenotypes_per_person",
         budget,
-        phenotypes,
-        Verdict.PASS if phenotypes <= budget else Verdict.WITHHOLD,
+        most,
+        Verdict.PASS if most <= budget else Verdict.WITHHOLD,
     )
 
 
@@ -324,10 +397,18 @@ def min_carriers(
     )
 
 
-def round_n(n: int | float, step: int) -> int:
-    """Nearest multiple of `step` (halves up), so small differences between cohorts do not show."""
+def max_missing_calls(no_calls: np.ndarray, allowance: int) -> tuple[RuleOutcome, np.ndarray]:
+    """A row is a sum over the cohort's members called at that variant. The cell guard leaves
+    every cell `allowance` members more than `min_cell_size`, so a row may miss at most that
+    many calls: a cell can then never shrink below the floor at any variant."""
+    return _row_rule(
+        "max_missing_calls",
+        no_calls <= allowance,
+        allowance,
+        float(no_calls.max()) if no_calls.size else 0.0,
+    )
+
+
+def round_count(n: int | float, step: int) -> int:
+    """Nearest multiple of `step` (halves up): QC counts of excluded samples, never cohort sizes."""
     return int(np.floor(n / step + 0.5) * step)
-
-
-def round_n_array(n: np.ndarray, step: int) -> np.ndarray:
-    return (np.floor(n / step + 0.5) * step).astype(np.int64)

@@ -1,8 +1,8 @@
 """Turn a node's private aggregate tables into released files, through the disclosure gate.
 
 This step runs without Hail. It reads what the Hail steps left in the node's work
-directory, applies every disclosure rule, consults the node's privacy ledger (differencing
-guard, phenotype budget, identical repeats) and writes GWAS-SSF summary statistics, the
+directory, applies every disclosure rule, consults the node's privacy ledger (cell guard,
+per-person phenotype budget, identical repeats) and writes GWAS-SSF summary statistics, the
 allele-frequency table and QC metrics into the release folder. If any release-level rule
 fails, or anything goes wrong while checking, nothing of that release is written and the
 node audit log says why.
@@ -10,7 +10,6 @@ node audit log says why.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pandas as pd
 
 from federation import sumstats
 from federation.files import atomic_write_json
+from federation.jsonio import parse_json_strictly
 from federation.release.gate import ReleaseWithheld, node_policy, opened_gate
 from federation.release.rules import (
     DisclosurePolicy,
@@ -36,8 +36,7 @@ from federation.release.rules import (
     min_minor_allele_count,
     min_residual_df,
     private_columns,
-    round_n,
-    round_n_array,
+    round_count,
 )
 from federation.settings import NodeSettings
 from federation.spec import GwasAnalysis, LogisticTest, Model, StudySpec, TraitType
@@ -89,16 +88,16 @@ AF_PRIVATE_COLUMNS = VARIANT_COLUMNS | {
     "n_samples",
     "allele_frequency",
 }
-# Released QC counts: sample counts rounded like N (exact ones would give N away by
-# subtraction), and no variant count per reason: a variant the gate suppressed must not be
-# told apart from one QC removed, not even in number.
+# Released QC counts: cohort sizes are exact like every released N (docs/privacy-model.md);
+# the counts of samples that failed a check or lacked data - small groups no statistic is
+# computed on - are rounded to qc_count_rounding. No variant count per reason: a variant the
+# gate suppressed must not be told apart from one QC removed, not even in number.
 ROUNDED_QC_COUNTS = (
     "samples_genotyped",
     "samples_with_phenotypes",
     "phenotype_rows_without_genotypes",
     "samples_low_call_rate",
     "samples_sex_mismatch",
-    "samples_passed",
 )
 RELEASED_QC_FIELDS = (
     *ROUNDED_QC_COUNTS,
@@ -242,7 +241,8 @@ def _gwas_table(
     nlp = neg_log10_p(rows["statistic"].to_numpy(dtype=float), analysis, residual_df)
     return _sorted(
         pd.DataFrame(
-            {
+            index=rows.index,  # the private table's rows: the gate looks up their no-calls
+            data={
                 "chromosome": rows["chromosome"].to_numpy(),
                 "base_pair_location": rows["base_pair_location"].to_numpy(),
                 "effect_allele": rows["alt"].to_numpy(),
@@ -251,7 +251,7 @@ def _gwas_table(
                 "standard_error": rows["standard_error"].to_numpy(dtype=float),
                 "effect_allele_frequency": (alt_count / allele_number).astype(float),
                 "p_value": sumstats.format_p_value(np.power(10.0, -nlp), nlp),
-                "n": round_n_array(rows["n"].to_numpy(), policy.n_rounding),
+                "n": rows["n"].to_numpy(),
                 "variant_id": _variant_ids(rows),
                 sumstats.NEG_LOG10_P: nlp,
             }
@@ -283,7 +283,7 @@ def release_gwas(
         columns = private_columns(private, expected)
         if columns.verdict is Verdict.WITHHOLD:
             gate.withhold(DisclosureReport(gate.label, (columns,), len(private), 0))
-        design = json.loads(design_path.read_text())
+        design = parse_json_strictly(design_path.read_bytes())
         n_total, n_parameters = int(design["n_samples"]), int(design["n_parameters"])
         outcomes: list[RuleOutcome] = [
             columns,
@@ -304,14 +304,17 @@ def release_gwas(
                 "model": analysis.model.value,
                 "test": analysis.test.value if analysis.model is Model.LOGISTIC else "t",
                 "covariates": list(analysis.covariate_columns),
-                "n": round_n(n_total, policy.n_rounding),
-                "n_cases": _rounded(design.get("n_cases"), policy),
-                "n_controls": _rounded(design.get("n_controls"), policy),
+                "n": n_total,
+                "n_cases": design.get("n_cases"),
+                "n_controls": design.get("n_controls"),
                 "variants_released": len(released),
                 "qc": released_qc_counts(qc_counts_path, policy),
             }
         )
-        return gate.finish(analysis.trait, outcomes, len(private), released, metadata)
+        no_calls = private["n"] - private["gate.n_called"]  # genotypes mean-imputed by Hail
+        return gate.finish(
+            analysis.trait, outcomes, len(private), released, metadata, no_calls
+        )
 
 
 def release_allele_frequencies(
@@ -335,7 +338,7 @@ def release_allele_frequencies(
         columns = private_columns(private, AF_PRIVATE_COLUMNS)
         if columns.verdict is Verdict.WITHHOLD:
             gate.withhold(DisclosureReport(gate.label, (columns,), len(private), 0))
-        passed = int(json.loads(qc_counts_path.read_text())["samples_passed"])
+        passed = int(parse_json_strictly(qc_counts_path.read_bytes())["samples_passed"])
         allele_number = private["allele_number"].to_numpy()
         alt_count = private["allele_count"].to_numpy()
         mac_outcome, keep = guarded_rows(
@@ -369,7 +372,7 @@ def release_allele_frequencies(
                     "allele_count": rows["allele_count"],
                     "allele_number": rows["allele_number"],
                     "allele_frequency": rows["allele_frequency"],
-                    "n_samples": round_n_array(rows["n_samples"].to_numpy(), policy.n_rounding),
+                    "n_samples": rows["n_samples"],
                     "homozygote_count": rows["homozygote_count"],
                     "node_id": node.node_id,
                 }
@@ -379,12 +382,13 @@ def release_allele_frequencies(
         metadata = _base_metadata(node, study, analysis_id, policy)
         metadata.update(
             {
-                "n": round_n(cohort.size, policy.n_rounding),
+                "n": cohort.size,
                 "variants_released": len(released),
                 "qc": released_qc_counts(qc_counts_path, policy),
             }
         )
-        return gate.finish(None, outcomes, len(private), released, metadata)
+        no_calls = cohort.size - private["n_samples"]  # members without a call at the row
+        return gate.finish(None, outcomes, len(private), released, metadata, no_calls)
 
 
 def _variant_ids(rows: pd.DataFrame) -> np.ndarray:
@@ -393,16 +397,12 @@ def _variant_ids(rows: pd.DataFrame) -> np.ndarray:
     ).to_numpy()
 
 
-def _rounded(n: int | None, policy: DisclosurePolicy) -> int | None:
-    return None if n is None else round_n(n, policy.n_rounding)
-
-
 def released_qc_counts(qc_counts_path: Path, policy: DisclosurePolicy) -> dict[str, Any]:
-    counts = json.loads(qc_counts_path.read_text())
+    counts = parse_json_strictly(qc_counts_path.read_bytes())
     released = {key: counts[key] for key in RELEASED_QC_FIELDS if key in counts}
     for key in ROUNDED_QC_COUNTS:
         if key in released:
-            released[key] = round_n(released[key], policy.n_rounding)
+            released[key] = round_count(released[key], policy.qc_count_rounding)
     return released
 
 

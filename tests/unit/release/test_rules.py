@@ -13,21 +13,22 @@ from federation.release.rules import (
     Verdict,
     allowed_columns,
     cell_values,
-    cohort_difference,
+    RefusalCategory,
     cohort_listed,
     environment_overrides,
     guarded,
     guarded_rows,
+    max_missing_calls,
     max_parameters,
     min_allele_number,
+    min_cell_size,
     min_carriers,
     min_cohort,
     min_minor_allele_count,
     min_residual_df,
-    phenotype_budget,
+    phenotypes_per_person,
     private_columns,
-    round_n,
-    round_n_array,
+    round_count,
 )
 
 POLICY = DisclosurePolicy()
@@ -98,9 +99,8 @@ def test_parameter_fraction(n_parameters, verdict):
 @pytest.mark.parametrize(
     ("n", "rounded"), [(0, 0), (2, 0), (3, 5), (7, 5), (8, 10), (1001, 1000), (1003, 1005)]
 )
-def test_round_n_to_nearest_five(n, rounded):
-    assert round_n(n, 5) == rounded
-    assert round_n_array(np.array([n]), 5).tolist() == [rounded]
+def test_qc_counts_round_to_nearest_five(n, rounded):
+    assert round_count(n, 5) == rounded
 
 
 @pytest.mark.parametrize("column", ["sample_id", "sum_x", "y_transpose_x", "residuals", "comment"])
@@ -118,9 +118,9 @@ def test_allowed_columns_pass():
 
 def test_policy_can_be_tightened():
     stricter = POLICY.tightened(
-        {"min_mac_gwas": 40, "max_parameter_fraction": 0.1, "n_rounding": 10}, "study 's'"
+        {"min_mac_gwas": 40, "max_parameter_fraction": 0.1, "qc_count_rounding": 10}, "study 's'"
     )
-    assert (stricter.min_mac_gwas, stricter.max_parameter_fraction, stricter.n_rounding) == (
+    assert (stricter.min_mac_gwas, stricter.max_parameter_fraction, stricter.qc_count_rounding) == (
         40,
         0.1,
         10,
@@ -134,7 +134,9 @@ def test_policy_can_be_tightened():
         ("min_mac_gwas", 19),
         ("min_cohort_af", 0),
         ("max_parameter_fraction", 0.5),
-        ("n_rounding", 1),
+        ("qc_count_rounding", 1),
+        ("min_cell_size", 9),
+        ("max_phenotypes_per_person", 21),
     ],
 )
 def test_policy_refuses_loosening(name, value):
@@ -165,36 +167,42 @@ def test_report_withholds_when_any_release_rule_fails():
 
 
 @pytest.mark.parametrize(
-    ("difference", "verdict"),
+    ("smallest", "verdict"),
     [
-        (None, Verdict.PASS),  # nothing released before that is anywhere near this cohort
-        (0, Verdict.PASS),  # the same cohort again: nothing to subtract
+        (None, Verdict.PASS),  # the release touches no cell
         (1, Verdict.WITHHOLD),
         (9, Verdict.WITHHOLD),
         (10, Verdict.PASS),
         (11, Verdict.PASS),
     ],
 )
-def test_differencing_guard(difference, verdict):
-    outcome = cohort_difference(difference, POLICY.min_cohort_difference)
+def test_cell_guard_below_at_and_above_the_smallest_cell(smallest, verdict):
+    outcome = min_cell_size(smallest, POLICY.min_cell_size)
     assert outcome.verdict is verdict and outcome.threshold == 10
 
 
 @pytest.mark.parametrize(
-    ("n", "budget"), [(100, 5), (119, 5), (120, 6), (1000, 50), (19, 0), (20, 1)]
+    ("most", "verdict"), [(19, Verdict.PASS), (20, Verdict.PASS), (21, Verdict.WITHHOLD)]
 )
-def test_phenotype_budget_at_and_one_above(n, budget):
-    fraction = POLICY.max_phenotype_fraction
-    assert phenotype_budget(budget, n, fraction).verdict is Verdict.PASS
-    assert phenotype_budget(budget + 1, n, fraction).verdict is Verdict.WITHHOLD
-    if budget:
-        assert phenotype_budget(budget - 1, n, fraction).verdict is Verdict.PASS
-    assert phenotype_budget(budget, n, fraction).threshold == budget
+def test_phenotype_budget_per_person_below_at_and_above(most, verdict):
+    outcome = phenotypes_per_person(most, POLICY.max_phenotypes_per_person)
+    assert outcome.verdict is verdict and outcome.threshold == 20
 
 
-def test_phenotype_budget_survives_float_rounding():
-    # 0.29 * 100 is 28.999999999999996 in binary floating point; the budget is still 29.
-    assert phenotype_budget(29, 100, 0.29).verdict is Verdict.PASS
+def test_rows_with_more_no_calls_than_the_cells_spare_are_dropped():
+    outcome, keep = max_missing_calls(np.array([4, 5, 6, 0]), 5)
+    assert keep.tolist() == [True, True, False, True]
+    assert outcome.verdict is Verdict.SUPPRESS_ROWS and outcome.rows_suppressed == 1
+
+
+def test_a_withheld_report_names_its_category_not_its_value():
+    report = DisclosureReport(
+        "analysis 'a'", (min_residual_df(50, 10), min_cell_size(3, 10)), 10, 10
+    )
+    assert report.category is RefusalCategory.OVERLAPS_EARLIER_RELEASES
+    assert "3" not in report.category.value and "3" not in report.category.remedy
+    assert report.audit_record()["category"] == "overlaps_earlier_releases"
+    assert DisclosureReport("a", (min_residual_df(50, 10),), 1, 1).category is None
 
 
 def test_carrier_floor_below_at_above_in_each_group():
@@ -291,9 +299,9 @@ def test_rows_with_missing_counts_are_suppressed_not_released():
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("min_cohort_difference", 9),
+        ("min_cell_size", 9),
         ("max_variant_id_length", 257),
-        ("max_phenotype_fraction", 0.06),
+        ("max_phenotypes_per_person", 21),
     ],
 )
 def test_new_thresholds_cannot_be_loosened(name, value):
@@ -310,11 +318,11 @@ def test_thresholds_must_be_numbers(value):
 def test_environment_overrides_are_detected_never_applied():
     environ = {
         "FEDERATION_DISCLOSURE_MIN_MAC_GWAS": "1",
-        "federation_disclosure_n_rounding": "1",
+        "federation_disclosure_min_cell_size": "1",
         "FEDERATION_HOME": "/x",
     }
     assert environment_overrides(environ) == [
         "FEDERATION_DISCLOSURE_MIN_MAC_GWAS",
-        "federation_disclosure_n_rounding",
+        "federation_disclosure_min_cell_size",
     ]
     assert DisclosurePolicy() == POLICY  # the policy has no way to read them

@@ -17,10 +17,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from federation import sumstats
 from federation.errors import DisclosureError
+from federation.jsonio import parse_json_strictly
 from federation.release.rules import DisclosurePolicy
 from federation.release.tables import release_allele_frequencies, release_gwas
 from federation.settings import NodeSettings
@@ -46,13 +48,13 @@ class Scratch:
         return self.root / "audit.jsonl"
 
     def audit_events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+        return [parse_json_strictly(line) for line in self.audit.read_bytes().splitlines()]
 
     @property
     def n(self) -> int:
-        """A cohort comfortably above every floor and with a phenotype budget of at least 5."""
+        """A cohort comfortably above every floor, with room for cells of min_cell_size."""
         floor = max(self.policy.min_cohort_gwas, self.policy.min_cohort_af, 100)
-        return max(2 * floor, int(6 / self.policy.max_phenotype_fraction) + 1)
+        return max(2 * floor, 20 * self.policy.min_cell_size)
 
 
 def study(
@@ -288,16 +290,17 @@ def saturated_model(s: Scratch) -> str:
     )
 
 
-def rounded_n(s: Scratch) -> str:
-    step = s.policy.n_rounding
-    n = s.n + (step // 2 if step > 1 else 0) + (1 if s.n % step == 0 else 0)
+def exact_n(s: Scratch) -> str:
+    """Released N is the analysed cohort's exact size, in the table and the sidecar, as the
+    privacy model documents (counts: exact; the cell guard is what stops differencing)."""
+    n = s.n + 3
     path = run_gwas(
-        s, study("round"), "trait", inputs(s, "round", gwas_table(n, [n // 2]), ids(n)), "r"
+        s, study("exact"), "trait", inputs(s, "exact", gwas_table(n, [n // 2]), ids(n)), "x"
     )
-    stated = [sumstats.read_sidecar(path)["n"], *sumstats.read_table(path)["n"]]
-    if any(value % step for value in stated) or n % step == 0:
-        raise CaseFailed(f"N {n} released as {stated}; must be multiples of {step}")
-    return f"N {n} released as {stated[0]}"
+    stated = {sumstats.read_sidecar(path)["n"], *sumstats.read_table(path)["n"]}
+    if stated != {n}:
+        raise CaseFailed(f"N {n} released as {sorted(stated)}; the privacy model says exact")
+    return f"N {n} released as {n} (exact, documented)"
 
 
 def forbidden_column(column: str, value: Any) -> Callable[[Scratch], str]:
@@ -320,26 +323,157 @@ def bad_cell(column: str, value: str, match: str) -> Callable[[Scratch], str]:
 
 
 def differencing(s: Scratch) -> str:
-    n, limit = s.n, s.policy.min_cohort_difference
+    n, limit = s.n, s.policy.min_cell_size
     base = ids(n)
     run_af(s, study("d0"), inputs(s, "d0", af_table(n, [n // 2]), base), "d0")
     for extra in (1, limit - 1):
         given = inputs(s, f"d{extra}", af_table(n + extra, [n // 2]), base + ids(extra, 10**5))
         spec, out = study(f"d{extra}"), f"d{extra}"
-        withheld(partial(run_af, s, spec, given, out), "min_cohort_difference")
+        withheld(partial(run_af, s, spec, given, out), "min_cell_size")
     far = inputs(s, "far", af_table(n + limit, [n // 2]), base + ids(limit, 10**5))
     run_af(s, study("far"), far, "far")
     return f"cohorts differing by 1 and {limit - 1} samples withheld, by {limit} released"
 
 
 def phenotype_budget(s: Scratch) -> str:
-    n = s.n
-    budget = int(s.policy.max_phenotype_fraction * n + 1e-9)
+    """Per person, not per cohort: alternating the whole cohort and one without its first
+    min_cell_size samples (a fresh cohort each other time) does not reset the budget."""
+    n, budget, k = s.n, s.policy.max_phenotypes_per_person, s.policy.min_cell_size
     traits = tuple(f"t{i}" for i in range(budget + 1))
-    spec, given = study("budget", traits), inputs(s, "budget", gwas_table(n, [n // 2]), ids(n))
-    for trait in traits[:budget]:
-        run_gwas(s, spec, trait, given, "budget")
-    return withheld(lambda: run_gwas(s, spec, traits[-1], given, "budget"), "phenotype_budget")
+    spec = study("budget", traits)
+    cohorts = [ids(n), ids(n - k, k)]
+    given = [
+        inputs(s, f"budget{j}", gwas_table(len(c), [len(c) // 2]), c) for j, c in enumerate(cohorts)
+    ]
+    for i, trait in enumerate(traits[:budget]):
+        run_gwas(s, spec, trait, given[i % 2], f"budget{i}")
+    last = given[budget % 2]
+    detail = withheld(
+        lambda: run_gwas(s, spec, traits[-1], last, "budget-last"), "max_phenotypes_per_person"
+    )
+    return f"{budget} phenotypes over two perturbed cohorts released, one more {detail}"
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """The issue's four cohorts: a lenient and a strict call-rate threshold, each with and
+    without a covariate that `k + 5` samples lack; `k + 2` samples fail the strict threshold,
+    one of them among those lacking the covariate. A - B - C + D is that one person."""
+
+    cohorts: dict[str, list[int]]  # name -> member indices, in release order
+    target: int
+    genotypes: np.ndarray  # samples x variants, 0/1/2
+
+    @classmethod
+    def build(cls, n: int, k: int, variants: int = 40) -> Tracker:
+        everyone = list(range(n))
+        lacks = set(range(k + 5))
+        low_call = set(range(k + 4, 2 * k + 6))  # overlaps `lacks` in sample k + 4 only
+        cohorts = {
+            "A": everyone,
+            "B": [i for i in everyone if i not in lacks],
+            "C": [i for i in everyone if i not in low_call],
+            "D": [i for i in everyone if i not in lacks and i not in low_call],
+        }
+        rng = np.random.default_rng(12)
+        genotypes = rng.binomial(2, 0.3, size=(n, variants))
+        return cls(cohorts, k + 4, genotypes)
+
+    def table(self, members: list[int]) -> pd.DataFrame:
+        counts = self.genotypes[members].sum(axis=0)
+        return af_table(len(members), counts.tolist())
+
+    def release_all(self, s: Scratch) -> dict[str, Path | str]:
+        """Release A, B, C, D in turn: name -> released file, or the refusal."""
+        outcome: dict[str, Path | str] = {}
+        for name, members in self.cohorts.items():
+            given = inputs(s, f"track-{name}", self.table(members), ids_of(members))
+            try:
+                outcome[name] = run_af(s, study(f"track-{name}"), given, f"track-{name}")
+            except DisclosureError as error:
+                outcome[name] = str(error)
+        return outcome
+
+
+def ids_of(members: list[int]) -> list[str]:
+    return [f"{SAMPLE_PREFIX}{i:06d}" for i in members]
+
+
+def recovered_samples(membership: np.ndarray, sums: np.ndarray, truth: np.ndarray) -> list[int]:
+    """The least-squares attacker: knowing exactly who is in each released cohort and the
+    released sums (cohorts x variants), solve for everyone's genotypes. A sample's genotypes
+    are recovered when the cohorts pin them down (its unit vector lies in the row space of
+    the membership matrix) and the minimum-norm solution gives them exactly."""
+    solution = np.linalg.pinv(membership) @ sums
+    projection = np.linalg.pinv(membership) @ membership
+    determined = np.isclose(np.diag(projection), 1.0, atol=1e-6)
+    exact = np.all(np.abs(solution - truth) < 0.5, axis=1)
+    return [int(i) for i in np.flatnonzero(determined & exact)]
+
+
+def four_cohort_tracker(s: Scratch) -> str:
+    tracker = Tracker.build(s.n, s.policy.min_cell_size)
+    outcome = tracker.release_all(s)
+    refused = [name for name, result in outcome.items() if isinstance(result, str)]
+    if refused != ["C"] or "min_cell_size" not in str(outcome["C"]):
+        raise CaseFailed(
+            f"expected only C withheld by min_cell_size; withheld: {refused or 'none'}"
+        )
+    return "A, B released; C withheld (a cell of 1); D released (its cells hold >= k)"
+
+
+def allele_count_recovery(s: Scratch) -> str:
+    """N is released exactly (docs/privacy-model.md); with every released file an attacker
+    still pins down no one's allele counts. The same attacker, given C's sums as well (what
+    the guard withheld), recovers the tracker's target: the attack is real."""
+    tracker = Tracker.build(s.n, s.policy.min_cell_size)
+    outcome = tracker.release_all(s)
+    released = {name: path for name, path in outcome.items() if isinstance(path, Path)}
+    rows, sums = [], []
+    for name, path in released.items():
+        stated_n = sumstats.read_sidecar(path)["n"]
+        if stated_n != len(tracker.cohorts[name]):
+            raise CaseFailed(
+                f"cohort {name}: N {len(tracker.cohorts[name])} released as {stated_n}"
+            )
+        table = sumstats.read_table(path).sort_values("base_pair_location")
+        if not (table["allele_number"] == 2 * stated_n).all():
+            raise CaseFailed(f"cohort {name}: allele numbers do not give N exactly")
+        row = np.zeros(s.n)
+        row[tracker.cohorts[name]] = 1
+        rows.append(row)
+        sums.append(table["allele_count"].to_numpy(dtype=float))
+    if len(sums[0]) != tracker.genotypes.shape[1]:
+        raise CaseFailed("the released tables lost rows; the attack would be untested")
+    found = recovered_samples(np.array(rows), np.array(sums), tracker.genotypes)
+    if found:
+        raise CaseFailed(f"{len(found)} samples' allele counts recovered from {sorted(released)}")
+    control_rows = np.array([*rows, np.isin(np.arange(s.n), tracker.cohorts["C"]).astype(float)])
+    control_sums = np.array([*sums, tracker.genotypes[tracker.cohorts["C"]].sum(axis=0)])
+    control = recovered_samples(control_rows, control_sums, tracker.genotypes)
+    if control != [tracker.target]:
+        raise CaseFailed(f"the attacker does not work even without the guard (found {control})")
+    return f"N exact in {sorted(released)}; 0 of {s.n} recovered (1 if C had been released)"
+
+
+def ledger_deleted(s: Scratch) -> str:
+    given = inputs(s, "lost", af_table(s.n, [s.n // 2]), ids(s.n))
+    run_af(s, study("lost1"), given, "lost1")
+    ledger = s.node.work_dir / "privacy-ledger.sqlite"
+    ledger.unlink()
+    try:
+        path = run_af(s, study("lost2"), given, "lost2")
+    except DisclosureError as error:
+        if "privacy-ledger reinit" not in str(error):
+            raise CaseFailed(f"refused, but for another reason: {error}") from None
+        if list((s.root / "release" / "lost2").glob("*.gz")):
+            raise CaseFailed("refused, but a file was left in the release folder") from None
+        if ledger.exists():
+            raise CaseFailed("the lost ledger was silently re-created") from None
+        if s.audit_events()[-1]["event"] != "release_failed":
+            raise CaseFailed("the refusal is not in the audit log") from None
+        return "release refused until `federation node privacy-ledger reinit` (audited)"
+    raise CaseFailed(f"released {path.name} with the ledger's history gone")
 
 
 def identical_repeat(s: Scratch) -> str:
@@ -396,7 +530,7 @@ DISCLOSURE_CASES: list[tuple[str, str, Callable[[Scratch], str]]] = [
     ("row floors", "rows below MAC / AN floors absent", row_floors),
     ("carrier floor", "binary: rows with too few carriers absent", carrier_floor),
     ("parameters", "parameters > fraction * N withheld", saturated_model),
-    ("rounded N", "N rounded to n_rounding", rounded_n),
+    ("exact N", "N released exactly, as documented", exact_n),
     ("sample_id column", "extra column stops the release", forbidden_column("sample_id", "S1")),
     ("sum_x column", "extra column stops the release", forbidden_column("sum_x", 1.5)),
     (
@@ -417,7 +551,14 @@ DISCLOSURE_CASES: list[tuple[str, str, Callable[[Scratch], str]]] = [
         bad_cell("alt", "G" * 400, "variant_id: length"),
     ),
     ("differencing guard", "cohorts closer than the limit withheld", differencing),
-    ("phenotype budget", "floor(fraction * N) + 1 phenotypes withheld", phenotype_budget),
+    ("phenotype budget", "budget + 1 phenotypes per person withheld", phenotype_budget),
+    ("four-cohort tracker", "refused at the release making a cell of 1", four_cohort_tracker),
+    (
+        "N and allele counts",
+        "no one's allele count recoverable from all released files",
+        allele_count_recovery,
+    ),
+    ("privacy ledger deleted", "every release stops until an audited reinit", ledger_deleted),
     ("identical repeat", "same request, same bytes", identical_repeat),
     ("study loosening", "refused and logged", study_loosening),
     ("environment override", "ignored and logged", environment_override),

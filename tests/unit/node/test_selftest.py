@@ -32,20 +32,29 @@ def test_cases_follow_a_stricter_node_policy(tmp_path):
             "disclosure": {
                 "min_cohort_gwas": 200,
                 "min_mac_gwas": 30,
-                "n_rounding": 10,
-                "min_cohort_difference": 15,
-                "max_phenotype_fraction": 0.02,
+                "qc_count_rounding": 10,
+                "min_cell_size": 15,
+                "max_phenotypes_per_person": 6,
             },
         },
         tmp_path,
     )
     results = run_selftest(
         node,
-        only={"cohort floors", "row floors", "rounded N", "differencing guard", "phenotype budget"},
+        only={
+            "cohort floors",
+            "row floors",
+            "exact N",
+            "differencing guard",
+            "phenotype budget",
+            "four-cohort tracker",
+            "N and allele counts",
+        },
     )
     assert all(r.passed for r in results), format_results(results)
     assert "observed 199, limit 200" in results[0].detail
     assert "by 1 and 14 samples withheld, by 15 released" in results[3].detail
+    assert results[4].detail.startswith("6 phenotypes over two perturbed cohorts released")
     # The node's own work dir and privacy ledger are never touched.
     assert not any(
         (tmp_path / name).exists() for name in ("real-work", "real.sqlite", "real.secret")
@@ -63,14 +72,27 @@ def test_a_gate_that_lets_rare_rows_through_fails(monkeypatch):
     assert "only MAC >= 20" in failed["row floors"]
 
 
-def test_a_gate_without_the_differencing_guard_fails(monkeypatch):
-    passing = min_cohort("min_cohort_difference", 1, 0)
-    monkeypatch.setattr(release_gate, "cohort_difference", lambda *args: passing)
-    [result] = [
-        r for r in run_selftest(only={"differencing guard"}) if r.name == "differencing guard"
-    ]
-    assert not result.passed and "expected it withheld" in result.detail
+def test_a_gate_without_the_cell_guard_fails_the_tracker_and_recovery_cases(monkeypatch):
+    passing = min_cohort("min_cell_size", 1, 0)
+    monkeypatch.setattr(release_gate, "min_cell_size", lambda *args: passing)
+    cases = {"differencing guard", "four-cohort tracker", "N and allele counts"}
+    results = {r.name: r for r in run_selftest(only=cases) if r.name in cases}
+    assert not results["differencing guard"].passed
+    assert "expected it withheld" in results["differencing guard"].detail
+    assert "withheld: none" in results["four-cohort tracker"].detail
+    # With C released the attacker recovers the tracker's target: the case says so.
+    assert "1 samples' allele counts recovered" in results["N and allele counts"].detail
     assert passing.verdict is Verdict.PASS
+
+
+def test_a_gate_with_a_per_cohort_budget_fails_the_perturbed_cohort_case(monkeypatch):
+    from federation.release.rules import phenotypes_per_person
+
+    monkeypatch.setattr(
+        release_gate, "phenotypes_per_person", lambda most, budget: phenotypes_per_person(0, budget)
+    )
+    [result] = [r for r in run_selftest(only={"phenotype budget"}) if r.name == "phenotype budget"]
+    assert not result.passed and "expected it withheld" in result.detail
 
 
 def test_cli_table_and_exit_codes(tmp_path, capsys, monkeypatch):
@@ -85,12 +107,12 @@ def test_cli_table_and_exit_codes(tmp_path, capsys, monkeypatch):
             }
         )
     )
-    assert main(["node", "selftest", "--config", str(config), "--case", "rounded N"]) == 0
+    assert main(["node", "selftest", "--config", str(config), "--case", "exact N"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["case", "expectation", "result", "detail"]
     assert out.splitlines()[-1] == "2 of 2 cases passed" and "FAIL" not in out
     monkeypatch.setenv("FEDERATION_DISCLOSURE_MIN_MAC_GWAS", "1")
-    assert main(["node", "selftest", "--config", str(config), "--case", "rounded N"]) == 1
+    assert main(["node", "selftest", "--config", str(config), "--case", "exact N"]) == 1
     assert "environment" in capsys.readouterr().out
 
 

@@ -47,7 +47,7 @@ def test_second_study_on_a_cohort_differing_by_n_samples(tmp_path, base, extra, 
     inputs = write_inputs(second, tmp_path / "s2", binary=False)
     if refused:
         with pytest.raises(
-            ReleaseWithheld, match=f"min_cohort_difference: observed {extra}, limit 10"
+            ReleaseWithheld, match=f"min_cell_size: observed {extra}, limit 10"
         ):
             release_gwas_of(node, make_study("s2"), inputs, "trait", tmp_path / "out2", audit)
         assert not (tmp_path / "out2" / "gwas_trait.tsv.gz").exists()
@@ -57,17 +57,20 @@ def test_second_study_on_a_cohort_differing_by_n_samples(tmp_path, base, extra, 
         assert out.exists()
 
 
-def test_phenotype_budget_at_limit_and_one_more(tmp_path):
+def test_phenotype_budget_per_person_at_limit_and_one_more(tmp_path):
     rng = np.random.default_rng(3)
-    cohort = random_cohort(rng, 120, COMMON, binary=False)  # budget floor(0.05 * 120) = 6
+    cohort = random_cohort(rng, 120, COMMON, binary=False)
     traits = tuple(f"t{i}" for i in range(7))
-    study = make_study("s", traits)
+    study = make_study("s", traits, max_phenotypes_per_person=6)
     node, audit = make_node(tmp_path), tmp_path / "audit.jsonl"
     inputs = write_inputs(cohort, tmp_path / "in", binary=False)
-    for trait in traits[:6]:
-        assert release_gwas_of(node, study, inputs, trait, tmp_path / "out", audit).exists()
-    with pytest.raises(ReleaseWithheld, match="phenotype_budget: observed 7, limit 6"):
+    smaller = write_inputs(cohort.subset(np.arange(120) >= 10), tmp_path / "in2", binary=False)
+    for index, trait in enumerate(traits[:6]):  # the whole cohort and one 10 smaller, in turn
+        given = smaller if index % 2 else inputs
+        assert release_gwas_of(node, study, given, trait, tmp_path / "out", audit).exists()
+    with pytest.raises(ReleaseWithheld, match="max_phenotypes_per_person: observed 7, limit 6"):
         release_gwas_of(node, study, inputs, "t6", tmp_path / "out", audit)
+    assert _audit(audit)[-1]["category"] == "phenotype_budget_spent"
     # A trait already released does not spend the budget again.
     again = make_study("s-again", ("t0",))
     assert release_gwas_of(node, again, inputs, "t0", tmp_path / "out3", audit).exists()
@@ -116,7 +119,7 @@ def test_study_loosening_is_refused_and_logged(tmp_path, base):
     with pytest.raises(ReleaseWithheld, match="would loosen"):
         release_gwas_of(
             node,
-            make_study("s1", min_cohort_difference=2),
+            make_study("s1", min_cell_size=2),
             inputs,
             "trait",
             tmp_path / "out",
@@ -218,9 +221,9 @@ def test_singleton_carrier_cannot_be_recovered(tmp_path):
     without = cohort.subset(np.arange(200) != carrier)
     inputs = write_inputs(without, tmp_path / "without", binary=True)
     other = make_study("s2", ("trait",), binary=True)
-    with pytest.raises(ReleaseWithheld, match="min_cohort_difference: observed 1, limit 10"):
+    with pytest.raises(ReleaseWithheld, match="min_cell_size: observed 1, limit 10"):
         release_af_of(node, other, inputs, tmp_path / "r2", audit)
-    with pytest.raises(ReleaseWithheld, match="min_cohort_difference: observed 1, limit 10"):
+    with pytest.raises(ReleaseWithheld, match="min_cell_size: observed 1, limit 10"):
         release_gwas_of(node, other, inputs, "trait", tmp_path / "r2", audit)
     assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").glob("*.gz"))
 

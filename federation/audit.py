@@ -6,10 +6,16 @@ name rules and thresholds; it never holds sample IDs or per-sample values.
 Each record carries ``seq`` (its index), ``prev`` (the ``hash`` of the record before it; 64
 zeros for the first) and ``hash`` (SHA-256 of the record's canonical JSON without ``hash``).
 Editing a record breaks its own hash, or, if the editor re-hashed it, the next record's
-``prev``; deleting one breaks ``seq``; a cut in the middle of a line is not valid JSON. A
+``prev``; deleting one breaks ``seq``; a cut in the middle of a line is not valid JSON; a
+record with a duplicate key is refused (two parsers could read two different records). A
 chain alone cannot notice records cut off at the end, so every append also rewrites
-``<log>.head`` (count and last hash); `verify_log` compares the two. Someone who can rewrite
-both files can forge a history: ship the head elsewhere (e.g. to a WORM store) for more.
+``<log>.head`` (count and last hash); `verify_log` compares the two and fails when the head
+is missing.
+
+Someone who can rewrite both files can forge a consistent history, so the head is also kept
+outside: a node signs its head (`AuditHead`) into every result marker, the coordinator keeps
+each one (`ANCHORS_DIR`), and `verify_log(..., anchors)` checks that the log still has, at each
+anchored count, the anchored hash. A rewritten chain cannot match an anchor it did not sign.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,12 +32,42 @@ from pathlib import Path
 from typing import Any
 
 from federation.files import atomic_write
-from federation.jsonio import canonical_json, jsonable
+from federation.jsonio import canonical_json, jsonable, parse_json_strictly
 
 GENESIS = "0" * 64  # `prev` of the first record
 HEAD_SUFFIX = ".head"
 TAIL_BLOCK = 64 * 1024  # records are small; the last one is found within a block or two
 CHAIN_FIELDS = ("seq", "prev", "hash")
+HEAD_FIELDS = frozenset({"records", "last_hash"})
+ANCHORS_DIR = "audit-anchors"  # under the coordinator's state dir: <node_id>.jsonl
+HASH_HEX = 64
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """Where a log stood: how many records, and the hash of the last one."""
+
+    records: int
+    last_hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "last_hash": self.last_hash}
+
+    @classmethod
+    def from_dict(cls, value: Any, what: str) -> AuditHead:
+        """A head from a parsed document; ValueError naming `what` if it is not one."""
+        if not isinstance(value, dict) or set(value) != HEAD_FIELDS:
+            raise ValueError(f"{what}: an audit head has exactly {sorted(HEAD_FIELDS)}")
+        records, last_hash = value["records"], value["last_hash"]
+        if not isinstance(records, int) or isinstance(records, bool) or records < 1:
+            raise ValueError(f"{what}: records {records!r} is not a positive integer")
+        if (
+            not isinstance(last_hash, str)
+            or len(last_hash) != HASH_HEX
+            or any(c not in "0123456789abcdef" for c in last_hash)
+        ):
+            raise ValueError(f"{what}: last_hash is not {HASH_HEX} lowercase hex digits")
+        return cls(records, last_hash)
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -88,7 +124,7 @@ def _link(descriptor: int) -> tuple[int, str]:
     if last is None:
         return 0, GENESIS
     try:
-        record = json.loads(last)
+        record = parse_json_strictly(last)
         return int(record["seq"]) + 1, str(record["hash"])
     except (ValueError, KeyError, TypeError):
         # A damaged or pre-chain last line: link to its raw bytes and keep counting lines, so
@@ -108,7 +144,15 @@ def append_event(log_path: Path, event: str, **fields: Any) -> None:
         # One write of a whole line with O_APPEND, under the lock: records never interleave.
         os.write(descriptor, canonical_json(record) + b"\n")
         head = head_path(log_path)
-        atomic_write(head, json.dumps({"records": record["seq"] + 1, "last_hash": record["hash"]}))
+        atomic_write(head, json.dumps(AuditHead(record["seq"] + 1, record["hash"]).as_dict()))
+
+
+def read_head(log_path: Path) -> AuditHead | None:
+    """The log's current head (None: nothing written yet); ValueError if the head is damaged."""
+    head = head_path(log_path)
+    if not head.exists():
+        return None
+    return AuditHead.from_dict(parse_json_strictly(head.read_bytes()), f"head file {head.name}")
 
 
 @dataclass(frozen=True)
@@ -123,19 +167,23 @@ class AuditVerification:
     def intact(self) -> bool:
         return self.problem is None
 
+    anchors_checked: int = 0
+
     def summary(self) -> str:
         if self.problem:
             return f"{self.path}: {self.problem}"
-        tail = "head matches" if self.head_checked else "no head file: cut-off tail not checked"
+        tail = "head matches" if self.head_checked else "empty log"
+        if self.anchors_checked:
+            tail += f", {self.anchors_checked} outside anchors match"
         return f"{self.path}: {self.records} records, hash chain intact ({tail})"
 
 
 def _check_record(index: int, line: bytes, prev: str) -> tuple[str | None, int, str]:
     """(problem or None, the index it names, this record's hash) for line `index`."""
     try:
-        record = json.loads(line)
-    except ValueError:
-        return f"record {index}: not valid JSON (edited or truncated)", index, ""
+        record = parse_json_strictly(line)
+    except ValueError as error:
+        return f"record {index}: not valid JSON ({str(error)[:60]}; edited or truncated)", index, ""
     if not isinstance(record, dict) or any(name not in record for name in CHAIN_FIELDS):
         return f"record {index}: no seq/prev/hash (edited, or written without the chain)", index, ""
     seq = record["seq"]
@@ -160,16 +208,20 @@ def _check_record(index: int, line: bytes, prev: str) -> tuple[str | None, int, 
     return None, index, str(record["hash"])
 
 
-def verify_log(log_path: Path) -> AuditVerification:
-    """Check every record's hash, link and index, and the end of the log against its head."""
+def verify_log(log_path: Path, anchors: Sequence[AuditHead] = ()) -> AuditVerification:
+    """Check every record's hash, link and index, the end of the log against its head (which
+    must exist once anything was written), and each outside `anchor`: the record at its count
+    must carry its hash."""
     data = log_path.read_bytes()
     lines = data.split(b"\n")
     complete = lines[:-1]  # a final piece without "\n" is a cut-off record
     prev = GENESIS
+    hashes: list[str] = []
     for index, line in enumerate(complete):
         problem, named, prev = _check_record(index, line, prev)
         if problem:
             return AuditVerification(log_path, index, problem, named)
+        hashes.append(prev)
     if lines[-1]:
         index = len(complete)
         return AuditVerification(
@@ -177,13 +229,21 @@ def verify_log(log_path: Path) -> AuditVerification:
         )
     count = len(complete)
     head = head_path(log_path)
+    anchor_problem = _check_anchors(hashes, anchors)
     if not head.exists():
-        return AuditVerification(log_path, count)
+        if count == 0 and not anchors:
+            return AuditVerification(log_path, 0)
+        problem = anchor_problem or (
+            f"head file {head.name}: missing; records cut off at the end cannot be ruled out "
+            "(restore it, or check against the coordinator's anchors with --anchor)"
+        )
+        return AuditVerification(log_path, count, problem, count)
     try:
-        expected = json.loads(head.read_text())
-        written, last_hash = int(expected["records"]), str(expected["last_hash"])
-    except (ValueError, KeyError, TypeError):
-        return AuditVerification(log_path, count, f"head file {head.name}: unreadable", count)
+        expected = read_head(log_path)
+        assert expected is not None
+        written, last_hash = expected.records, expected.last_hash
+    except ValueError as error:
+        return AuditVerification(log_path, count, f"{str(error)[:120]} (unreadable)", count)
     if count < written:
         problem = (
             f"record {count}: missing: {written} records were written, {count} remain (truncated)"
@@ -193,4 +253,35 @@ def verify_log(log_path: Path) -> AuditVerification:
         index = written - 1 if count > written else count - 1
         problem = f"record {index}: differs from the head written with it (edited or appended behind the lock)"
         return AuditVerification(log_path, count, problem, index)
-    return AuditVerification(log_path, count, head_checked=True)
+    if anchor_problem:
+        return AuditVerification(log_path, count, anchor_problem, count)
+    return AuditVerification(log_path, count, head_checked=True, anchors_checked=len(anchors))
+
+
+def _check_anchors(hashes: list[str], anchors: Sequence[AuditHead]) -> str | None:
+    for anchor in sorted(anchors, key=lambda a: a.records):
+        index = anchor.records - 1
+        if index >= len(hashes):
+            return (
+                f"record {len(hashes)}: missing; an outside anchor says {anchor.records} records "
+                "were written (truncated or rewritten)"
+            )
+        if hashes[index] != anchor.last_hash:
+            return (
+                f"record {index}: does not match the outside anchor signed at {anchor.records} "
+                "records (the chain was rewritten)"
+            )
+    return None
+
+
+def read_anchors(path: Path) -> list[AuditHead]:
+    """Audit heads from a coordinator's anchors file (JSON lines, each with `audit_head`) or
+    a single head document; ValueError naming the line otherwise."""
+    heads = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        document = parse_json_strictly(line)
+        value = document.get("audit_head", document) if isinstance(document, dict) else None
+        heads.append(AuditHead.from_dict(value, f"anchors '{path.name}' line {number}"))
+    return heads

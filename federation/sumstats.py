@@ -20,6 +20,7 @@ import yaml
 
 from federation.errors import SpecError
 from federation.files import READ_BLOCK, atomic_path, atomic_write
+from federation.yamlio import load_yaml
 
 if TYPE_CHECKING:  # pandas is imported where tables are read: the meta-analysis never needs it
     import pandas as pd
@@ -167,7 +168,7 @@ def read_sidecar(table_path: Path) -> dict[str, Any]:
     sidecar = sidecar_path(table_path)
     if not sidecar.exists():
         return {}
-    loaded = yaml.safe_load(sidecar.read_text())
+    loaded = load_yaml(sidecar.read_bytes())
     return loaded if isinstance(loaded, dict) else {}
 
 

@@ -3,11 +3,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.utils import min_version, validate
 
 from federation.settings import load_node
 from federation.spec import load_study
+from federation.yamlio import load_yaml_file
 
 min_version("9.0")
 
@@ -15,8 +15,7 @@ min_version("9.0")
 def _load_yaml(key):
     if key not in config:
         raise ValueError(f"config '{key}' missing; run with --config {key}=PATH")
-    with open(config[key]) as handle:
-        return yaml.safe_load(handle)
+    return load_yaml_file(Path(config[key]))  # no aliases, anchors or duplicate keys
 
 
 # The same JSON Schemas validate these configs here and in federation/spec.py and settings.py.

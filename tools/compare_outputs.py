@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from federation.yamlio import load_yaml
 
 # Fields that differ between two runs of the same study without any result changing.
 IGNORED_FIELDS = frozenset({"date_metadata_last_modified"})
@@ -56,8 +56,8 @@ def differences(before: Path, after: Path) -> list[str]:
     problems += [f"only in {after}: {name}" for name in sorted(new.keys() - old.keys())]
     for name in sorted(old.keys() & new.keys()):
         if name.endswith(".yaml"):
-            left = normalised(yaml.safe_load(old[name].read_text()), str(before.resolve()))
-            right = normalised(yaml.safe_load(new[name].read_text()), str(after.resolve()))
+            left = normalised(load_yaml(old[name].read_bytes()), str(before.resolve()))
+            right = normalised(load_yaml(new[name].read_bytes()), str(after.resolve()))
             changed = sorted(
                 key for key in set(left) | set(right) if left.get(key) != right.get(key)
             )

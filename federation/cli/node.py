@@ -73,3 +73,27 @@ def node_selftest(
     typer.echo(format_results(results))
     if not all(result.passed for result in results):
         raise typer.Exit(1)
+
+
+# The privacy ledger's own commands (`federation node privacy-ledger ...`).
+privacy_ledger_app = typer.Typer(help="The node's privacy ledger.", no_args_is_help=True)
+node_app.add_typer(privacy_ledger_app, name="privacy-ledger")
+
+
+@privacy_ledger_app.command("reinit")
+def privacy_ledger_reinit(
+    config: Annotated[Path, typer.Option("--config", help="The node config (node.yaml).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the release history is restarted (audited).")
+    ],
+) -> None:
+    """Start a new privacy-ledger history after the old one was lost (the old file is kept
+    aside, the event and its reason go to the node's audit log). Until then no release runs."""
+    from federation.release.gate import audit_log_of, ledger_paths
+    from federation.release.ledger import PrivacyLedger
+    from federation.settings import load_node
+
+    node = load_node(config)
+    path, secret = ledger_paths(node)
+    PrivacyLedger.reinitialise(path, secret, audit_log_of(node), reason, node.node_id)
+    typer.echo(f"privacy ledger '{path}': new history started; recorded in the node audit log")

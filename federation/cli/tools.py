@@ -139,14 +139,31 @@ def audit_verify(
     log: Annotated[
         Path, typer.Argument(help="An audit log (JSON lines) with its .head beside it.")
     ],
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            help="Outside anchors of this log: the coordinator's state_dir/audit-anchors/"
+            "<node_id>.jsonl (heads the node signed into its results), or one head file.",
+        ),
+    ] = None,
 ) -> None:
-    """Check the hash chain: exit 1 naming the first edited, deleted or truncated record."""
-    from federation.audit import verify_log
+    """Check the hash chain: exit 1 naming the first edited, deleted or truncated record, a
+    missing head, or (with --anchor) a chain rewritten since the node signed its head."""
+    from federation.audit import read_anchors, verify_log
     from federation.errors import SpecError
 
     if not log.is_file():
         raise SpecError(f"audit log '{log}': not a file; give the path of the .jsonl log")
-    result = verify_log(log)
+    anchors = []
+    for path in anchor or []:
+        if not path.is_file():
+            raise SpecError(f"--anchor '{path}': not a file; give the coordinator's anchors file")
+        try:
+            anchors += read_anchors(path)
+        except ValueError as error:
+            raise SpecError(f"--anchor '{path}': {error}; give an anchors file") from None
+    result = verify_log(log, anchors)
     if not result.intact:
         typer.echo(f"error: {result.summary()}", err=True)
         raise typer.Exit(1)

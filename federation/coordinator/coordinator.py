@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import __version__
-from federation.audit import append_event
+from federation.audit import ANCHORS_DIR, append_event
 from federation.coordinator.ledger import CoordinatorLedger, StudyRecord, StudyStatus
 from federation.errors import (
     BundleError,
@@ -33,6 +33,7 @@ from federation.errors import (
     TransportError,
 )
 from federation.files import REPO_ROOT, sha256_file
+from federation.jsonio import canonical_json
 from federation.meta.frequencies import pool_frequency_files
 from federation.meta.runner import MetaOptions, run_meta
 from federation.protocol.bundle import pack_bundle, pipeline_files, unpack_bundle
@@ -270,9 +271,24 @@ class Coordinator:
             sealed_path = self.settings.state_dir / "incoming" / f"{task_id}.tar.c4gh"
             sealed_path.parent.mkdir(parents=True, exist_ok=True)
             mailbox.get_file(MailboxKeys.sealed_result(task_id), sealed_path)
-        self._keep_result(marker, sealed_path)
+        self._keep_result(marker, sealed_path, raw)
 
-    def _keep_result(self, marker: ResultMarker, sealed_path: Path) -> None:
+    def _keep_anchor(self, marker: ResultMarker, raw_marker: bytes) -> None:
+        """Keep the node's signed audit head, with the signed marker it came in, as an outside
+        anchor of the node's log (`federation audit verify LOG --anchor THIS_FILE`)."""
+        path = self.settings.state_dir / ANCHORS_DIR / f"{marker.node_id}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = {
+            "node_id": marker.node_id,
+            "study_id": marker.study_id,
+            "task_id": marker.task_id,
+            "audit_head": marker.audit_head.as_dict(),
+            "signed_marker": raw_marker.decode(),
+        }
+        with path.open("ab") as handle:
+            handle.write(canonical_json(line) + b"\n")
+
+    def _keep_result(self, marker: ResultMarker, sealed_path: Path, raw_marker: bytes) -> None:
         """Open a sealed result (only if it matches the signed digests and length), unpack it
         against the signed manifest digest and record it once."""
         study_id, node_id, task_id = marker.study_id, marker.node_id, marker.task_id
@@ -288,6 +304,7 @@ class Coordinator:
             shutil.rmtree(destination)
         verified.replace(destination)
         if self.ledger.record_result(task_id, marker.manifest_digest, destination):
+            self._keep_anchor(marker, raw_marker)
             self._audit(
                 "result_verified",
                 study_id=study_id,
@@ -295,6 +312,7 @@ class Coordinator:
                 task_id=task_id,
                 manifest_digest=marker.manifest_digest,
                 plaintext_sha256=marker.sealed.plaintext_sha256,
+                audit_head=marker.audit_head.as_dict(),
             )
             self.progress(
                 f"[coordinator] verified result of node '{node_id}' "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import PolicyViolation, SpecError
+from federation.jsonio import parse_json_strictly
 from federation.protocol.messages import FINAL_STATUSES, TaskStatus
 from federation.spec import StudySpec, study_from_dict
 from federation.sqlite import Migration, connect, migrate, now_utc, transaction
@@ -89,7 +90,7 @@ class TaskRecord:
 
 
 def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(json.loads(text or "[]"))
+    return tuple(parse_json_strictly((text or "[]").encode()))
 
 
 class CoordinatorLedger:
@@ -252,7 +253,7 @@ class CoordinatorLedger:
                 status=TaskStatus(row["status"]),
                 reason=row["reason"],
                 updated_at=row["updated_at"],
-                envelope=json.loads(row["envelope_json"]),
+                envelope=parse_json_strictly(row["envelope_json"].encode()),
             )
             for row in rows
         ]
@@ -275,7 +276,9 @@ class CoordinatorLedger:
                 f"study_id '{study_id}': not known to this coordinator; check `federation study status`"
             )
         return StudyRecord(
-            spec=study_from_dict(json.loads(row["spec_json"]), f"stored study '{study_id}'"),
+            spec=study_from_dict(
+                parse_json_strictly(row["spec_json"].encode()), f"stored study '{study_id}'"
+            ),
             submitted_at=row["submitted_at"],
             quorum=row["quorum"],
             deadline=datetime.fromisoformat(row["deadline"]) if row["deadline"] else None,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from federation.audit import append_event
+from federation.audit import append_event, read_head
 from federation.errors import (
     BundleError,
     DisclosureError,
@@ -379,7 +379,9 @@ class NodeAgent:
             )
         except Exception as error:  # any failure ends this task, never the node's agent
             detail = str(error) if isinstance(error, FederationError) else repr(error)
-            public = withheld_reason(error) if isinstance(error, DisclosureError) else PIPELINE_FAILED
+            public = (
+                withheld_reason(error) if isinstance(error, DisclosureError) else PIPELINE_FAILED
+            )
             self.ledger.set_status(task_id, TaskStatus.FAILED, detail)
             self._audit("task_failed", task_id=task_id, reason=detail)
             self._try_report(task_id, study_id, TaskStatus.FAILED, public)
@@ -410,6 +412,12 @@ class NodeAgent:
         sealed_path = result_path.with_name(sealed_key.rsplit("/", 1)[-1])
         sealed = seal(result_path, sealed_path, self.encryption_keys[coordinator])
         self.mailbox.put_file(sealed_key, sealed_path)
+        head = read_head(self.federation.audit_log)
+        if head is None:  # the agent audits every task it sees, so this is a lost log
+            raise SpecError(
+                f"task '{task_id}': the node audit log '{self.federation.audit_log}' has no "
+                "head; result not published (restore the log)"
+            )
         marker = ResultMarker(
             task_id=task_id,
             study_id=study_id,
@@ -417,6 +425,7 @@ class NodeAgent:
             sealed=sealed,
             manifest_digest=manifest.digest,
             released_at=_now(),
+            audit_head=head,  # signed with the marker: the coordinator keeps it as an anchor
         )
         self.mailbox.put_bytes(
             MailboxKeys.completion(task_id),

@@ -19,7 +19,6 @@ leaves the node; the released sidecars carry the SHA-256 of its tag manifest ins
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ import yaml
 from federation import sumstats
 from federation.errors import PipelineError, SpecError
 from federation.files import REPO_ROOT, atomic_write, sha256_file
+from federation.jsonio import parse_json_strictly
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.runs import (
     PipelineRun,
@@ -45,6 +45,7 @@ from federation.pipeline.runs import (
 )
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
+from federation.yamlio import load_yaml
 
 # Where the workflow sits in the repository and in a signed bundle (bundle.PIPELINE_PATTERNS).
 BUNDLED_WORKFLOW = Path("workflows") / "node_pipeline.cwl"
@@ -151,7 +152,7 @@ def add_provenance_digest(staging: Path, digest: str) -> None:
     cover the .tsv.gz tables, which stay as they are.
     """
     for sidecar in sorted(staging.glob("*" + sumstats.SIDECAR_SUFFIX)):
-        document = yaml.safe_load(sidecar.read_text())
+        document = load_yaml(sidecar.read_bytes())
         document["provenance_sha256"] = digest
         document["provenance_digest_of"] = (
             f"{PROVENANCE_DIGEST_FILE} of the node's CWLProv research object"
@@ -210,8 +211,8 @@ def cwltool_command(
 def _final_outputs(outputs_path: Path, log_path: Path) -> dict[str, Any]:
     """The output object cwltool printed on stdout."""
     try:
-        document = json.loads(outputs_path.read_text())
-    except json.JSONDecodeError:
+        document = parse_json_strictly(outputs_path.read_bytes())
+    except ValueError:  # not JSON, or JSON with a duplicate key
         document = None
     if not isinstance(document, dict):
         raise PipelineError(f"cwltool finished without an output object; see {log_path}")

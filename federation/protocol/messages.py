@@ -24,6 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.audit import AuditHead
 from federation.errors import PolicyViolation
 from federation.jsonio import canonical_json, parse_json_strictly
 from federation.protocol.bundle import BundleLimits
@@ -268,7 +269,10 @@ class StatusReport:
 
 @dataclass(frozen=True)
 class ResultMarker:
-    """The node's signed word that a task's sealed result is complete, and what it holds."""
+    """The node's signed word that a task's sealed result is complete, and what it holds.
+
+    It also carries the head of the node's audit log when the result was published, signed
+    with the marker: the coordinator keeps it as an outside anchor of that log."""
 
     task_id: str
     study_id: str
@@ -276,6 +280,7 @@ class ResultMarker:
     sealed: SealedFile
     manifest_digest: str
     released_at: datetime
+    audit_head: AuditHead
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -288,6 +293,7 @@ class ResultMarker:
             "result": self.sealed.as_dict(),
             "manifest_digest": self.manifest_digest,
             "released_at": self.released_at.isoformat(timespec="seconds"),
+            "audit_head": self.audit_head.as_dict(),
         }
 
     @classmethod
@@ -314,6 +320,10 @@ class ResultMarker:
             raise PolicyViolation(f"{where}: released_at has no time zone; ignored")
         if payload.get("result_encryption") != ENCRYPTION:
             raise PolicyViolation(f"{where}: result not encrypted with {ENCRYPTION}; ignored")
+        try:
+            audit_head = AuditHead.from_dict(payload.get("audit_head"), f"{where} audit_head")
+        except ValueError as error:
+            raise PolicyViolation(f"{error}; ignored") from None
         return cls(
             task_id=task_id,
             study_id=study_id,
@@ -321,6 +331,7 @@ class ResultMarker:
             sealed=SealedFile.from_dict(payload.get("result"), f"{where} COMPLETE"),
             manifest_digest=str(payload.get("manifest_digest")),
             released_at=released_at,
+            audit_head=audit_head,
         )
 
     @classmethod

@@ -120,9 +120,7 @@ def updated_cells(
         cell = cells.get(signature, Cell(signature, inside))
         target = extend(signature, cohort_id) if new_cohort else signature
         moves[signature] = target
-        write.append(
-            Cell(target, inside, max(cell.missing, missing), cell.phenotypes | added)
-        )
+        write.append(Cell(target, inside, max(cell.missing, missing), cell.phenotypes | added))
         if new_cohort and signature != EMPTY:
             if cell.size > inside:
                 write.append(Cell(signature, cell.size - inside, cell.missing, cell.phenotypes))

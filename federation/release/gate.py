@@ -95,12 +95,22 @@ def node_policy(
         raise ReleaseWithheld(str(error), RefusalCategory.POLICY_LOOSENING) from None
 
 
-def ledger_for(node: NodeSettings) -> PrivacyLedger:
-    """The node-wide ledger: one per node, not per study, so studies cannot difference each other."""
-    return PrivacyLedger(
+def ledger_paths(node: NodeSettings) -> tuple[Path, Path]:
+    """The node's privacy ledger and its secret (configured, or in the work dir)."""
+    return (
         node.privacy_ledger or node.work_dir / LEDGER_NAME,
         node.privacy_secret or node.work_dir / SECRET_NAME,
     )
+
+
+def audit_log_of(node: NodeSettings) -> Path:
+    """The node's audit log, where the pipeline's release steps write (rules/common.smk)."""
+    return node.federation.audit_log if node.federation else node.work_dir / "audit.jsonl"
+
+
+def ledger_for(node: NodeSettings) -> PrivacyLedger:
+    """The node-wide ledger: one per node, not per study, so studies cannot difference each other."""
+    return PrivacyLedger(*ledger_paths(node))
 
 
 def remove_outputs(out_path: Path) -> None:
@@ -185,7 +195,9 @@ class Gate:
         report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
         if not report.released:
             self.withhold(report)
-        allowance = self.ledger.preview(self.cohort, phenotype, policy.min_cell_size).cells.allowance
+        allowance = self.ledger.preview(
+            self.cohort, phenotype, policy.min_cell_size
+        ).cells.allowance
         row_missing = no_calls.reindex(released.index).to_numpy(dtype=np.int64)
         missing_outcome, keep = guarded_rows(
             "max_missing_calls", len(released), max_missing_calls, row_missing, allowance

@@ -364,7 +364,9 @@ def _cells(connection: sqlite3.Connection, signatures: Iterable[bytes]) -> dict[
 
 
 def _cohort_id(connection: sqlite3.Connection, commitment: str) -> int | None:
-    row = connection.execute("SELECT id FROM cohorts WHERE commitment = ?", (commitment,)).fetchone()
+    row = connection.execute(
+        "SELECT id FROM cohorts WHERE commitment = ?", (commitment,)
+    ).fetchone()
     return None if row is None else int(row["id"])
 
 

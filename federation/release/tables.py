@@ -254,7 +254,7 @@ def _gwas_table(
                 "n": rows["n"].to_numpy(),
                 "variant_id": _variant_ids(rows),
                 sumstats.NEG_LOG10_P: nlp,
-            }
+            },
         )
     )
 
@@ -312,9 +312,7 @@ def release_gwas(
             }
         )
         no_calls = private["n"] - private["gate.n_called"]  # genotypes mean-imputed by Hail
-        return gate.finish(
-            analysis.trait, outcomes, len(private), released, metadata, no_calls
-        )
+        return gate.finish(analysis.trait, outcomes, len(private), released, metadata, no_calls)
 
 
 def release_allele_frequencies(

@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from federation.errors import SpecError
 from federation.schema import validate
 from federation.transport.base import (
@@ -24,6 +22,7 @@ from federation.transport.base import (
     validate_prefix,
 )
 from federation.transport.local import LocalTransport
+from federation.yamlio import load_yaml
 
 __all__ = [
     "LocalTransport",
@@ -48,7 +47,7 @@ def read_s3_credentials(path: Path) -> tuple[str, str]:
         raise SpecError(
             f"mailbox 'credentials_file': '{path}' not found; point it at the node's S3 key file"
         )
-    document = yaml.safe_load(path.read_text()) or {}
+    document = load_yaml(path.read_bytes()) or {}
     if not isinstance(document, dict) or not {"access_key", "secret_key"} <= document.keys():
         raise SpecError(
             f"mailbox 'credentials_file': '{path}' needs access_key and secret_key entries"

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from federation.audit import GENESIS, append_event, head_path, record_hash, verify_log
+from federation.audit import (
+    GENESIS,
+    AuditHead,
+    append_event,
+    head_path,
+    read_anchors,
+    read_head,
+    record_hash,
+    verify_log,
+)
+from federation.jsonio import canonical_json
 
 
 def _log(tmp_path: Path, records: int = 5) -> Path:
@@ -97,11 +107,67 @@ def test_last_record_edited_and_rehashed_differs_from_head(tmp_path):
     assert verify_log(log).index == 4
 
 
-def test_without_head_the_chain_is_still_checked(tmp_path):
+def test_a_deleted_head_with_a_cut_tail_is_caught(tmp_path):
     log = _log(tmp_path)
     head_path(log).unlink()
+    _write(log, _lines(log)[:3])  # the tail cut as well: the chain alone looks fine
     result = verify_log(log)
-    assert result.intact and not result.head_checked and "not checked" in result.summary()
+    assert not result.intact and "head file audit.jsonl.head: missing" in result.problem
+    assert "\n" not in result.summary()
+
+
+def test_an_empty_log_without_head_is_intact(tmp_path):
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    assert verify_log(log).intact
+
+
+def test_a_record_with_a_duplicate_key_does_not_verify(tmp_path):
+    log = _log(tmp_path, 3)
+    lines = _lines(log)
+    # Same hash input for a parser that keeps the first copy; another reader keeps the last.
+    lines[1] = lines[1][:-1] + ',"rows":99}'
+    _write(log, lines)
+    result = verify_log(log)
+    assert not result.intact and result.index == 1 and "duplicate key" in result.problem
+
+
+def _forge(log: Path, keep: int, fake_rows: int) -> None:
+    """Rewrite the chain from record `keep` on with other content, re-hashed, head included:
+    what someone who can write both files could do."""
+    lines = _lines(log)[:keep]
+    _write(log, lines)
+    head_path(log).write_text(
+        json.dumps({"records": keep, "last_hash": json.loads(lines[-1])["hash"]})
+    )
+    for index in range(fake_rows):
+        append_event(log, "release_written", node_id="fi", file="forged", rows=index)
+
+
+def test_an_outside_anchor_catches_a_rewritten_chain(tmp_path):
+    log = _log(tmp_path, 6)
+    anchor = read_head(log)
+    assert anchor == AuditHead(6, json.loads(_lines(log)[-1])["hash"])
+    append_event(log, "later", node_id="fi")
+    assert verify_log(log, [anchor]).intact and verify_log(log, [anchor]).anchors_checked == 1
+    _forge(log, 3, 4)  # 7 records again, consistent chain and head
+    assert verify_log(log).intact  # without the anchor the forgery is invisible
+    result = verify_log(log, [anchor])
+    assert not result.intact and "record 5: does not match the outside anchor" in result.problem
+    _write(log, _lines(log)[:2])
+    head_path(log).unlink()
+    assert "an outside anchor says 6 records" in verify_log(log, [anchor]).problem
+
+
+def test_anchors_are_read_from_the_coordinators_file_and_checked(tmp_path):
+    good = {"records": 3, "last_hash": "a" * 64}
+    path = tmp_path / "fi.jsonl"
+    path.write_bytes(canonical_json({"node_id": "fi", "audit_head": good}) + b"\n")
+    assert read_anchors(path) == [AuditHead(3, "a" * 64)]
+    for bad in ({"records": 0, "last_hash": "a" * 64}, {"records": 3, "last_hash": "A" * 64}):
+        path.write_bytes(canonical_json({"audit_head": bad}))
+        with pytest.raises(ValueError, match="line 1"):
+            read_anchors(path)
 
 
 def test_appending_after_damage_keeps_the_damage_visible(tmp_path):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from federation.audit import AuditHead
 from federation.errors import BundleError, PolicyViolation
 from federation.protocol.crypt import SealedFile
 from federation.protocol.messages import (
@@ -105,8 +106,11 @@ def test_a_status_from_another_signer_or_with_an_unknown_state_is_refused():
         StatusReport.verify(odd, TRUST, "fi", "t1")
 
 
+HEAD = AuditHead(12, "e" * 64)
+
+
 def test_a_result_marker_round_trips():
-    marker = ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW)
+    marker = ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW, HEAD)
     raw = signed_bytes(marker.to_payload(), NODE, "fi")
     assert marker.to_payload()["format"] == RESULT_FORMAT
     assert ResultMarker.verify(raw, TRUST, "s1", "fi", "t1") == marker
@@ -120,6 +124,14 @@ def test_a_result_marker_round_trips():
         ({"released_at": "2026-12-01T12:00:00"}, PolicyViolation, "released_at has no time zone"),
         ({"released_at": "soon"}, PolicyViolation, "no valid released_at"),
         ({"result_encryption": "none"}, PolicyViolation, "not encrypted with crypt4gh/1"),
+        ({"audit_head": None}, PolicyViolation, "audit head has exactly"),
+        ({"audit_head": {"records": 0, "last_hash": "e" * 64}}, PolicyViolation, "positive"),
+        ({"audit_head": {"records": 3, "last_hash": "e" * 63}}, PolicyViolation, "64 lowercase"),
+        (
+            {"audit_head": {"records": 3, "last_hash": "e" * 64, "note": "x"}},
+            PolicyViolation,
+            "audit head has exactly",
+        ),
         ({"result": {"plaintext_sha256": "d" * 64}}, BundleError, "lacks sha256/length"),
         (
             {"result": {**SEALED.as_dict(), "plaintext_bytes": "1234"}},
@@ -129,7 +141,10 @@ def test_a_result_marker_round_trips():
     ],
 )
 def test_a_result_marker_for_something_else_is_refused(changes, error, problem):
-    payload = {**ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW).to_payload(), **changes}
+    payload = {
+        **ResultMarker("t1", "s1", "fi", SEALED, "f" * 64, NOW, HEAD).to_payload(),
+        **changes,
+    }
     raw = signed_bytes(payload, NODE, "fi")
     with pytest.raises(error, match=problem):
         ResultMarker.verify(raw, TRUST, "s1", "fi", "t1")

@@ -46,9 +46,7 @@ def test_second_study_on_a_cohort_differing_by_n_samples(tmp_path, base, extra, 
     second = cohort.subset(np.arange(220) < 200 + extra)
     inputs = write_inputs(second, tmp_path / "s2", binary=False)
     if refused:
-        with pytest.raises(
-            ReleaseWithheld, match=f"min_cell_size: observed {extra}, limit 10"
-        ):
+        with pytest.raises(ReleaseWithheld, match=f"min_cell_size: observed {extra}, limit 10"):
             release_gwas_of(node, make_study("s2"), inputs, "trait", tmp_path / "out2", audit)
         assert not (tmp_path / "out2" / "gwas_trait.tsv.gz").exists()
         assert _audit(audit)[-1]["event"] == "release_withheld"

@@ -63,8 +63,8 @@ def load_yaml(text: str | bytes) -> Any:
     """Parse one YAML document strictly (see the module docstring); yaml.YAMLError otherwise."""
     size = len(text.encode() if isinstance(text, str) else text)
     if size > MAX_YAML_BYTES:
-        raise yaml.YAMLError(
-            f"document of {size} bytes is over the {MAX_YAML_BYTES}-byte limit for configs"
+        raise yaml.MarkedYAMLError(
+            problem=f"document of {size} bytes is over the {MAX_YAML_BYTES}-byte limit for configs"
         )
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
 

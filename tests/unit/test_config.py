@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,90 @@ def test_unknown_reference_genome(tmp_path: Path, name, suggestion):
 def test_bad_node_config(tmp_path: Path, document, expected):
     with pytest.raises(SpecError, match=expected):
         node_from_dict(document, tmp_path)
+
+
+# ---------------------------------------------------------------- hardening against hostile configs
+
+ALIAS_BOMB = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]"
+        for i in range(8)
+    ]
+    + ["study_id: *i", "analyses: *i"]
+)
+
+
+def test_an_alias_bomb_gets_a_one_line_error_in_under_a_second(tmp_path: Path):
+    path = tmp_path / "study.yaml"
+    path.write_text(ALIAS_BOMB)
+    assert len(path.read_bytes()) < 1000  # ~10^9 nodes once expanded
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as error:
+        load_study(path)
+    assert time.perf_counter() - started < 1.0
+    message = str(error.value)
+    assert "\n" not in message and "aliases and anchors" in message and "line 1" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["base: &b {x: 1}\nother: *b\n", "a: &anchored 1\n", "a: {<<: {x: 1}}\n"],
+)
+def test_anchors_and_aliases_are_refused_even_when_small(tmp_path: Path, text):
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    if "<<" in text:  # a merge key without an alias: the strict loader has no merge
+        with pytest.raises(SpecError, match="not valid YAML at line 1"):
+            load_node(path)
+        return
+    with pytest.raises(SpecError, match="aliases and anchors"):
+        load_node(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("study_id: s1\nstudy_id: s2\nanalyses: []\n", "study_id"),
+        ("study_id: s1\nqc: {maf_min: 0.01, maf_min: 0.2}\nanalyses: []\n", "maf_min"),
+    ],
+)
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path, text, key):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=f"duplicate key '{key}'"):
+        load_study(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(study_id="s1\n"),
+        lambda d: d["analyses"][0].update(id="af\n"),
+        lambda d: d["analyses"][1].update(trait="height\n"),
+        lambda d: d.update(nodes=["fi\n"]),
+    ],
+)
+def test_identifiers_ending_in_a_newline_are_refused(change):
+    with pytest.raises(SpecError, match="does not match") as error:
+        study_from_dict(_with(change))
+    assert "\n" not in str(error.value)
+
+
+def test_a_node_id_ending_in_a_newline_is_refused():
+    with pytest.raises(SpecError, match="node_id"):
+        node_from_dict({**NODE, "node_id": "fi\n"}, Path("."))
+
+
+def test_schema_messages_show_a_bounded_value():
+    huge = {**MINIMAL_STUDY, "study_id": ["x" * 1000] * 1000}
+    with pytest.raises(SpecError) as error:
+        study_from_dict(huge)
+    assert len(str(error.value)) < 300 and "..." in str(error.value)
+
+
+def test_oversized_yaml_is_refused(tmp_path: Path):
+    path = tmp_path / "study.yaml"
+    path.write_text("study_id: s1\ndescription: '" + "x" * (2 << 20) + "'\n")
+    with pytest.raises(SpecError, match="byte limit"):
+        load_study(path)

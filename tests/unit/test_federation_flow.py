@@ -27,6 +27,8 @@ import yaml
 import federation.coordinator.coordinator as coordinator_module
 import federation.node.agent as agent_module
 from federation import __version__, sumstats
+from federation.audit import append_event, head_path
+from federation.cli import main
 from federation.coordinator.coordinator import Coordinator
 from federation.coordinator.ledger import CoordinatorLedger, StudyStatus
 from federation.coordinator.status import format_status
@@ -339,6 +341,29 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
     for node in NODES:
         events = [entry["event"] for entry in federation.audit(node)]
         assert events.count("task_accepted") == 1 and events.count("result_published") == 1
+
+
+def test_the_coordinator_keeps_each_nodes_signed_audit_head_and_it_catches_a_rewrite(
+    federation: Federation, fake_pipeline: FakePipeline
+) -> None:
+    coordinator = federation.coordinator()
+    coordinator.submit(federation.study_path)
+    federation.agent("fi").run_once()
+    federation.coordinator().collect(STUDY_ID)
+    anchors = coordinator.settings.state_dir / "audit-anchors" / "fi.jsonl"
+    [kept] = [json.loads(line) for line in anchors.read_text().splitlines()]
+    marker = json.loads(kept["signed_marker"])
+    assert marker["payload"]["audit_head"] == kept["audit_head"]  # signed by the node
+    log = load_node(federation.configs.nodes["fi"]).federation.audit_log
+    assert main(["audit", "verify", str(log), "--anchor", str(anchors)]) == 0
+    # Whoever can write the node's log and head rewrites it consistently from record 1 on.
+    lines = log.read_text().splitlines()[:1]
+    log.write_text(lines[0] + "\n")
+    head_path(log).write_text(json.dumps({"records": 1, "last_hash": json.loads(lines[0])["hash"]}))
+    for _ in range(kept["audit_head"]["records"] + 2):
+        append_event(log, "task_seen", node_id="fi", task_id="nothing to see")
+    assert main(["audit", "verify", str(log)]) == 0  # consistent without the anchor
+    assert main(["audit", "verify", str(log), "--anchor", str(anchors)]) == 1
 
 
 def test_quorum_two_of_three_meta_analyses_and_names_the_silent_node(

@@ -25,6 +25,13 @@ class Model(StrEnum):
     LOGISTIC = "logistic"
 
 
+class MissingCovariates(StrEnum):
+    """What happens to a sample missing a covariate value."""
+
+    EXCLUDE = "exclude"  # left out of the analysis (its cohort shrinks)
+    MEAN = "mean"  # the covariate's mean over the analysed samples: the cohort stays whole
+
+
 class LogisticTest(StrEnum):
     WALD = "wald"
     FIRTH = "firth"
@@ -59,6 +66,7 @@ class GwasAnalysis:
     test: LogisticTest
     covariates: tuple[str, ...]
     principal_components: int
+    missing_covariates: MissingCovariates = MissingCovariates.EXCLUDE
 
     @property
     def covariate_columns(self) -> tuple[str, ...]:
@@ -119,6 +127,7 @@ def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
         test=LogisticTest(entry["test"]),
         covariates=tuple(entry["covariates"]),
         principal_components=int(entry["principal_components"]),
+        missing_covariates=MissingCovariates(entry["missing_covariates"]),
     )
 
 

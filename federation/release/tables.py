@@ -177,6 +177,7 @@ def _gwas_request(analysis: GwasAnalysis) -> dict[str, Any]:
         "test": analysis.test.value,
         "covariates": list(analysis.covariates),
         "principal_components": analysis.principal_components,
+        "missing_covariates": analysis.missing_covariates.value,
     }
 
 
@@ -304,6 +305,7 @@ def release_gwas(
                 "model": analysis.model.value,
                 "test": analysis.test.value if analysis.model is Model.LOGISTIC else "t",
                 "covariates": list(analysis.covariate_columns),
+                "missing_covariates": analysis.missing_covariates.value,
                 "n": n_total,
                 "n_cases": design.get("n_cases"),
                 "n_controls": design.get("n_controls"),

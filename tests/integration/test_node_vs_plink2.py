@@ -254,12 +254,80 @@ def test_allele_counts_equal_plink2_freq_counts(comparison: Comparison) -> None:
     assert (compared.allele_number == compared.plink2_allele_number).all()
 
 
-def test_released_n_is_plink2_observations_rounded(comparison: Comparison) -> None:
+def test_released_n_is_plink2_observations_exactly(comparison: Comparison) -> None:
     for name, frame in (("quant", comparison.quant), ("binary", comparison.binary)):
         observed = frame.plink2_obs.dropna().astype(int).unique()
         assert len(observed) == 1  # no missing calls: every variant sees every sample
-        assert comparison.released_n[name] == 5 * round(observed[0] / 5)
+        assert comparison.released_n[name] == observed[0]  # exact (docs/privacy-model.md)
         assert (frame.n == comparison.released_n[name]).all()
+
+
+def test_mean_imputed_covariates_keep_the_cohort_and_match_plink2_on_imputed_values(
+    synthetic_federation: SynthResult, tmp_path: Path
+) -> None:
+    """17 samples lose their age: with `missing_covariates: mean` they stay in the analysis
+    (N = every sample with the trait, so no cell of 17 against the AF cohort), the sidecar
+    says so, and the fit equals plink2 given the mean-imputed ages."""
+    cohort = synthetic_federation.nodes[1]
+    phenotypes = pd.read_csv(cohort.phenotypes, sep="\t", dtype={"sample_id": str})
+    blank = phenotypes.index[:: len(phenotypes) // 17][:17]
+    phenotypes.loc[blank, "age"] = np.nan
+    edited = tmp_path / "phenotypes.tsv"
+    phenotypes.to_csv(edited, sep="\t", index=False, na_rep="NA")
+    node = {
+        "node_id": cohort.node_id,
+        "genotypes": {"format": "plink", "path": str(cohort.plink_prefix)},
+        "phenotypes": str(edited),
+        "work_dir": str(tmp_path / "work"),
+        "results_dir": str(tmp_path / "results"),
+        "hail": {"master": "local[2]", "driver_memory": "4g"},
+    }
+    study = {
+        "study_id": "imputed",
+        "analyses": [
+            {"id": "af", "type": "allele_frequency"},
+            {
+                "id": "quant",
+                "type": "gwas",
+                "trait": anchor.QUANT_TRAIT,
+                "trait_type": "quantitative",
+                "covariates": list(anchor.COVARIATES),
+                "missing_covariates": "mean",
+            },
+        ],
+    }
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump(node))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    run = run_node_pipeline(tmp_path / "node.yaml", tmp_path / "study.yaml")
+    released = run.released_dir / "quant.tsv.gz"
+    sidecar = sumstats.read_sidecar(released)
+    with_trait = phenotypes[anchor.QUANT_TRAIT].notna()
+    assert sidecar["missing_covariates"] == "mean"
+    assert sidecar["n"] == sumstats.read_sidecar(run.released_dir / "af.tsv.gz")["n"]
+    assert sidecar["n"] == int(with_trait.sum())
+
+    imputed = phenotypes.copy()
+    imputed["age"] = imputed["age"].fillna(imputed.loc[with_trait, "age"].mean())
+    imputed_path = tmp_path / "imputed.tsv"
+    imputed.to_csv(imputed_path, sep="\t", index=False, na_rep="NA")
+    plink_dir = tmp_path / "plink2"
+    pheno, covar = anchor.write_plink2_inputs(
+        imputed_path, cohort.plink_prefix, plink_dir, [anchor.QUANT_TRAIT]
+    )
+    subprocess.run(
+        anchor.plink2_command(cohort.plink_prefix, pheno, covar, plink_dir / "out", threads=2),
+        check=True,
+        capture_output=True,
+    )
+    aligned = anchor.align_glm(
+        sumstats.read_table(released),
+        anchor.read_plink2_table(plink_dir / f"out.{anchor.QUANT_TRAIT}.glm.linear"),
+    )
+    compared = _compared(aligned)
+    beta = anchor.relative_difference(compared.beta, compared.plink2_beta)
+    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {_worst(beta, compared)}"
+    _assert_se_and_p(compared)
+    assert (compared.plink2_obs == sidecar["n"]).all()
 
 
 def test_planted_causal_variants_are_genome_wide_significant(comparison: Comparison) -> None:

@@ -339,7 +339,8 @@ def _fill_candidate(connection: sqlite3.Connection, hashes: Iterable[bytes]) -> 
         "CREATE TEMP TABLE IF NOT EXISTS candidate (sample_hash BLOB PRIMARY KEY) WITHOUT ROWID"
     )
     connection.execute("DELETE FROM candidate")
-    connection.executemany("INSERT INTO candidate VALUES (?)", ((h,) for h in hashes))
+    # In key order: appending to the B-tree is several times faster than random inserts.
+    connection.executemany("INSERT INTO candidate VALUES (?)", ((h,) for h in sorted(hashes)))
 
 
 def _touched(connection: sqlite3.Connection) -> dict[bytes, int]:
@@ -489,7 +490,8 @@ class Reservation:
             assert inserted is not None
             cohort_id = int(inserted)
             connection.executemany(
-                "INSERT INTO members VALUES (?, ?)", ((cohort_id, h) for h in cohort.member_hashes)
+                "INSERT INTO members VALUES (?, ?)",
+                ((cohort_id, h) for h in sorted(cohort.member_hashes)),
             )
         _apply(connection, cohort_id, new_cohort, self.phenotype, max_missing)
         if self.phenotype is not None:

@@ -75,7 +75,7 @@ def read_outcomes(work_dir: Path, study_id: str) -> dict[str, ReleaseOutcome]:
     outcomes: dict[str, ReleaseOutcome] = {}
     for document in _documents(work_dir, study_id):
         try:
-            outcomes[str(document["analysis"])] = ReleaseOutcome(document["outcome"])
+            outcomes[str(document["analysis"])] = ReleaseOutcome(str(document["outcome"]))
         except (ValueError, KeyError, TypeError):
             continue
     return outcomes

@@ -29,7 +29,7 @@ MAX_YAML_BYTES = 1 << 20  # 1 MiB: a study, node or coordinator config is a few 
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader without aliases, anchors or duplicate keys."""
 
-    def compose_node(self, parent: Node | None, index: object) -> Node | None:
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise ConstructorError(
@@ -38,12 +38,12 @@ class StrictLoader(yaml.SafeLoader):
                 "YAML aliases and anchors (&name, *name, <<) are not accepted; write the values out",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)  # type: ignore[misc]
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
             except TypeError:  # an unhashable key: SafeConstructor reports it below

@@ -65,20 +65,29 @@ def principal_components(mt: hl.MatrixTable, k: int, settings: PcaSettings) -> h
     return scores.select(**{f"PC{i + 1}": scores.scores[i] for i in range(k)})
 
 
+def _value(field: hl.Expression) -> hl.Float64Expression:
+    """A phenotype as a float, missing where the table had no value: pandas reads NA as NaN,
+    which Hail would otherwise keep as a number and every regression would come out NaN."""
+    value = hl.float64(field)
+    return hl.or_missing(~hl.is_nan(value), value)
+
+
 def analysis_samples(
     mt: hl.MatrixTable, analysis: GwasAnalysis, pcs: hl.Table | None
 ) -> hl.MatrixTable:
     """Samples with the trait and every covariate defined; covariates and y as col fields.
 
     With `missing_covariates: mean` a missing covariate value becomes that covariate's mean
-    over the samples that have the trait (and every principal component), so the analysed
-    cohort is the QC cohort with the trait: fewer small cells against earlier releases.
+    over the QC-passing samples that have the trait, so the analysed cohort is the QC cohort
+    with the trait: fewer small cells against earlier releases.
     """
-    fields = {name: hl.float64(mt.pheno[name]) for name in (analysis.trait, *analysis.covariates)}
+    fields = {name: _value(mt.pheno[name]) for name in (analysis.trait, *analysis.covariates)}
     if analysis.missing_covariates is MissingCovariates.MEAN and analysis.covariates:
-        with_trait = mt.filter_cols(hl.is_defined(fields[analysis.trait]))
-        means = with_trait.aggregate_cols(
-            hl.struct(**{name: hl.agg.mean(fields[name]) for name in analysis.covariates})
+        means = mt.aggregate_cols(
+            hl.agg.filter(
+                hl.is_defined(fields[analysis.trait]),
+                hl.struct(**{name: hl.agg.mean(fields[name]) for name in analysis.covariates}),
+            )
         )
         for name in analysis.covariates:
             if means[name] is not None:  # nobody has it: the variance check names it

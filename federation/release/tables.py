@@ -101,6 +101,7 @@ ROUNDED_QC_COUNTS = (
 )
 RELEASED_QC_FIELDS = (
     *ROUNDED_QC_COUNTS,
+    "samples_passed",  # the QC cohort's exact size, as its allele-frequency N
     "sex_check",
     "variants_input",
     "mean_sample_call_rate",

@@ -2,8 +2,9 @@
 #
 #   snakemake --profile profiles/local --config node_config=NODE.yaml study_config=STUDY.yaml
 #
-# Individual-level intermediates stay in the node's work_dir; only the files that `rule all`
-# asks for (written by rules/export.smk through the disclosure gate) are released.
+# Individual-level intermediates stay in the node's work_dir; only what the release rules of
+# rules/export.smk let through the disclosure gate is released. `rule all` asks for the QC
+# metrics and each analysis's release decision (a withheld analysis has no table).
 
 include: "rules/common.smk"
 include: "rules/qc.smk"

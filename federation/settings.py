@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import SpecError
+from federation.files import REPO_ROOT
 from federation.schema import load_document, validate
 
 KNOWN_REFERENCE_GENOMES = ("GRCh37", "GRCh38")
@@ -24,26 +25,49 @@ REFERENCE_ALIASES = {
 }
 
 
+# The Snakemake profiles installed with the pipeline; a node may name its own directory instead.
+INSTALLED_PROFILES = ("local", "slurm")
+PROFILES_DIR = REPO_ROOT / "profiles"
+MEMORY_UNITS_MB = {"m": 1, "g": 1024}  # "16g" -> 16384 MB, as Java and Slurm count
+
+
 @dataclass(frozen=True)
 class HailOptions:
-    master: str = "local[2]"
+    master: str = "local[2]"  # the Spark master (resources.spark_master replaces it)
     driver_memory: str = "4g"
     tmp_dir: Path | None = None
 
 
 @dataclass(frozen=True)
+class NodeResources:
+    """What the node gives the pipeline: passed by the agent (and `run-pipeline`) to every run."""
+
+    cores: int = 2
+    memory_mb: int | None = None  # None: the profile's own budget
+    profile: str = "local"  # as written: local, slurm or a path
+    profile_dir: Path = PROFILES_DIR / "local"
+
+
+@dataclass(frozen=True)
 class NodeFederation:
-    """How the node takes part in studies: its mailbox, key, pinned coordinators, allow-list."""
+    """How the node takes part in studies: its mailbox, key, pinned coordinators, approvals."""
 
     mailbox: dict[str, Any]
     signing_key: Path
     trusted_coordinators: dict[str, Path]
-    approved_workflows: frozenset[str]
+    approved_workflows: frozenset[str]  # digests approved for any study
     max_task_age_hours: float
     ledger: Path
     audit_log: Path
     # Crypt4GH public key per trusted coordinator: results leave encrypted for the task's signer.
     coordinator_encryption_keys: dict[str, Path] = field(default_factory=dict)
+    # (digest, envelope as written) per approval inside a parameter envelope
+    workflow_envelopes: tuple[tuple[str, dict[str, Any]], ...] = ()
+    unapproved_workflows: str = "hold"  # hold (for the admin) or refuse
+    output_review: str = "none"  # none, one or two reviewers before a release leaves
+    reviewers: dict[str, Path] = field(default_factory=dict)  # name -> ed25519 .pub
+    policy_interval_minutes: float = 60.0
+    cancel_poll_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,7 @@ class NodeSettings:
     work_dir: Path
     results_dir: Path
     hail: HailOptions
+    resources: NodeResources = NodeResources()
     reference_fasta: Path | None = None
     disclosure: dict[str, Any] = field(default_factory=dict)
     federation: NodeFederation | None = None
@@ -72,6 +97,28 @@ def check_reference_genome(name: str, label: str) -> str:
     raise SpecError(f"{label} 'reference_genome': unknown reference genome '{name}'; {fix}")
 
 
+def memory_mb(value: str) -> int:
+    """'16g' -> 16384, '1500m' -> 1500 (the schema allows only these forms)."""
+    return int(value[:-1]) * MEMORY_UNITS_MB[value[-1].lower()]
+
+
+def _resources(data: dict[str, Any], resolve: Any, label: str) -> NodeResources:
+    profile = data["profile"]
+    profile_dir = PROFILES_DIR / profile if profile in INSTALLED_PROFILES else resolve(profile)
+    if not (profile_dir / "config.yaml").is_file():
+        raise SpecError(
+            f"{label} 'resources.profile': '{profile}' has no config.yaml at '{profile_dir}'; "
+            f"use {' or '.join(INSTALLED_PROFILES)}, or the path of a Snakemake profile directory"
+        )
+    memory = data.get("memory")
+    return NodeResources(
+        cores=int(data["cores"]),
+        memory_mb=memory_mb(memory) if memory else None,
+        profile=profile,
+        profile_dir=profile_dir,
+    )
+
+
 def node_from_dict(document: Any, base_dir: Path, label: str = "node config") -> NodeSettings:
     data = validate(document, "node", label)
 
@@ -80,6 +127,7 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         return path if path.is_absolute() else (base_dir / path).resolve()
 
     hail = data["hail"]
+    resources = data["resources"]
     ledger = data.get("privacy_ledger", {})
     work_dir = resolve(data.get("work_dir", "work"))
     return NodeSettings(
@@ -91,13 +139,14 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         work_dir=work_dir,
         results_dir=resolve(data.get("results_dir", "results")),
         hail=HailOptions(
-            master=hail["master"],
+            master=resources.get("spark_master", hail["master"]),
             driver_memory=hail["driver_memory"],
             tmp_dir=resolve(hail["tmp_dir"]) if "tmp_dir" in hail else None,
         ),
+        resources=_resources(resources, resolve, label),
         reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,
         disclosure=dict(data.get("disclosure", {})),
-        federation=_federation(data["federation"], resolve, work_dir)
+        federation=_federation(data["federation"], resolve, work_dir, label)
         if "federation" in data
         else None,
         config_dir=base_dir,
@@ -106,14 +155,33 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
     )
 
 
-def _federation(data: dict[str, Any], resolve: Any, work_dir: Path) -> NodeFederation:
+def _federation(data: dict[str, Any], resolve: Any, work_dir: Path, label: str) -> NodeFederation:
+    approvals = data["approved_workflows"]
+    review, reviewers = data["output_review"], data["reviewers"]
+    required = {"none": 0, "one": 1, "two": 2}[review]
+    if len(reviewers) < required:
+        raise SpecError(
+            f"{label} 'federation.output_review': '{review}' needs {required} pinned reviewers in "
+            f"federation.reviewers, found {len(reviewers)}; add their .pub keys "
+            "(`federation keys generate --name REVIEWER`)"
+        )
     return NodeFederation(
         mailbox=dict(data["mailbox"]),
         signing_key=resolve(data["signing_key"]),
         trusted_coordinators={
             name: resolve(path) for name, path in data["trusted_coordinators"].items()
         },
-        approved_workflows=frozenset(data["approved_workflows"]),
+        approved_workflows=frozenset(entry for entry in approvals if isinstance(entry, str)),
+        workflow_envelopes=tuple(
+            (entry["digest"], dict(entry["envelope"]))
+            for entry in approvals
+            if isinstance(entry, dict)
+        ),
+        unapproved_workflows=data["unapproved_workflows"],
+        output_review=review,
+        reviewers={name: resolve(path) for name, path in reviewers.items()},
+        policy_interval_minutes=float(data["policy_interval_minutes"]),
+        cancel_poll_seconds=float(data["cancel_poll_seconds"]),
         max_task_age_hours=float(data["max_task_age_hours"]),
         ledger=resolve(data["ledger"]) if "ledger" in data else work_dir / "node-ledger.sqlite",
         audit_log=resolve(data["audit_log"]) if "audit_log" in data else work_dir / "audit.jsonl",

@@ -7,6 +7,7 @@ for the coordinator, which nodes take part. It never names node paths.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,22 @@ def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
     )
 
 
+def check_deadline(value: str | None, label: str) -> str | None:
+    """An ISO 8601 time with a zone, or a one-line SpecError naming the value and the fix."""
+    if value is None:
+        return None
+    example = "write e.g. 2026-12-31T23:59:00Z"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SpecError(
+            f"{label} 'deadline': '{value}' is not an ISO 8601 time; {example}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise SpecError(f"{label} 'deadline': '{value}' has no time zone; add Z or +01:00")
+    return value
+
+
 def study_from_dict(document: Any, label: str = "study config") -> StudySpec:
     data = validate(document, "study", label)
     ids = [entry["id"] for entry in data["analyses"]]
@@ -155,7 +172,7 @@ def study_from_dict(document: Any, label: str = "study config") -> StudySpec:
         disclosure=dict(data.get("disclosure", {})),
         nodes=tuple(data.get("nodes", ())),
         quorum=data.get("quorum"),
-        deadline=data.get("deadline"),
+        deadline=check_deadline(data.get("deadline"), label),
         analysis_ids=tuple(ids),
         raw=data,
     )

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from federation.outcomes import outcomes_dir
 from federation.settings import load_node
 from federation.spec import load_study
 from federation.yamlio import load_yaml_file
@@ -29,11 +30,13 @@ STUDY = load_study(STUDY_CONFIG)
 
 # Node-private scratch for this study. RELEASE holds what passed the disclosure gate; the
 # runner publishes it to the node's results folder only once the whole pipeline succeeded,
-# so a failed run never leaves a partial result where results are collected.
+# so a failed run never leaves a partial result where results are collected. OUTCOMES holds
+# each release step's decision (released, withheld or failed) per analysis.
 WORK = NODE.work_dir / STUDY.study_id
 PRIVATE = WORK / "private"
 LOGS = WORK / "logs"
 RELEASE = WORK / "release"
+OUTCOMES = outcomes_dir(NODE.work_dir, STUDY.study_id)
 AUDIT_LOG = NODE.federation.audit_log if NODE.federation else NODE.work_dir / "audit.jsonl"
 # The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
 FEDERATION_STEP = f"{shlex.quote(sys.executable)} -m federation step"
@@ -54,8 +57,14 @@ def get_genotype_inputs(wildcards):
     return [str(path)]
 
 
+def get_release_path(wildcards):
+    """Where an analysis's released table goes if the gate lets it out; not declared as an
+    output of its release step, since a withheld analysis has none."""
+    return str(RELEASE / f"{wildcards.analysis}.tsv.gz")
+
+
 def get_released_files():
+    """The targets of the whole run, the QC metrics and every analysis's release decision."""
     files = [RELEASE / "qc_metrics.json"]
-    files += [RELEASE / f"{analysis.id}.tsv.gz" for analysis in STUDY.allele_frequencies]
-    files += [RELEASE / f"{analysis.id}.tsv.gz" for analysis in STUDY.gwas]
+    files += [OUTCOMES / f"{analysis_id}.json" for analysis_id in STUDY.analysis_ids]
     return files

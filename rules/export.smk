@@ -1,5 +1,8 @@
 # The release: every file that leaves the node passes the disclosure gate here.
-# A withheld release fails its rule and writes nothing; the node audit log says why.
+# Each release rule's output is its decision (OUTCOMES/<analysis>.json: released, withheld or
+# failed; federation/outcomes.py). A withheld release writes no table, and its rule still
+# succeeds, so one withheld analysis never stops the others; the node audit log says why.
+# A check that cannot complete fails its rule (fail closed: the run releases nothing).
 
 
 rule release_gwas:
@@ -11,8 +14,7 @@ rule release_gwas:
         node_config=NODE_CONFIG,
         study_config=STUDY_CONFIG,
     output:
-        sumstats=RELEASE / "{analysis}.tsv.gz",
-        sidecar=RELEASE / "{analysis}.tsv.gz.yaml",
+        outcome=OUTCOMES / "{analysis}.json",
     log:
         LOGS / "release.{analysis}.log",
     conda:
@@ -20,12 +22,13 @@ rule release_gwas:
     params:
         step=FEDERATION_STEP,
         audit_log=AUDIT_LOG,
+        sumstats=get_release_path,  # written only when released (its .yaml sidecar beside it)
     wildcard_constraints:
         analysis=GWAS_IDS,
     shell:
         "{params.step} release-gwas --node-config {input.node_config:q} --study-config {input.study_config:q}"
         " --analysis {wildcards.analysis} --private {input.table:q} --design {input.design:q}"
-        " --qc-counts {input.counts:q} --samples {input.samples:q} --out {output.sumstats:q}"
+        " --qc-counts {input.counts:q} --samples {input.samples:q} --out {params.sumstats:q}"
         " --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 
@@ -37,8 +40,7 @@ rule release_allele_frequencies:
         node_config=NODE_CONFIG,
         study_config=STUDY_CONFIG,
     output:
-        table=RELEASE / "{analysis}.tsv.gz",
-        sidecar=RELEASE / "{analysis}.tsv.gz.yaml",
+        outcome=OUTCOMES / "{analysis}.json",
     log:
         LOGS / "release.{analysis}.log",
     conda:
@@ -46,12 +48,13 @@ rule release_allele_frequencies:
     params:
         step=FEDERATION_STEP,
         audit_log=AUDIT_LOG,
+        table=get_release_path,  # written only when released (its .yaml sidecar beside it)
     wildcard_constraints:
         analysis=ALLELE_FREQUENCY_IDS,
     shell:
         "{params.step} release-af --node-config {input.node_config:q} --study-config {input.study_config:q}"
         " --analysis {wildcards.analysis} --private {input.table:q} --qc-counts {input.counts:q} --samples {input.samples:q}"
-        " --out {output.table:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
+        " --out {params.table:q} --audit-log {params.audit_log:q} > {log:q} 2>&1"
 
 
 rule release_qc_metrics:

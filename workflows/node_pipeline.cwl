@@ -9,7 +9,8 @@ doc: |
   Runs inside a national node's secure processing environment:
   import + QC -> allele frequencies -> GWAS (one job per analysis) -> release.
   Individual-level intermediates (the QC'd MatrixTable, private tables) stay inside the
-  workflow; its outputs are only what passed the node's disclosure gate.
+  workflow; its outputs are only what passed the node's disclosure gate. An analysis the
+  gate withholds is a null output, and the others are released all the same.
 
   `gwas_analyses` and `allele_frequency_analyses` list the study's analysis ids (the node
   runner reads them from the study config). Allele counts are computed even for a study that
@@ -132,23 +133,25 @@ outputs:
     format: edam:format_3464  # JSON
     doc: Released QC metrics.
     outputSource: release_qc_metrics/qc_metrics
+  # One entry per analysis, null where the disclosure gate withheld it (the node's
+  # work_dir/<study_id>/outcomes/ says which); the node runner stages only the files.
   allele_frequency_tables:
-    type: File[]
+    type: {type: array, items: ["null", File]}
     format: edam:format_3475  # TSV (gzip)
     doc: Released allele-frequency tables (TSV, gzip), one per allele-frequency analysis.
     outputSource: release_allele_frequencies/allele_frequency_table
   allele_frequency_sidecars:
-    type: File[]
+    type: {type: array, items: ["null", File]}
     format: edam:format_3750  # YAML
     doc: Their YAML metadata sidecars.
     outputSource: release_allele_frequencies/sidecar
   gwas_summary_statistics:
-    type: File[]
+    type: {type: array, items: ["null", File]}
     format: edam:format_3475  # TSV (gzip), GWAS-SSF
     doc: Released GWAS-SSF summary statistics (TSV, gzip), one per GWAS analysis.
     outputSource: release_gwas/summary_statistics
   gwas_sidecars:
-    type: File[]
+    type: {type: array, items: ["null", File]}
     format: edam:format_3750  # YAML
     doc: Their YAML metadata sidecars.
     outputSource: release_gwas/sidecar

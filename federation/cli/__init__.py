@@ -1,8 +1,23 @@
 """The `federation` command line. The only place where exceptions become exit codes.
 
-Exit codes: 0 ok, 1 failure, 2 bad input (a one-line message naming the field, the value
-and the fix). Commands stay thin: they parse options and call into the package; each
-command imports what it needs when it runs, so `federation --help` starts in a blink.
+Exit codes (`federation.errors.ExitCode`; the README has the same table):
+
+    0    done: everything asked for happened, or there was nothing to do
+    1    failure: an error, or work failed (a task's pipeline, a study that can no longer
+         reach its quorum, a node that timed out); a missing or unreachable mailbox
+    2    bad input: a config, study or argument is wrong (one line names the field, the value
+         and the fix)
+    3    refused: work was refused, vetoed, withheld or cancelled by policy or by a person
+         (a task rejected or vetoed, an analysis withheld by the gate or the output review,
+         a study refused at pre-flight, a cancelled study)
+    4    pending: nothing wrong, not finished (tasks held for the admin or in output review;
+         a study still waiting for nodes)
+    75   busy: another agent holds the node's lock; this run did nothing (try again later)
+    130  interrupted by SIGINT (143 by SIGTERM); the next run resumes the task
+
+When several apply to one run the first of 1, 3, 4 wins. Commands stay thin: they parse
+options and call into the package; each command imports what it needs when it runs, so
+`federation --help` starts in a blink.
 
 Modules: `app` (the root command and its groups), `common` (shared options), `tools`
 (version, synth, meta, demo, keys, audit), `study` (a coordinator's commands), `node` (a node
@@ -17,7 +32,8 @@ import typer
 
 from federation.cli import node, steps, study, tools  # noqa: F401  (they register their commands)
 from federation.cli.app import app
-from federation.errors import FederationError
+from federation.cli.common import stop_signal
+from federation.errors import ExitCode, FederationError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 1
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+        number = stop_signal()
+        typer.echo(f"interrupted (signal {number}); the next run resumes", err=True)
+        return 128 + number
     except Exception as error:  # click usage errors and the like
         import click
 
         if isinstance(error, click.exceptions.UsageError):
             error.show()
-            return 2
+            return ExitCode.BAD_INPUT
         if isinstance(error, click.exceptions.ClickException):
             error.show()
             return 1

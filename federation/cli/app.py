@@ -18,9 +18,16 @@ step_app = typer.Typer(
 app.add_typer(step_app, name="step")
 node_app = typer.Typer(help="Commands a national node's admin runs.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+review_app = typer.Typer(
+    help="Output review: gated results wait here until the node's reviewers approve them.",
+    no_args_is_help=True,
+)
+node_app.add_typer(review_app, name="review")
 study_app = typer.Typer(help="Commands a coordinator runs for a study.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
-keys_app = typer.Typer(help="ed25519 keys for signing tasks and results.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Keys: ed25519 for signing, Crypt4GH for sealing results.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(
     help="Hash-chained audit logs (node and coordinator).", no_args_is_help=True

@@ -1,8 +1,15 @@
 """`federation step ...`: the node pipeline's steps, called by the Snakemake rules and the CWL
-tools with node-private paths (not for everyday use)."""
+tools with node-private paths (not for everyday use).
+
+A release step whose analysis the disclosure gate withholds exits 0: it has recorded its
+decision (`federation.outcomes`) and the run goes on with the other analyses. It prints the
+reason on stderr, into its node-private log. A check that cannot complete exits 1.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -86,6 +93,17 @@ def step_gwas(
     gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design, samples)
 
 
+@contextmanager
+def _withheld_is_a_decision() -> Iterator[None]:
+    """A withheld release is the gate's decision, not a failure of the step."""
+    from federation.release.gate import ReleaseWithheld
+
+    try:
+        yield
+    except ReleaseWithheld as withheld:
+        typer.echo(f"withheld: {withheld}", err=True)
+
+
 @step_app.command("release-gwas")
 def step_release_gwas(
     node_config: NodeConfigOption,
@@ -102,17 +120,18 @@ def step_release_gwas(
     from federation.release.tables import release_gwas
 
     node, study = _configs(node_config, study_config)
-    release_gwas(
-        node,
-        study,
-        study.gwas_analysis(analysis),
-        private,
-        design,
-        qc_counts,
-        out,
-        audit_log,
-        samples_path=samples,
-    )
+    with _withheld_is_a_decision():
+        release_gwas(
+            node,
+            study,
+            study.gwas_analysis(analysis),
+            private,
+            design,
+            qc_counts,
+            out,
+            audit_log,
+            samples_path=samples,
+        )
 
 
 @step_app.command("release-af")
@@ -132,9 +151,10 @@ def step_release_af(
     from federation.release.tables import release_allele_frequencies
 
     node, study = _configs(node_config, study_config)
-    release_allele_frequencies(
-        node, study, analysis, private, qc_counts, out, audit_log, samples_path=samples
-    )
+    with _withheld_is_a_decision():
+        release_allele_frequencies(
+            node, study, analysis, private, qc_counts, out, audit_log, samples_path=samples
+        )
 
 
 @step_app.command("release-qc")

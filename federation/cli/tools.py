@@ -98,6 +98,14 @@ def demo(
     engine: Annotated[
         str, typer.Option(help="Pipeline engine of the study: snakemake or cwl (cwltool).")
     ] = "snakemake",
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Nodes check outputs by hand (output_review: two): two scripted reviewers "
+            "approve each release before it leaves.",
+        ),
+    ] = False,
 ) -> None:
     """Run the main job: a coordinator and national nodes on synthetic data, end to end."""
     from federation.sandbox.demo import run_demo
@@ -110,6 +118,7 @@ def demo(
         seed=seed,
         transport=transport,
         engine=engine,
+        review=review,
         progress=echo_err,
     )
     typer.echo(summary)
@@ -124,14 +133,39 @@ def keys_generate(
     force: Annotated[
         bool, typer.Option("--force", help="Replace existing key files (old signatures orphaned).")
     ] = False,
+    crypt4gh: Annotated[
+        bool,
+        typer.Option(
+            "--crypt4gh/--no-crypt4gh",
+            help="Also the Crypt4GH pair results are sealed with (the coordinator's "
+            "crypt4gh_key, a node's coordinator_encryption_keys).",
+        ),
+    ] = True,
 ) -> None:
-    """Write a new ed25519 key pair; the private key file is mode 0600."""
+    """Write a new ed25519 signing key pair and a Crypt4GH pair; private keys are mode 0600."""
+    from federation.errors import SpecError
+    from federation.protocol import crypt
     from federation.protocol.signing import generate_keypair
 
+    if crypt4gh and not force:  # refuse before writing anything, not halfway
+        existing = [
+            path
+            for path in (out / f"{name}{crypt.SECRET_SUFFIX}", out / f"{name}{crypt.PUBLIC_SUFFIX}")
+            if path.exists()
+        ]
+        if existing:
+            raise SpecError(
+                f"keys generate: '{existing[0]}' exists; pass --force to replace the keys "
+                "or --no-crypt4gh to make the signing pair only"
+            )
     pair = generate_keypair(out, name, force=force)
     typer.echo(f"key_id\t{pair.key_id}")
     typer.echo(f"private_key\t{pair.private_key_path}")
     typer.echo(f"public_key\t{pair.public_key_path}")
+    if crypt4gh:
+        secret, public = crypt.generate_keypair(out, name, force=force)
+        typer.echo(f"crypt4gh_secret_key\t{secret}")
+        typer.echo(f"crypt4gh_public_key\t{public}")
 
 
 @audit_app.command("verify")

@@ -1,20 +1,29 @@
 """The coordinator: fan a study out as signed tasks, collect verified results, meta-analyse.
 
-Submission builds one content-addressed bundle per study and one signed envelope per node
-(the envelope is written to the node's inbox last, so a node never sees half a task).
+Submission first runs the pre-flight (`coordinator.preflight`): each node's published, signed
+policy says what it will do with the study, and a study any node would refuse is refused here,
+one line per node, before anything is sent (`--dry-run` only prints the prediction). It then
+builds one content-addressed bundle per study and one signed envelope per node (the envelope
+is written to the node's inbox last, so a node never sees half a task). Deliveries are planned
+in the ledger before they are made, so a coordinator killed in the middle of `submit` re-runs
+it and sends each node the same envelope once, never a second task. A signed cancellation
+(`cancel`) drops a study's pending tasks and stops running ones on the nodes.
+
 Collection verifies every node's signature and every digest before it keeps a result,
 keeps only results released before the deadline, and meta-analyses once k of n nodes
 have released (again only when another node's result arrives; a study whose quorum can no
-longer be met fails). A node that cannot be reached at submission gets a failed task with
-the reason instead of stopping the study. All state is in the SQLite ledger, so a
-coordinator killed at any point continues where it was and never counts a result twice.
+longer be met fails). Each node's state is the one it reported (held, approved, running, in
+review, released, vetoed, withheld, ...), with what it released per analysis. A node that
+cannot be reached while delivering gets a failed task with the reason instead of stopping the
+study. All state is in the SQLite ledger, so a coordinator killed at any point continues
+where it was and never counts a result twice.
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import __version__
 from federation.audit import ANCHORS_DIR, append_event
-from federation.coordinator.ledger import CoordinatorLedger, StudyRecord, StudyStatus
+from federation.coordinator.ledger import (
+    CoordinatorLedger,
+    PlannedTask,
+    StudyRecord,
+    StudyStatus,
+)
+from federation.coordinator.preflight import NodePrediction, Preflight, preflight_node
 from federation.errors import (
     BundleError,
     FederationError,
@@ -42,6 +57,7 @@ from federation.protocol.manifest import workflow_digest
 from federation.protocol.messages import (
     FINAL_STATUSES,
     RESULT_LIMITS,
+    Cancellation,
     MailboxKeys,
     ResultMarker,
     StatusReport,
@@ -58,10 +74,22 @@ Progress = Callable[[str], None]
 # Meta-analysis outputs under results/<study_id>/meta/: one file per GWAS analysis, and one
 # table of pooled allele frequencies for all allele-frequency analyses.
 POOLED_FREQUENCIES = "allele_frequencies.tsv.gz"
+NOT_SENT = "not delivered"  # the reason of a task whose delivery failed
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class PreflightRefused(PolicyViolation):
+    """A node would refuse the study: nothing was sent (one line per refusing node)."""
+
+
+class MailboxesUnreachable(TransportError):
+    """A node's mailbox is missing or cannot be reached: nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,9 @@ class Submission:
     study_id: str
     tasks: dict[str, str]  # node_id -> task_id
     workflow_digest: str
+    preflight: Preflight | None = None
+    resumed: bool = False  # a re-run of an interrupted submit (only missing deliveries made)
+    sent: bool = True  # False for --dry-run
 
 
 @dataclass(frozen=True)
@@ -157,73 +188,197 @@ class Coordinator:
             expiry = min(expiry, deadline)
         return expiry
 
-    def submit(self, study_config: Path) -> Submission:
+    def preflight(self, study: StudySpec, workflow_digest: str) -> Preflight:
+        """What each of the study's nodes will do with it, from its published policy."""
+        predictions: list[NodePrediction] = []
+        for node_id in study.nodes:
+            try:
+                mailbox = self.mailbox(node_id)
+            except TransportError as error:
+                predictions.append(NodePrediction(node_id, None, unreachable=str(error)))
+                continue
+            predictions.append(
+                preflight_node(mailbox, node_id, self.node_keys, study, workflow_digest)
+            )
+        return Preflight(study.study_id, workflow_digest, tuple(predictions))
+
+    def submit(self, study_config: Path, *, dry_run: bool = False) -> Submission:
+        """Pre-flight, then deliver one signed task per node (or, with `dry_run`, only predict).
+
+        Re-running it for a study whose submit was interrupted delivers only what is missing,
+        with the envelopes planned the first time.
+        """
         study = load_study(study_config)
         nodes, quorum = self._check_nodes(study)
         issued = _now()
         expires = self._expiry(study, issued)
-        self.ledger.add_study(
-            study, quorum, study.deadline or expires.isoformat(timespec="seconds")
-        )
         staging = self.settings.state_dir / "outgoing" / study.study_id
         staging.mkdir(parents=True, exist_ok=True)
         bundle_path = staging / "bundle.tar"
         manifest = pack_bundle(
             pipeline_files(REPO_ROOT, study_config), bundle_path, {"study_id": study.study_id}
         )
+        digest = workflow_digest(manifest)
         bundle_sha256 = sha256_file(bundle_path)
+        resuming = self._known_study(study.study_id)
+        preflight = self.preflight(study, digest)
+        if dry_run:
+            return Submission(study.study_id, {}, digest, preflight, sent=False)
+        if not resuming:
+            problems = preflight.unreachable
+            if problems:
+                raise MailboxesUnreachable(self._refusal(study, problems, "nothing sent"))
+            if preflight.refused:
+                raise PreflightRefused(self._refusal(study, preflight.refused, "nothing sent"))
+        resumed = self.ledger.add_study(
+            study, quorum, study.deadline or expires.isoformat(timespec="seconds")
+        )
         key = load_private_key(self.settings.signing_key)
-        tasks: dict[str, str] = {}
+        delivered = {task.node_id: task.task_id for task in self.ledger.tasks(study.study_id)}
         for node_id in nodes:
-            envelope = TaskEnvelope(
-                study_id=study.study_id,
-                task_id=uuid.uuid4().hex,
-                node_id=node_id,
-                sequence=self.ledger.next_sequence(node_id),
-                issued_at=issued,
-                expires_at=expires,
-                bundle_sha256=bundle_sha256,
-                manifest_digest=manifest.digest,
-                workflow_digest=workflow_digest(manifest),
-                federation_version=__version__,
-                engine=study.engine,
-                coordinator=self.settings.coordinator_id,
+            if node_id in delivered:
+                continue  # delivered (or recorded as undeliverable) before
+            planned = self.ledger.planned(study.study_id).get(node_id) or self._plan(
+                study, node_id, issued, expires, manifest.digest, digest, bundle_sha256
             )
-            if self._deliver(envelope, bundle_path, key):
-                tasks[node_id] = envelope.task_id
-        return Submission(study.study_id, tasks, workflow_digest(manifest))
+            if planned.envelope["bundle_sha256"] != bundle_sha256:
+                raise SpecError(
+                    f"study '{study.study_id}': its bundle changed since the interrupted submit "
+                    f"(the pipeline or study.yaml is not what was planned); nothing more sent; "
+                    "submit the study under a new study_id"
+                )
+            if self._deliver(planned, bundle_path, key):
+                delivered[node_id] = planned.task_id
+        tasks = {
+            task.node_id: task.task_id
+            for task in self.ledger.tasks(study.study_id)
+            if not (task.status is TaskStatus.FAILED and (task.reason or "").startswith(NOT_SENT))
+        }
+        return Submission(study.study_id, tasks, digest, preflight, resumed=resumed)
 
-    def _deliver(self, envelope: TaskEnvelope, bundle_path: Path, key: Ed25519PrivateKey) -> bool:
-        """Bundle first, signed envelope last; record the task as delivered or as failed."""
-        task_id, node_id, study_id = envelope.task_id, envelope.node_id, envelope.study_id
-        payload = envelope.to_payload()
+    def _known_study(self, study_id: str) -> bool:
+        try:
+            self.ledger.study(study_id)
+        except SpecError:
+            return False
+        return True
+
+    @staticmethod
+    def _refusal(study: StudySpec, predictions: list[NodePrediction], outcome: str) -> str:
+        lines = [f"study '{study.study_id}' refused at pre-flight; {outcome}:"]
+        return "\n".join(lines + [f"  {prediction.summary()}" for prediction in predictions])
+
+    def _plan(
+        self,
+        study: StudySpec,
+        node_id: str,
+        issued: datetime,
+        expires: datetime,
+        manifest_digest: str,
+        digest: str,
+        bundle_sha256: str,
+    ) -> PlannedTask:
+        envelope = TaskEnvelope(
+            study_id=study.study_id,
+            task_id=uuid.uuid4().hex,
+            node_id=node_id,
+            sequence=self.ledger.next_sequence(node_id),
+            issued_at=issued,
+            expires_at=expires,
+            bundle_sha256=bundle_sha256,
+            manifest_digest=manifest_digest,
+            workflow_digest=digest,
+            federation_version=__version__,
+            engine=study.engine,
+            coordinator=self.settings.coordinator_id,
+        )
+        return self.ledger.plan_task(
+            study.study_id, node_id, envelope.task_id, envelope.sequence, envelope.to_payload()
+        )
+
+    def _deliver(self, planned: PlannedTask, bundle_path: Path, key: Ed25519PrivateKey) -> bool:
+        """Bundle first, signed envelope last; record the task as delivered or as failed.
+
+        Idempotent: a node that has already reported on the task, or whose inbox already holds
+        this very envelope, was delivered to before (by a submit that was interrupted).
+        """
+        task_id, node_id, study_id = planned.task_id, planned.node_id, planned.study_id
+        payload = planned.envelope
+        envelope = signed_bytes(payload, key, self.settings.coordinator_id)
         try:
             with closing(self.mailbox(node_id)) as mailbox:
-                mailbox.put_file(MailboxKeys.bundle(task_id), bundle_path)
-                mailbox.put_bytes(
-                    MailboxKeys.envelope(task_id),
-                    signed_bytes(payload, key, self.settings.coordinator_id),
-                )
+                delivered_before = mailbox.exists(MailboxKeys.status(task_id))
+                if not delivered_before and mailbox.exists(MailboxKeys.envelope(task_id)):
+                    delivered_before = mailbox.get_bytes(MailboxKeys.envelope(task_id)) == envelope
+                if not delivered_before:
+                    if not mailbox.exists(MailboxKeys.bundle(task_id)):
+                        mailbox.put_file(MailboxKeys.bundle(task_id), bundle_path)
+                    mailbox.put_bytes(MailboxKeys.envelope(task_id), envelope)
         except TransportError as error:
             # One unreachable (or impersonated) node does not stop the study: its task is
             # recorded as failed with the reason, and the quorum decides.
-            reason = f"not delivered: {error}"
+            reason = f"{NOT_SENT}: {error}"
             self.ledger.add_task(
                 task_id,
                 study_id,
                 node_id,
-                envelope.sequence,
+                planned.sequence,
                 payload,
                 status=TaskStatus.FAILED,
                 reason=reason,
             )
             self.progress(f"[coordinator] task {task_id} for node '{node_id}' {reason}")
             return False
-        self.ledger.add_task(task_id, study_id, node_id, envelope.sequence, payload)
+        self.ledger.add_task(task_id, study_id, node_id, planned.sequence, payload)
         self.progress(f"[coordinator] delivered task {task_id} to node '{node_id}'")
         self._audit("task_delivered", study_id=study_id, node_id=node_id, task_id=task_id)
         self._trigger(node_id)
         return True
+
+    # ------------------------------------------------------------------ cancel
+
+    def cancel(self, study_id: str) -> list[str]:
+        """Send a signed cancellation of every task not yet final; the study is cancelled.
+
+        Nodes drop a pending or held task, stop a running pipeline and publish nothing of a
+        task in review. Returns the ids of the tasks cancelled.
+        """
+        study = self.ledger.study(study_id)
+        if study.status is StudyStatus.CANCELLED:
+            return []
+        key = load_private_key(self.settings.signing_key)
+        open_tasks = [
+            task for task in self.ledger.tasks(study_id) if task.status not in FINAL_STATUSES
+        ]
+        for task in open_tasks:
+            cancellation = Cancellation(
+                study_id=study_id,
+                task_id=task.task_id,
+                node_id=task.node_id,
+                issued_at=_now(),
+                coordinator=self.settings.coordinator_id,
+            )
+            signed = signed_bytes(cancellation.to_payload(), key, self.settings.coordinator_id)
+            try:
+                with closing(self.mailbox(task.node_id)) as mailbox:
+                    mailbox.put_bytes(MailboxKeys.cancellation(task.task_id), signed)
+            except TransportError as error:
+                # The study is cancelled here all the same; that node's result is never used.
+                self.progress(f"[coordinator] node '{task.node_id}' not told now: {error}")
+                self._audit(
+                    "cancellation_not_delivered",
+                    study_id=study_id,
+                    node_id=task.node_id,
+                    task_id=task.task_id,
+                    reason=str(error),
+                )
+                continue
+            self._audit(
+                "task_cancelled", study_id=study_id, node_id=task.node_id, task_id=task.task_id
+            )
+        cancelled = self.ledger.cancel_study(study_id)
+        self.progress(f"[coordinator] study '{study_id}' cancelled ({len(cancelled)} open tasks)")
+        return cancelled
 
     def _trigger(self, node_id: str) -> None:
         """SSH nodes may be asked to run their agent now (best effort: polling also works)."""
@@ -249,8 +404,11 @@ class Coordinator:
         except NotFound:
             return
         report = StatusReport.verify(raw, self.node_keys, node_id, task_id)
-        if report and report.status not in (TaskStatus.RELEASED, TaskStatus.DELIVERED):
-            self.ledger.set_task_status(task_id, report.status, report.reason or None)
+        if report is None or report.status in (TaskStatus.RELEASED, TaskStatus.DELIVERED):
+            return
+        if self.ledger.set_task_status(task_id, report.status, report.reason or None):
+            analyses = {key: value.value for key, value in report.analyses.items()}
+            self.ledger.set_task_outcomes(task_id, analyses)
 
     def _collect_task(
         self, study_id: str, node_id: str, task_id: str, deadline: datetime | None
@@ -299,10 +457,17 @@ class Coordinator:
         verified = destination.with_name(f".verified-{node_id}")
         if verified.exists():
             shutil.rmtree(verified)
-        unpack_bundle(plain, verified, marker.manifest_digest, RESULT_LIMITS)
+        manifest = unpack_bundle(plain, verified, marker.manifest_digest, RESULT_LIMITS)
         if destination.exists():
             shutil.rmtree(destination)
         verified.replace(destination)
+        analyses = manifest.metadata.get("analyses")
+        review = manifest.metadata.get("output_review")
+        self.ledger.set_task_outcomes(
+            task_id,
+            dict(analyses) if isinstance(analyses, Mapping) else None,
+            dict(review) if isinstance(review, Mapping) else None,
+        )
         if self.ledger.record_result(task_id, marker.manifest_digest, destination):
             self._keep_anchor(marker, raw_marker)
             self._audit(
@@ -321,6 +486,12 @@ class Coordinator:
 
     def collect(self, study_id: str, meta_options: MetaOptions | None = None) -> Collection:
         study = self.ledger.study(study_id)
+        if study.status is StudyStatus.CANCELLED:
+            tasks = self.ledger.tasks(study_id)
+            statuses = {task.node_id: task.status for task in tasks}
+            results = self.ledger.results(study_id)
+            missing = sorted(node for node in statuses if node not in results)
+            return Collection(study_id, statuses, sorted(results), missing, [])
         for task in self.ledger.tasks(study_id):
             if task.status in FINAL_STATUSES:
                 continue

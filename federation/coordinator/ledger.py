@@ -3,13 +3,20 @@
 Every state change is one transaction, so a coordinator killed at any point continues from a
 consistent ledger and never counts a result twice (results are keyed by task). A study is
 stored as its validated config and read back as a `StudySpec`, never as a raw dict.
+
+Submission is planned before anything is sent: each node's task (its id, sequence number and
+envelope) is recorded first, then delivered, then recorded as delivered. A coordinator killed
+in between re-runs `submit` and delivers the planned envelopes themselves, so no node gets a
+study twice. Every task carries its state (the words of `TaskStatus`), since when, and what
+the node reported per analysis and about its output review; the events table is the history
+with times (`coordinator.status` reads them for `study status --json` and the dashboard).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -51,6 +58,20 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        2,
+        "planned deliveries; per-analysis outcomes and output review per task",
+        """
+        ALTER TABLE tasks ADD COLUMN analyses_json TEXT;
+        ALTER TABLE tasks ADD COLUMN review_json TEXT;
+        UPDATE tasks SET status = 'approved' WHERE status = 'accepted';
+        CREATE TABLE planned_tasks (
+            study_id TEXT NOT NULL REFERENCES studies(study_id), node_id TEXT NOT NULL,
+            task_id TEXT NOT NULL UNIQUE, sequence INTEGER NOT NULL, envelope_json TEXT NOT NULL,
+            planned_at TEXT NOT NULL, PRIMARY KEY (study_id, node_id)
+        );
+        """,
+    ),
 )
 
 
@@ -58,6 +79,10 @@ class StudyStatus(StrEnum):
     SUBMITTED = "submitted"
     META_ANALYSED = "meta_analysed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+CANCELLED_BY_COORDINATOR = "cancelled by the coordinator"
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,21 @@ class TaskRecord:
     reason: str | None
     updated_at: str
     envelope: dict[str, Any]
+    analyses: dict[str, str] = field(
+        default_factory=dict
+    )  # analysis id -> released|withheld|failed
+    review: dict[str, Any] | None = None  # how the node's output review went (no names)
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """A task recorded before it is sent: a resumed submit delivers this very envelope."""
+
+    study_id: str
+    node_id: str
+    task_id: str
+    sequence: int
+    envelope: dict[str, Any]
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -115,13 +155,20 @@ class CoordinatorLedger:
             (now_utc(), study_id, node_id, task_id, event, detail),
         )
 
-    def add_study(self, spec: StudySpec, quorum: int, deadline: str | None) -> None:
+    def add_study(self, spec: StudySpec, quorum: int, deadline: str | None) -> bool:
+        """Record a new study; True if the same study was submitted before (a re-run of
+        `submit`: its deliveries are completed, nothing is sent twice). A different study
+        under a known id is refused."""
         with connect(self.path) as connection, transaction(connection):
-            if connection.execute(
-                "SELECT 1 FROM studies WHERE study_id = ?", (spec.study_id,)
-            ).fetchone():
+            row = connection.execute(
+                "SELECT spec_json FROM studies WHERE study_id = ?", (spec.study_id,)
+            ).fetchone()
+            if row is not None:
+                if json.loads(row["spec_json"]) == json.loads(json.dumps(spec.raw)):
+                    return True
                 raise SpecError(
-                    f"study_id '{spec.study_id}': already submitted; give the study a new study_id"
+                    f"study_id '{spec.study_id}': already submitted with other content; "
+                    "give the study a new study_id"
                 )
             connection.execute(
                 "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
@@ -135,6 +182,41 @@ class CoordinatorLedger:
                 ),
             )
             self._event(connection, "study_submitted", study_id=spec.study_id)
+        return False
+
+    def plan_task(
+        self, study_id: str, node_id: str, task_id: str, sequence: int, envelope: dict[str, Any]
+    ) -> PlannedTask:
+        """Record the task a node will get; if one is planned already, that one is kept."""
+        with connect(self.path) as connection, transaction(connection):
+            connection.execute(
+                "INSERT OR IGNORE INTO planned_tasks VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    study_id,
+                    node_id,
+                    task_id,
+                    sequence,
+                    json.dumps(envelope, sort_keys=True),
+                    now_utc(),
+                ),
+            )
+        return self.planned(study_id)[node_id]
+
+    def planned(self, study_id: str) -> dict[str, PlannedTask]:
+        with connect(self.path) as connection:
+            rows = connection.execute(
+                "SELECT * FROM planned_tasks WHERE study_id = ? ORDER BY node_id", (study_id,)
+            ).fetchall()
+        return {
+            row["node_id"]: PlannedTask(
+                row["study_id"],
+                row["node_id"],
+                row["task_id"],
+                row["sequence"],
+                json.loads(row["envelope_json"]),
+            )
+            for row in rows
+        }
 
     def next_sequence(self, node_id: str) -> int:
         """Per-node task sequence numbers only go up, across restarts (nodes refuse older ones)."""
@@ -164,7 +246,8 @@ class CoordinatorLedger:
         """Record a task as delivered, or (with status FAILED and a reason) as not delivered."""
         with connect(self.path) as connection, transaction(connection):
             connection.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks (task_id, study_id, node_id, sequence, envelope_json, status, "
+                "reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     study_id,
@@ -211,6 +294,24 @@ class CoordinatorLedger:
             )
             return True
 
+    def set_task_outcomes(
+        self,
+        task_id: str,
+        analyses: dict[str, str] | None,
+        review: dict[str, Any] | None = None,
+    ) -> None:
+        """What a node reported per analysis and about its output review."""
+        with connect(self.path) as connection, transaction(connection):
+            connection.execute(
+                "UPDATE tasks SET analyses_json = COALESCE(?, analyses_json), "
+                "review_json = COALESCE(?, review_json) WHERE task_id = ?",
+                (
+                    json.dumps(analyses, sort_keys=True) if analyses else None,
+                    json.dumps(review, sort_keys=True) if review else None,
+                    task_id,
+                ),
+            )
+
     def record_result(self, task_id: str, manifest_digest: str, path: Path) -> bool:
         """Store a verified result once; a second copy of the same task's result is ignored."""
         with connect(self.path) as connection, transaction(connection):
@@ -254,6 +355,10 @@ class CoordinatorLedger:
                 reason=row["reason"],
                 updated_at=row["updated_at"],
                 envelope=parse_json_strictly(row["envelope_json"].encode()),
+                analyses=parse_json_strictly((row["analyses_json"] or "{}").encode()),
+                review=(
+                    parse_json_strictly(row["review_json"].encode()) if row["review_json"] else None
+                ),
             )
             for row in rows
         ]
@@ -266,6 +371,50 @@ class CoordinatorLedger:
             ).fetchall()
         return {row["node_id"]: Path(row["path"]) for row in rows}
 
+    def study_ids(self) -> list[str]:
+        """Every study, in the order they were submitted."""
+        with connect(self.path) as connection:
+            rows = connection.execute(
+                "SELECT study_id FROM studies ORDER BY submitted_at, rowid"
+            ).fetchall()
+        return [row["study_id"] for row in rows]
+
+    def cancel_study(self, study_id: str) -> list[str]:
+        """Mark a study cancelled and every task not yet final cancelled; planned tasks not yet
+        delivered are dropped. Returns the task ids that were cancelled."""
+        with connect(self.path) as connection, transaction(connection):
+            rows = connection.execute(
+                "SELECT task_id, node_id, status FROM tasks WHERE study_id = ?", (study_id,)
+            ).fetchall()
+            cancelled = []
+            for row in rows:
+                if TaskStatus(row["status"]) in FINAL_STATUSES:
+                    continue
+                connection.execute(
+                    "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE task_id = ?",
+                    (TaskStatus.CANCELLED, CANCELLED_BY_COORDINATOR, now_utc(), row["task_id"]),
+                )
+                self._event(
+                    connection,
+                    "task_cancelled",
+                    study_id=study_id,
+                    node_id=row["node_id"],
+                    task_id=row["task_id"],
+                    detail=CANCELLED_BY_COORDINATOR,
+                )
+                cancelled.append(row["task_id"])
+            connection.execute(
+                "DELETE FROM planned_tasks WHERE study_id = ? AND task_id NOT IN "
+                "(SELECT task_id FROM tasks)",
+                (study_id,),
+            )
+            connection.execute(
+                "UPDATE studies SET status = ? WHERE study_id = ?",
+                (StudyStatus.CANCELLED, study_id),
+            )
+            self._event(connection, "study_cancelled", study_id=study_id)
+        return cancelled
+
     def study(self, study_id: str) -> StudyRecord:
         with connect(self.path) as connection:
             row = connection.execute(
@@ -273,7 +422,7 @@ class CoordinatorLedger:
             ).fetchone()
         if row is None:
             raise SpecError(
-                f"study_id '{study_id}': not known to this coordinator; check `federation study status`"
+                f"study_id '{study_id}': not known to this coordinator; see `federation study list`"
             )
         return StudyRecord(
             spec=study_from_dict(

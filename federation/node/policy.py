@@ -1,43 +1,77 @@
-"""The node-owned task policy: what a node checks before it unpacks or runs anything.
+"""The node-owned task policy: what a node checks before it unpacks or runs anything, and the
+signed policy document it publishes.
 
 Order matters and every check fails closed: the envelope's signature against pinned
 coordinator keys and its form first (`TaskEnvelope.verify`: nothing unsigned is parsed
 further), then that the task is for this node, fresh, not expired and from a compatible
-federation version; replay and sequence checks live in the node ledger (`node.ledger`); the
-bundle's digest, archive safety and the approved workflow digest come after download
-(`node.agent`).
+federation version; replay checks live in the node ledger (`node.ledger`); the bundle's digest
+and archive safety come after download (`node.agent`), then admission (`release.admission`):
+refused, held for the admin, or run inside an approved workflow's parameter envelope.
+
+`policy_document` is what the node publishes in its mailbox (`NodePolicyDocument`): its
+effective disclosure thresholds, its approved workflows and envelopes (from node.yaml and from
+`federation node approve --remember`), what it does with other workflows, its output review,
+and how many genomes it can analyse (rounded up to a multiple of `GENOME_COUNT_STEP`). The node
+decides with the same document, so the coordinator's pre-flight predicts what the node does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from federation import __version__
 from federation.errors import PolicyViolation, SpecError
-from federation.protocol.messages import TaskEnvelope
+from federation.jsonio import canonical_json
+from federation.pipeline.phenotypes import read_phenotypes
+from federation.pipeline.preflight import genotype_sample_ids
+from federation.pipeline.run import ENGINES
+from federation.protocol.messages import (
+    NodePolicyDocument,
+    OutputReview,
+    ParameterEnvelope,
+    TaskEnvelope,
+    UnapprovedWorkflows,
+    WorkflowApproval,
+    version_compatible,
+)
 from federation.protocol.signing import TrustStore, load_public_key
-from federation.settings import NodeFederation
+from federation.release.rules import DisclosurePolicy
+from federation.settings import NodeFederation, NodeSettings
+
+__all__ = ["NodePolicy", "accessible_genomes", "policy_document", "version_compatible"]
 
 # Clocks of coordinator and node differ a little; more than this in the future is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# Published genome counts are rounded up to a multiple of this: an upper bound for the
+# coordinator's pre-flight, and no exact count of the node's cohort leaves it.
+GENOME_COUNT_STEP = 5
 
 
-def version_compatible(coordinator_version: str, node_version: str = __version__) -> bool:
-    """Same major version; before 1.0 the minor version must match too (semver's 0.x rule)."""
-    coordinator_parts = coordinator_version.split(".")
-    node_parts = node_version.split(".")
-    if coordinator_parts[0] != node_parts[0]:
-        return False
-    return coordinator_parts[0] != "0" or coordinator_parts[1:2] == node_parts[1:2]
+def _approvals(federation: NodeFederation) -> tuple[WorkflowApproval, ...]:
+    plain = [WorkflowApproval(digest) for digest in sorted(federation.approved_workflows)]
+    enveloped = []
+    for index, (digest, envelope) in enumerate(federation.workflow_envelopes):
+        where = f"node config 'federation.approved_workflows' entry {index}"
+        try:
+            enveloped.append(WorkflowApproval(digest, ParameterEnvelope.from_dict(envelope, where)))
+        except PolicyViolation as error:
+            raise SpecError(str(error)) from None
+    return (*plain, *enveloped)
 
 
 @dataclass(frozen=True)
 class NodePolicy:
     node_id: str
     trusted_coordinators: TrustStore
-    approved_workflows: frozenset[str]
+    approved_workflows: frozenset[str]  # digests approved for any study
     max_task_age: timedelta
+    approvals: tuple[WorkflowApproval, ...] = ()  # node.yaml's, with and without envelopes
+    unapproved_workflows: UnapprovedWorkflows = UnapprovedWorkflows.HOLD
+    output_review: OutputReview = OutputReview.NONE
+    reviewers: TrustStore = field(default_factory=lambda: TrustStore({}, source="no reviewers"))
 
     @classmethod
     def from_settings(cls, node_id: str, federation: NodeFederation) -> NodePolicy:
@@ -48,11 +82,20 @@ class NodePolicy:
                     f"node config 'federation.trusted_coordinators.{name}': '{path}' not found"
                 )
             keys[name] = load_public_key(path)
+        reviewers = {}
+        for name, path in federation.reviewers.items():
+            if not path.is_file():
+                raise SpecError(f"node config 'federation.reviewers.{name}': '{path}' not found")
+            reviewers[name] = load_public_key(path)
         return cls(
             node_id=node_id,
             trusted_coordinators=TrustStore(keys, source=f"node '{node_id}' trusted coordinators"),
             approved_workflows=federation.approved_workflows,
             max_task_age=timedelta(hours=federation.max_task_age_hours),
+            approvals=_approvals(federation),
+            unapproved_workflows=UnapprovedWorkflows(federation.unapproved_workflows),
+            output_review=OutputReview(federation.output_review),
+            reviewers=TrustStore(reviewers, source=f"node '{node_id}' output reviewers"),
         )
 
     def verify_envelope(self, raw: bytes, task_dir_name: str, now: datetime) -> TaskEnvelope:
@@ -85,15 +128,57 @@ class NodePolicy:
             )
         return envelope
 
-    def check_workflow(self, task_id: str, digest: str) -> None:
-        if not self.approved_workflows:
-            raise PolicyViolation(
-                f"task '{task_id}': workflow {digest[:16]}... not approved (the node's allow-list "
-                "is empty: it denies every workflow); an admin approves it in "
-                "federation.approved_workflows"
-            )
-        if digest not in self.approved_workflows:
-            raise PolicyViolation(
-                f"task '{task_id}': workflow {digest[:16]}... is not in the node's "
-                "approved_workflows; an admin reviews and approves it first"
-            )
+    def document(
+        self,
+        node: NodeSettings,
+        more_approvals: Sequence[WorkflowApproval],
+        genomes: int | None,
+        now: datetime,
+    ) -> NodePolicyDocument:
+        return policy_document(self, node, more_approvals, genomes, now)
+
+
+def accessible_genomes(node: NodeSettings) -> int | None:
+    """Samples with genotypes and phenotypes, rounded up to a multiple of GENOME_COUNT_STEP;
+    None when it cannot be told without Hail (a MatrixTable) or the files cannot be read."""
+    try:
+        samples = genotype_sample_ids(node)
+        if samples is None:
+            return None
+        phenotyped = set(read_phenotypes(node.phenotypes).index)
+    except SpecError:
+        return None
+    count = len(phenotyped.intersection(samples))
+    return GENOME_COUNT_STEP * math.ceil(count / GENOME_COUNT_STEP)
+
+
+def policy_document(
+    policy: NodePolicy,
+    node: NodeSettings,
+    more_approvals: Sequence[WorkflowApproval],
+    genomes: int | None,
+    now: datetime,
+) -> NodePolicyDocument:
+    """The node's policy as it publishes it (and decides by it): `more_approvals` are the
+    admin's approvals from the command line, `genomes` the accessible-genome count."""
+    thresholds = DisclosurePolicy().tightened(node.disclosure, f"node '{node.node_id}' config")
+    return NodePolicyDocument(
+        node_id=node.node_id,
+        issued_at=now,
+        federation_version=__version__,
+        engines=tuple(sorted(ENGINES)),
+        reference_genome=node.reference_genome,
+        disclosure=thresholds.as_dict(),
+        accessible_genomes=genomes,
+        output_review=policy.output_review,
+        unapproved_workflows=policy.unapproved_workflows,
+        approved_workflows=_distinct([*policy.approvals, *more_approvals]),
+    )
+
+
+def _distinct(approvals: Sequence[WorkflowApproval]) -> tuple[WorkflowApproval, ...]:
+    """Each approval once, in order (an admin may approve the same envelope twice)."""
+    seen: dict[str, WorkflowApproval] = {}
+    for approval in approvals:
+        seen.setdefault(canonical_json(approval.to_dict()).decode(), approval)
+    return tuple(seen.values())

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +35,13 @@ from federation.files import REPO_ROOT, atomic_write, sha256_file
 from federation.jsonio import parse_json_strictly
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.runs import (
+    RELEASE_DIR,
     PipelineRun,
+    RunControl,
     failed,
+    finish,
     first_error_line,
-    publish,
-    release_destination,
+    run_guarded,
     start_run,
 )
 from federation.settings import NodeSettings, load_node
@@ -225,12 +226,15 @@ def run_cwl_pipeline(
     *,
     workflow: Path = WORKFLOW,
     progress: Callable[[str], None] | None = None,
+    control: RunControl | None = None,
 ) -> PipelineRun:
     """Run the CWL node pipeline for one study on one node and publish its release.
 
     `workflow` is the repository's by default; the node agent passes the one from a
-    verified, approved bundle.
+    verified, approved bundle. cwltool runs one step at a time; the node's Spark master and
+    driver memory (node.yaml) size each Hail step.
     """
+    control = control or RunControl()
     node = load_node(node_config)
     study = load_study(study_config)
     check_node_inputs(node, study)  # bad input stops here, before a JVM or a file
@@ -253,34 +257,29 @@ def run_cwl_pipeline(
         [str(Path(sys.executable).parent), environment.get("PATH", "")]
     )
     output: list[str] = []
-    with (
-        open(log_path, "w") as log,
-        open(outputs_path, "w") as outputs_file,
-        subprocess.Popen(
-            cwltool_command(workflow, job_path, cwl_dir, logs, run_provenance),
-            stdout=outputs_file,  # the output object; the log goes to stderr
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=work,
-            env=environment,
-        ) as process,
-    ):
-        assert process.stderr is not None
-        for line in process.stderr:
+    with open(log_path, "w") as log, open(outputs_path, "w") as outputs_file:
+
+        def on_line(line: str) -> None:
             log.write(line)
             output.append(line.rstrip("\n"))
             match = PROGRESS_LINE.search(line)
             if progress and match:
                 progress(f"[{node.node_id}] {match.group(1)}: {match.group(2)}")
-        returncode = process.wait()
+
+        returncode = run_guarded(
+            cwltool_command(workflow, job_path, cwl_dir, logs, run_provenance),
+            cwd=work,
+            env=environment,
+            stdout=outputs_file,  # the output object; the log goes to stderr
+            on_line=on_line,
+            control=control,
+        )
     if returncode != 0 or not any(line.endswith(SUCCESS_LINE) for line in output):
         raise failed(node, study.study_id, _failure_message(node, output, logs / "cwl", log_path))
     outputs = _final_outputs(outputs_path, log_path)
-    staging = work / "release"
+    staging = work / RELEASE_DIR
     _stage(_released_files(outputs), staging)
     add_provenance_digest(staging, provenance_digest(run_provenance))
     _fresh(provenance)
     run_provenance.replace(provenance)
-    destination = release_destination(node, study.study_id)
-    files = publish(staging, destination)
-    return PipelineRun(node.node_id, study.study_id, destination, files, log_path)
+    return finish(node, study, staging, log_path, control)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from federation.files import REPO_ROOT
 from federation.pipeline.cwl import BUNDLED_WORKFLOW, run_cwl_pipeline
-from federation.pipeline.runs import PipelineRun
+from federation.pipeline.runs import PipelineRun, RunControl
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.spec import StudySpec, load_study
 
@@ -28,18 +28,23 @@ def run_pipeline(
     *,
     study: StudySpec | None = None,
     pipeline_root: Path = REPO_ROOT,
-    cores: int = 2,
+    cores: int | None = None,
     resume: bool = False,
     progress: Callable[[str], None] | None = None,
+    control: RunControl | None = None,
 ) -> PipelineRun:
     """Run the node pipeline of `study_config` (already loaded as `study`, if at hand).
 
-    `resume`: a run of this study was interrupted (Snakemake's lock is cleared first).
+    The node's `resources` (node.yaml) size the run; `cores` overrides its cores. `resume`: a
+    run of this study was interrupted (Snakemake's lock is cleared first). `control` says where
+    the release goes and when to stop (`runs.RunControl`).
     """
     engine = (study or load_study(study_config)).engine
     if engine == "cwl":
         workflow = pipeline_root / BUNDLED_WORKFLOW
-        return run_cwl_pipeline(node_config, study_config, workflow=workflow, progress=progress)
+        return run_cwl_pipeline(
+            node_config, study_config, workflow=workflow, progress=progress, control=control
+        )
     return run_node_pipeline(
         node_config,
         study_config,
@@ -47,4 +52,5 @@ def run_pipeline(
         cores=cores,
         unlock_first=resume,
         progress=progress,
+        control=control,
     )

@@ -1,34 +1,42 @@
 """Run the node pipeline with Snakemake in a subprocess, and publish its release.
 
 A subprocess (not the Snakemake API) keeps the runner's process free of Snakemake's global
-state and makes the run exactly what an admin gets from the command line. The released
-files are staged inside the node's work directory and published to
-`results_dir/<study_id>/nodes/<node_id>/` only when every rule succeeded.
+state and makes the run exactly what an admin gets from the command line. The node's
+resources (node.yaml `resources`) choose the profile (`profiles/local`, `profiles/slurm` or the
+node's own) and override its cores and memory budget. The released files are staged inside
+the node's work directory and published (`runs.finish`) only when every rule succeeded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from federation.errors import SpecError
 from federation.files import REPO_ROOT
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.runs import (
+    RELEASE_DIR,
     PipelineRun,
+    RunControl,
     failed,
+    finish,
     first_error_line,
-    publish,
-    release_destination,
+    run_guarded,
     start_run,
 )
-from federation.settings import NodeSettings, load_node
+from federation.settings import NodeResources, NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
-LOCAL_PROFILE = REPO_ROOT / "profiles" / "local"
+# A profile naming an executor needs its plugin installed: say so before Snakemake starts.
+EXECUTOR_PLUGINS = {"slurm": "snakemake_executor_plugin_slurm"}
 PROGRESS_LINE = re.compile(r"^(\d+ of \d+ steps \(\d+%\) done|(local)?rule \w+:)")
 FAILED_RULE = re.compile(r"^Error in rule (\w+):")
 RULE_LOG = re.compile(r"^\s+log: (\S+)")
@@ -52,24 +60,43 @@ def _failure_message(node: NodeSettings, output: list[str], log_path: Path) -> s
     return f"node '{node.node_id}': {where} failed: {reason}"
 
 
+def resource_options(resources: NodeResources, cores: int | None = None) -> list[str]:
+    """Snakemake options for the node's resources: its profile, cores and memory budget."""
+    executor = yaml.safe_load((resources.profile_dir / "config.yaml").read_text()) or {}
+    plugin = EXECUTOR_PLUGINS.get(str(executor.get("executor", "")))
+    if plugin is not None and importlib.util.find_spec(plugin) is None:
+        raise SpecError(
+            f"node config 'resources.profile': '{resources.profile}' runs jobs with executor "
+            f"'{executor['executor']}', whose plugin {plugin} is not installed; install it or "
+            "use profile local"
+        )
+    options = ["--profile", str(resources.profile_dir), "--cores", str(cores or resources.cores)]
+    if resources.memory_mb is not None:
+        options += ["--resources", f"mem_mb={resources.memory_mb}"]
+    return options
+
+
 def run_node_pipeline(
     node_config: Path,
     study_config: Path,
     *,
-    cores: int = 2,
-    profile: Path = LOCAL_PROFILE,
+    cores: int | None = None,
     snakefile: Path = SNAKEFILE,
     unlock_first: bool = False,
     progress: Callable[[str], None] | None = None,
+    control: RunControl | None = None,
 ) -> PipelineRun:
     """Run the Snakemake node pipeline for one study on one node and publish its release.
 
     `snakefile` is the repository's by default; the node agent passes the one from a
     verified, approved bundle. `unlock_first` clears the lock a killed run left behind.
+    `cores` overrides the node's `resources.cores` (an admin's `run-pipeline --cores`).
     """
+    control = control or RunControl()
     node: NodeSettings = load_node(node_config)
     study: StudySpec = load_study(study_config)
     check_node_inputs(node, study)  # bad input stops here, before a JVM or a file
+    options = resource_options(node.resources, cores)
     work = start_run(node, study.study_id)
     log_path = work / "logs" / "snakemake.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,27 +121,17 @@ def run_node_pipeline(
             capture_output=True,
             check=False,
         )
-    command = [*snakemake, "--profile", str(profile), "--cores", str(cores), *configs]
+    command = [*snakemake, *options, *configs]
     output: list[str] = []
-    with (
-        open(log_path, "w") as log,
-        subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=snakefile.parent,
-        ) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
+    with open(log_path, "w") as log:
+
+        def on_line(line: str) -> None:
             log.write(line)
             output.append(line.rstrip("\n"))
             if progress and PROGRESS_LINE.match(line.strip()):
                 progress(f"[{node.node_id}] {line.strip()}")
-        returncode = process.wait()
+
+        returncode = run_guarded(command, cwd=snakefile.parent, on_line=on_line, control=control)
     if returncode != 0:
         raise failed(node, study.study_id, _failure_message(node, output, log_path))
-    destination = release_destination(node, study.study_id)
-    files = publish(work / "release", destination)
-    return PipelineRun(node.node_id, study.study_id, destination, files, log_path)
+    return finish(node, study, work / RELEASE_DIR, log_path, control)

@@ -1,14 +1,19 @@
 """`federation demo`: the project's main job, a whole federation on one machine.
 
 It synthesises national cohorts, creates a coordinator and one node per cohort (keys,
-configs, mailboxes), submits a study (allele frequencies, a quantitative and a binary
-GWAS), runs every node's agent, collects and verifies the results, meta-analyses them and
-prints a summary. With `--transport s3|ssh` the mailboxes go through a SeaweedFS server or
-an OpenSSH server that the demo starts on 127.0.0.1 and stops afterwards. Layout:
+configs, mailboxes), lets every node publish its signed policy, submits a study (allele
+frequencies, a quantitative and a binary GWAS) after the coordinator's pre-flight against
+those policies, runs every node's agent, collects and verifies the results, meta-analyses
+them and prints a summary. It runs unattended: each node approves the demo's workflow inside
+a parameter envelope (the demo's traits and covariates), with `output_review: none`. With
+`--review` the nodes check outputs by hand (`output_review: two`) and two scripted reviewers
+read each release's summary and approve it with their own keys. With `--transport s3|ssh`
+the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo starts on
+127.0.0.1 and stops afterwards. Layout:
 
     DIR/cohorts/<node_id>/...                    the synthetic cohorts (+ truth.json)
     DIR/study.yaml                               the study
-    DIR/keys/, DIR/coordinator/                  keys; the coordinator's config and ledger
+    DIR/keys/, DIR/coordinator/                  keys (nodes, coordinator, reviewers); the coordinator's config and ledger
     DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
     DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
     DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
@@ -28,13 +33,15 @@ import yaml
 from federation import sumstats
 from federation.coordinator.coordinator import Coordinator
 from federation.coordinator.status import format_status
-from federation.errors import SpecError
+from federation.errors import PolicyViolation, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
 from federation.node.agent import NodeAgent
+from federation.node.review import Verdict, format_summary, read_summary
 from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
-from federation.protocol.signing import generate_keypair
+from federation.protocol.messages import TaskStatus
+from federation.protocol.signing import generate_keypair, load_private_key
 from federation.settings import load_coordinator
 
 if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
@@ -45,7 +52,20 @@ COORDINATOR_ID = "coordinator"
 GENOME_WIDE_SIGNIFICANCE = 5e-8
 TOP_HITS_SHOWN = 5
 TRANSPORTS = ("local", "s3", "ssh")
+REVIEWERS = ("reviewer-a", "reviewer-b")  # the two scripted output reviewers of `--review`
 Progress = Callable[[str], None]
+
+
+def demo_envelope() -> dict[str, Any]:
+    """What the demo's nodes let the demo workflow do unattended: its analyses, traits and
+    covariates, a few principal components, the default thresholds."""
+    return {
+        "analyses": ["allele_frequency", "gwas"],
+        "traits": ["quant_trait", "binary_trait"],
+        "covariates": ["age", "sex"],
+        "max_principal_components": 10,
+        "disclosure": {},
+    }
 
 
 def demo_study(nodes: list[str], engine: str = "snakemake") -> dict[str, Any]:
@@ -109,6 +129,8 @@ def mailboxes(
     local = {
         node: {"kind": "local", "path": str(out_dir / "mailboxes" / node)} for node in node_ids
     }
+    for box in local.values():  # a node's mailbox exists before anyone uses it
+        Path(box["path"]).mkdir(parents=True, exist_ok=True)
     if kind == "local":
         yield Mailboxes(local, local)
         return
@@ -173,16 +195,21 @@ def write_federation_configs(
     out_dir: Path,
     cohorts: Sequence[NodeCohort],
     boxes: Mailboxes,
-    approved_workflows: Sequence[str],
+    approved_workflows: Sequence[str | dict[str, Any]],
+    *,
+    output_review: str = "none",
 ) -> FederationConfigs:
     """Fresh keys (DIR/keys), a node config per cohort and the coordinator's config.
 
     Each node reads its cohort's VCF and phenotypes, keeps its scratch in
-    DIR/nodes/<node_id>/work, pins the coordinator's key and approves `approved_workflows`.
+    DIR/nodes/<node_id>/work, pins the coordinator's key and approves `approved_workflows`
+    (digests, or digests with a parameter envelope). With `output_review` one or two, the
+    nodes pin the `REVIEWERS`' keys.
     """
     keys = out_dir / "keys"
     node_ids = [cohort.node_id for cohort in cohorts]
-    for name in (COORDINATOR_ID, *node_ids):
+    reviewers = REVIEWERS if output_review != "none" else ()
+    for name in (COORDINATOR_ID, *node_ids, *reviewers):
         generate_keypair(keys, name, force=True)
     crypt.generate_keypair(keys, COORDINATOR_ID, force=True)  # results are sealed for it
     node_configs = {}
@@ -206,6 +233,8 @@ def write_federation_configs(
                         COORDINATOR_ID: str(keys / f"{COORDINATOR_ID}{crypt.PUBLIC_SUFFIX}")
                     },
                     "approved_workflows": list(approved_workflows),
+                    "output_review": output_review,
+                    "reviewers": {name: str(keys / f"{name}.pub") for name in reviewers},
                 },
             },
         )
@@ -273,6 +302,29 @@ def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
     return MetaSummary(meta_file.name.removesuffix(".tsv.gz"), len(table), top, found, missed)
 
 
+def review_releases(agent: NodeAgent, keys: Path, progress: Progress) -> None:
+    """The two scripted reviewers of `--review`: each reads every release waiting for review
+    and approves it with their own key; the second approval of one reviewer is refused."""
+    waiting = agent.ledger.tasks((TaskStatus.IN_REVIEW,))
+    for task in waiting:
+        summary = read_summary(agent.node.work_dir, task.task_id)
+        first_lines = format_summary(summary).splitlines()[:4]
+        for line in first_lines:
+            progress(f"[{agent.node.node_id}] review | {line}")
+        for index, reviewer in enumerate(REVIEWERS):
+            key = load_private_key(keys / f"{reviewer}.key")
+            state = agent.review(task.task_id, key, Verdict.APPROVE)
+            progress(
+                f"[{agent.node.node_id}] {reviewer} approved task {task.task_id} "
+                f"({len(state.approvals)} of {state.mode.required_approvals})"
+            )
+            if index == 0:
+                try:  # four eyes: the same reviewer cannot count twice
+                    agent.review(task.task_id, key, Verdict.APPROVE)
+                except PolicyViolation as refused:
+                    progress(f"[{agent.node.node_id}] a second approval by {reviewer}: {refused}")
+
+
 def run_demo(
     out_dir: Path,
     nodes: int = 3,
@@ -281,6 +333,7 @@ def run_demo(
     seed: int = 42,
     transport: str = "local",
     engine: str = "snakemake",
+    review: bool = False,
     progress: Progress = print,
 ) -> str:
     """Run the whole federation; return the printed summary."""
@@ -301,29 +354,42 @@ def run_demo(
     )
     node_ids = [cohort.node_id for cohort in cohorts.nodes]
     study_path = _write_yaml(out_dir / "study.yaml", demo_study(node_ids, engine))
-    digest = pipeline_workflow_digest()
+    approval = {"digest": pipeline_workflow_digest(), "envelope": demo_envelope()}
 
-    progress("[2/5] keys and configs for the coordinator and each node")
+    progress("[2/5] keys and configs for the coordinator and each node; nodes publish policies")
     with ExitStack() as stack:
         boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
-        configs = write_federation_configs(out_dir, cohorts.nodes, boxes, [digest])
+        configs = write_federation_configs(
+            out_dir, cohorts.nodes, boxes, [approval], output_review="two" if review else "none"
+        )
         node_configs, coordinator_config = configs.nodes, configs.coordinator
-        coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
         ledger = out_dir / "coordinator" / "state" / "coordinator.sqlite"
-        if ledger.exists():  # a re-run of the demo starts a fresh study
-            ledger.unlink()
-            coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
+        for stale in ledger.parent.glob(f"{ledger.name}*"):  # a re-run starts a fresh study
+            stale.unlink()
+        agents = {node: NodeAgent(node_configs[node], progress=progress) for node in node_ids}
+        for agent in agents.values():
+            agent.publish_policy(force=True)
+        coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
 
         progress(
             f"[3/5] submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
         )
-        coordinator.submit(study_path)
+        submission = coordinator.submit(study_path)
+        if submission.preflight is not None:
+            for line in submission.preflight.report().splitlines():
+                progress(f"[coordinator] pre-flight | {line}")
         progress("[4/5] each node verifies its task, runs the pipeline and releases aggregates")
         for node in node_ids:
-            NodeAgent(node_configs[node], progress=progress).run_once()
+            agents[node].run_once()
+        if review:
+            for node in node_ids:
+                review_releases(agents[node], out_dir / "keys", progress)
+                agents[node].run_once()  # publishes what the reviewers approved
         progress("[5/5] collecting, verifying and meta-analysing")
         collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
         status = format_status(coordinator.ledger, DEMO_STUDY_ID)
+        for agent in agents.values():
+            agent.close()
 
     planted = [variant.variant_id for variant in cohorts.causal_variants]
     lines = [status, ""]

@@ -52,6 +52,8 @@ class Transport(Protocol):
       as in S3, not a directory), never an unfinished upload.
     - `delete` is idempotent: deleting a missing key is not an error.
     - A key may not also be a "directory" of another key (``a/b`` and ``a/b/c``).
+    - `check` raises TransportError if the mailbox itself does not exist or cannot be reached
+      (a mistyped path or bucket is an error, never an empty mailbox).
     """
 
     @property
@@ -72,6 +74,8 @@ class Transport(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def check(self) -> None: ...
 
     def close(self) -> None: ...
 

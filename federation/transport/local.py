@@ -42,7 +42,7 @@ def copy_file_atomically(source: Path, final: Path) -> None:
 
 
 class LocalTransport(ClosingTransport):
-    """A mailbox rooted at a local directory (created on first write)."""
+    """A mailbox rooted at a local directory that exists (its subfolders are made on write)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -117,6 +117,14 @@ class LocalTransport(ClosingTransport):
                 fsync_directory(path.parent)
 
         self._run("delete", key, remove)
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise TransportError(
+                f"{self.location}: mailbox directory does not exist; create it (mkdir -p) or fix "
+                "the mailbox 'path'",
+                retryable=False,
+            )
 
     # Reading -------------------------------------------------------------------------------
 

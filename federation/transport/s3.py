@@ -316,6 +316,17 @@ class S3Transport(ClosingTransport):
 
         self._call("get", key, download)
 
+    def check(self) -> None:
+        """The bucket exists and these credentials reach it (HEAD bucket)."""
+        try:
+            self._call("check", "", lambda: self._client.head_bucket(Bucket=self.bucket))
+        except NotFound:  # HEAD has no body: a missing bucket is a bare 404
+            raise TransportError(
+                f"s3://{self.bucket}: bucket does not exist at {self.endpoint_url or 'AWS'}; "
+                "create it or fix the bucket name in the settings",
+                retryable=False,
+            ) from None
+
     def exists(self, key: str) -> bool:
         validate_key(key)
         try:

@@ -268,6 +268,24 @@ class SSHTransport(ClosingTransport):
 
         return self._call("stat", key, is_file)
 
+    def check(self) -> None:
+        """The login host answers with the pinned key and the mailbox directory exists."""
+        root = self.target.remote_root
+
+        def is_directory(sftp: paramiko.SFTPClient) -> None:
+            try:
+                mode = sftp.stat(root).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is None or not stat.S_ISDIR(mode):
+                raise TransportError(
+                    f"{self.location}: mailbox directory '{root}' does not exist on the host; "
+                    "create it or fix 'remote_root'",
+                    retryable=False,
+                )
+
+        self._call("check", "", is_directory)
+
     def list(self, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
         root = self.target.remote_root

@@ -340,7 +340,7 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
 
     for node in NODES:
         events = [entry["event"] for entry in federation.audit(node)]
-        assert events.count("task_accepted") == 1 and events.count("result_published") == 1
+        assert events.count("task_approved") == 1 and events.count("result_published") == 1
 
 
 def test_the_coordinator_keeps_each_nodes_signed_audit_head_and_it_catches_a_rewrite(
@@ -430,7 +430,8 @@ def test_a_study_that_cannot_reach_its_quorum_fails(
     federation: Federation, fake_pipeline: FakePipeline
 ) -> None:
     study_path = federation.write_study("doomed-study", quorum=3)
-    federation.set_node("fi", approved_workflows=[])  # 'fi' refuses every task
+    # 'fi' refuses every task (it has published no policy, so the pre-flight cannot tell)
+    federation.set_node("fi", approved_workflows=[], unapproved_workflows="refuse")
     federation.coordinator().submit(study_path)
     federation.agent("fi").run_once()
     collection = federation.coordinator().collect("doomed-study")
@@ -642,10 +643,12 @@ def test_node_refuses_forged_tasks(
     assert len(federation.refusals("fi", forged.task_id)) == 1
 
 
-def test_unapproved_workflow_is_refused(
+def test_unapproved_workflow_is_refused_by_a_node_that_refuses_them(
     federation: Federation, fake_pipeline: FakePipeline
 ) -> None:
-    """A correctly signed bundle whose pipeline differs from every approved one."""
+    """A correctly signed bundle whose pipeline differs from every approved one, at a node
+    that refuses unapproved workflows instead of holding them for its admin."""
+    federation.set_node("fi", unapproved_workflows="refuse")
     study_path = federation.write_study("attack-unapproved")
     files = pipeline_files(REPO_ROOT, study_path)
     changed = federation.root / "forged" / "Snakefile"
@@ -666,28 +669,46 @@ def test_unapproved_workflow_is_refused(
     )
     outcomes = federation.agent("fi").run_once()
     _assert_refused(
-        federation, forged, outcomes, "is not in the node's approved_workflows", fake_pipeline
+        federation,
+        forged,
+        outcomes,
+        f"workflow {workflow_digest(manifest)} is not approved by node 'fi', which refuses",
+        fake_pipeline,
     )
 
 
-def test_empty_allow_list_refuses_everything(
+def test_an_empty_allow_list_runs_nothing_unattended(
     federation: Federation, fake_pipeline: FakePipeline
 ) -> None:
     federation.set_node("fi", approved_workflows=[])
     forged = forge_task(federation, "empty-allow-list")
+    [outcome] = federation.agent("fi").run_once()
+    assert outcome.status is TaskStatus.HELD and fake_pipeline.calls == []
+    assert outcome.reason and f"workflow {federation.digest} is not approved" in outcome.reason
+    federation.set_node("fi", unapproved_workflows="refuse")
+    refused = forge_task(federation, "empty-allow-list-refused")
     outcomes = federation.agent("fi").run_once()
-    _assert_refused(federation, forged, outcomes, "allow-list is empty", fake_pipeline)
+    held = [o for o in outcomes if o.task_id == forged.task_id]
+    assert [o.status for o in held] == [TaskStatus.HELD]  # a decision already taken stands
+    _assert_refused(
+        federation,
+        refused,
+        [o for o in outcomes if o.task_id == refused.task_id],
+        "which refuses unapproved workflows",
+        fake_pipeline,
+    )
 
 
-def test_older_sequence_number_is_refused(
+def test_a_task_signed_before_one_already_run_is_still_run(
     federation: Federation, fake_pipeline: FakePipeline
 ) -> None:
+    """A late task is not a replay: the node ran sequence 10 before 9 arrived; 9 runs too."""
     first = forge_task(federation, "newer", payload_changes={"sequence": 10})
     assert federation.agent("fi").run_once() == [TaskOutcome(first.task_id, TaskStatus.RELEASED)]
-    fake_pipeline.calls.clear()
     older = forge_task(federation, "older", payload_changes={"sequence": 9})
-    outcomes = federation.agent("fi").run_once()
-    _assert_refused(federation, older, outcomes, "sequence 9 <= last accepted 10", fake_pipeline)
+    assert federation.agent("fi").run_once() == [TaskOutcome(older.task_id, TaskStatus.RELEASED)]
+    assert [call["study"] for call in fake_pipeline.calls] == ["attack-newer", "attack-older"]
+    assert federation.refusals("fi", older.task_id) == []
 
 
 def test_replayed_task_is_refused_and_counted_once(
@@ -815,19 +836,19 @@ def test_node_killed_after_publishing_does_not_publish_twice(
     federation: Federation, fake_pipeline: FakePipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task_id = federation.coordinator().submit(federation.study_path).tasks["fi"]
-    original = NodeLedger.set_status
+    original = NodeLedger.transition
 
     def dies_before_recording_release(
-        self: NodeLedger, task: str, status: TaskStatus, reason: str | None = None
-    ) -> None:
+        self: NodeLedger, task: str, status: TaskStatus, **changes: Any
+    ) -> bool:
         if status is TaskStatus.RELEASED:
             raise SystemExit(137)
-        original(self, task, status, reason)
+        return original(self, task, status, **changes)
 
-    monkeypatch.setattr(NodeLedger, "set_status", dies_before_recording_release)
+    monkeypatch.setattr(NodeLedger, "transition", dies_before_recording_release)
     with pytest.raises(SystemExit):
         federation.agent("fi").run_once()
-    monkeypatch.setattr(NodeLedger, "set_status", original)
+    monkeypatch.setattr(NodeLedger, "transition", original)
     complete = federation.node_mailbox("fi").get_bytes(f"outbox/{task_id}/COMPLETE")
 
     assert federation.agent("fi").run_once() == [TaskOutcome(task_id, TaskStatus.RELEASED)]

@@ -6,7 +6,10 @@ label: Release allele frequencies through the disclosure gate
 doc: |
   Applies the node's disclosure policy to the private allele-count table (cohort size,
   minor allele count, allele number) and writes the released allele-frequency table with a
-  YAML metadata sidecar. A withheld release writes nothing and fails this step.
+  YAML metadata sidecar. A withheld release writes no table: the step succeeds without
+  these outputs and records its decision in the node's work dir
+  (work_dir/<study_id>/outcomes/<analysis>.json), so one withheld analysis never stops
+  the others.
 
 $namespaces:
   edam: http://edamontology.org/
@@ -66,8 +69,8 @@ inputs:
     type: string
     doc: |
       Absolute path of the node audit log (JSON lines), appended to by the disclosure gate.
-      A path, not an output: the log is node-owned and must record a withheld release, and a
-      withheld release fails its step, and a failed step has no outputs.
+      A path, not an output: the log is node-owned and records every release decision,
+      including a failed check, and a failed step has no outputs.
     inputBinding:
       prefix: --audit-log
 
@@ -79,13 +82,13 @@ stderr: release.$(inputs.analysis).log
 
 outputs:
   allele_frequency_table:
-    type: File
+    type: File?  # absent when the gate withheld the release
     format: edam:format_3475  # TSV (gzip)
     doc: Released allele-frequency table.
     outputBinding:
       glob: $(inputs.analysis).tsv.gz
   sidecar:
-    type: File
+    type: File?  # absent when the gate withheld the release
     format: edam:format_3750  # YAML
     doc: Metadata sidecar (N, QC counts, software versions, data checksums).
     outputBinding:

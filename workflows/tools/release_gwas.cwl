@@ -6,7 +6,9 @@ label: Release one association analysis through the disclosure gate (GWAS-SSF)
 doc: |
   Applies the node's disclosure policy (tightened by the study) to the private association
   table and writes GWAS-SSF summary statistics with a YAML metadata sidecar. A withheld
-  release writes nothing, fails this step and says why in the node audit log.
+  release writes no table (the step succeeds without these outputs, so one withheld analysis
+  never stops the others), records its decision in work_dir/<study_id>/outcomes/<analysis>.json
+  and says why in the node audit log.
 
 $namespaces:
   edam: http://edamontology.org/
@@ -72,8 +74,8 @@ inputs:
     type: string
     doc: |
       Absolute path of the node audit log (JSON lines), appended to by the disclosure gate.
-      A path, not an output: the log is node-owned and must record a withheld release, and a
-      withheld release fails its step, and a failed step has no outputs.
+      A path, not an output: the log is node-owned and records every release decision,
+      including a failed check, and a failed step has no outputs.
     inputBinding:
       prefix: --audit-log
 
@@ -85,13 +87,13 @@ stderr: release.$(inputs.analysis).log
 
 outputs:
   summary_statistics:
-    type: File
+    type: File?  # absent when the gate withheld the release
     format: edam:format_3475  # TSV (gzip), GWAS-SSF
     doc: Released GWAS-SSF summary statistics.
     outputBinding:
       glob: $(inputs.analysis).tsv.gz
   sidecar:
-    type: File
+    type: File?  # absent when the gate withheld the release
     format: edam:format_3750  # YAML
     doc: GWAS-SSF metadata sidecar (N, QC counts, software versions, data checksums).
     outputBinding:

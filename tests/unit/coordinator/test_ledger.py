@@ -1,15 +1,18 @@
-"""federation.coordinator.ledger: studies come back as StudySpecs; states only move forward."""
+"""federation.coordinator.ledger: studies come back as StudySpecs; states only move forward;
+planned deliveries survive a restart; an older ledger is upgraded in place."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from federation.coordinator.ledger import CoordinatorLedger, StudyStatus
+from federation.coordinator.ledger import MIGRATIONS, CoordinatorLedger, StudyStatus
 from federation.errors import PolicyViolation, SpecError
 from federation.protocol.messages import TaskStatus
 from federation.spec import study_from_dict
+from federation.sqlite import connect, migrate, schema_version
 
 STUDY = study_from_dict(
     {
@@ -39,11 +42,56 @@ def test_a_stored_study_comes_back_as_the_same_spec(ledger: CoordinatorLedger, t
     assert record.meta_nodes == () and record.missing_nodes == ()
 
 
-def test_a_study_id_is_submitted_once(ledger: CoordinatorLedger):
-    with pytest.raises(SpecError, match="already submitted"):
-        ledger.add_study(STUDY, 2, None)
+def test_a_study_id_names_one_study_and_submitting_it_again_resumes_it(
+    ledger: CoordinatorLedger,
+):
+    assert ledger.add_study(STUDY, 2, None) is True  # the same study: a re-run of submit
+    other = study_from_dict({**STUDY.raw, "title": "something else"})
+    with pytest.raises(SpecError, match="already submitted with other content"):
+        ledger.add_study(other, 2, None)
     with pytest.raises(SpecError, match="not known to this coordinator"):
         ledger.study("nope")
+    assert [event["event"] for event in ledger.events("s1")] == ["study_submitted"]
+
+
+def test_a_planned_task_is_kept_and_a_second_plan_for_its_node_changes_nothing(
+    ledger: CoordinatorLedger,
+):
+    first = ledger.plan_task("s1", "fi", "t1", 1, {"task_id": "t1", "sequence": 1})
+    again = ledger.plan_task("s1", "fi", "t2", 2, {"task_id": "t2", "sequence": 2})
+    assert again == first and again.task_id == "t1" and again.envelope["sequence"] == 1
+    assert list(ledger.planned("s1")) == ["fi"]
+
+
+def test_cancelling_a_study_cancels_its_open_tasks_only(ledger: CoordinatorLedger):
+    ledger.add_task("t1", "s1", "fi", 1, {"task_id": "t1"})
+    ledger.add_task("t2", "s1", "ee", 1, {"task_id": "t2"})
+    ledger.set_task_status("t2", TaskStatus.VETOED, "vetoed by the node's admin")
+    assert ledger.cancel_study("s1") == ["t1"]
+    statuses = {task.node_id: task.status for task in ledger.tasks("s1")}
+    assert statuses == {"fi": TaskStatus.CANCELLED, "ee": TaskStatus.VETOED}
+    assert ledger.study("s1").status is StudyStatus.CANCELLED
+    assert ledger.study_ids() == ["s1"]
+
+
+def test_a_first_version_ledger_is_upgraded_and_keeps_its_tasks(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with connect(path) as connection:
+        migrate(connection, MIGRATIONS[:1], "old ledger")
+        connection.execute(
+            "INSERT INTO studies VALUES ('s0', ?, '2026-01-01T00:00:00+00:00', 1, NULL, "
+            "'submitted', NULL, NULL)",
+            (json.dumps(STUDY.raw | {"study_id": "s0"}),),
+        )
+        connection.execute(
+            "INSERT INTO tasks VALUES ('t0', 's0', 'fi', 1, '{}', 'accepted', NULL, "
+            "'2026-01-01T00:00:00+00:00')"
+        )
+    ledger = CoordinatorLedger(path)
+    (task,) = ledger.tasks("s0")
+    assert task.status is TaskStatus.APPROVED and task.analyses == {} and task.review is None
+    with connect(path) as connection:
+        assert schema_version(connection) == len(MIGRATIONS)
 
 
 def test_sequence_numbers_only_go_up_across_restarts(ledger: CoordinatorLedger, tmp_path: Path):

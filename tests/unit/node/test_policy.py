@@ -1,17 +1,34 @@
-"""federation.node.policy: a verified envelope is still refused if it is not for this node now."""
+"""federation.node.policy: a verified envelope is still refused if it is not for this node now;
+the published policy says what the node decides by."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.errors import PolicyViolation
-from federation.node.policy import MAX_CLOCK_SKEW, NodePolicy, version_compatible
-from federation.protocol.messages import TaskEnvelope, signed_bytes
-from federation.protocol.signing import TrustStore
+from federation.node.policy import (
+    GENOME_COUNT_STEP,
+    MAX_CLOCK_SKEW,
+    NodePolicy,
+    accessible_genomes,
+    version_compatible,
+)
+from federation.protocol.messages import (
+    OutputReview,
+    TaskEnvelope,
+    UnapprovedWorkflows,
+    WorkflowApproval,
+    signed_bytes,
+)
+from federation.protocol.signing import TrustStore, generate_keypair
+from federation.release.rules import DisclosurePolicy
+from federation.settings import NodeSettings, node_from_dict
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()
@@ -82,10 +99,76 @@ def test_versions_follow_semver_with_the_0_x_rule(coordinator, node, compatible)
     assert version_compatible(coordinator, node) is compatible
 
 
-def test_only_approved_workflows_run():
-    POLICY.check_workflow("t1", "c" * 64)
-    with pytest.raises(PolicyViolation, match="not in the node's approved_workflows"):
-        POLICY.check_workflow("t1", "d" * 64)
-    empty = replace(POLICY, approved_workflows=frozenset())
-    with pytest.raises(PolicyViolation, match="allow-list is empty: it denies every workflow"):
-        empty.check_workflow("t1", "c" * 64)
+def _node(tmp_path: Path, **federation: Any) -> NodeSettings:
+    generate_keypair(tmp_path / "keys", "coordinator")
+    generate_keypair(tmp_path / "keys", "fi")
+    document = {
+        "node_id": "fi",
+        "genotypes": {"format": "vcf", "path": "genotypes.vcf"},
+        "phenotypes": "phenotypes.tsv",
+        "disclosure": {"min_cohort_gwas": 200},
+        "federation": {
+            "mailbox": {"kind": "local", "path": "mailbox"},
+            "signing_key": "keys/fi.key",
+            "trusted_coordinators": {"coordinator": "keys/coordinator.pub"},
+            **federation,
+        },
+    }
+    return node_from_dict(document, tmp_path)
+
+
+def _cohort(tmp_path: Path, genotyped: int, phenotyped: range) -> None:
+    samples = [f"s{index}" for index in range(genotyped)]
+    header = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"]
+    (tmp_path / "genotypes.vcf").write_text(
+        "##fileformat=VCFv4.2\n" + "\t".join(header + samples) + "\n"
+    )
+    rows = "".join(f"s{index}\t{index % 2}\n" for index in phenotyped)
+    (tmp_path / "phenotypes.tsv").write_text("sample_id\tsex\n" + rows)
+
+
+def test_the_published_policy_has_the_effective_thresholds_and_every_approval(tmp_path: Path):
+    envelope = {"analyses": ["gwas"], "traits": ["height"], "covariates": ["age"]}
+    node = _node(
+        tmp_path,
+        approved_workflows=["c" * 64, {"digest": "d" * 64, "envelope": envelope}],
+        unapproved_workflows="refuse",
+    )
+    assert node.federation is not None
+    policy = NodePolicy.from_settings("fi", node.federation)
+    extra = WorkflowApproval("e" * 64)
+    document = policy.document(node, [extra, WorkflowApproval("c" * 64)], 80, NOW)
+    assert document.disclosure["min_cohort_gwas"] == 200  # the node's, not the default 100
+    assert document.disclosure["min_cohort_af"] == DisclosurePolicy().min_cohort_af
+    assert [approval.digest for approval in document.approved_workflows] == [
+        "c" * 64,
+        "d" * 64,
+        "e" * 64,  # the admin's; the repeated 'c' once
+    ]
+    enveloped = document.approvals_of("d" * 64)[0].envelope
+    assert enveloped is not None and enveloped.traits == {"height"}
+    assert enveloped.max_principal_components == 20  # the schema's default: the study's limit
+    assert document.unapproved_workflows is UnapprovedWorkflows.REFUSE
+    assert document.output_review is OutputReview.NONE
+    assert document.accessible_genomes == 80 and document.engines == ("cwl", "snakemake")
+
+
+@pytest.mark.parametrize(
+    ("phenotyped", "both", "published"),
+    [
+        (range(10, 86), 76, 80),  # 76 samples have genotypes and phenotypes
+        (range(15, 90), 75, 75),
+        (range(89, 95), 1, 5),
+        (range(90, 99), 0, 0),  # phenotypes of samples that were never genotyped
+    ],
+)
+def test_accessible_genomes_are_an_upper_bound_in_steps_of_five(
+    tmp_path: Path, phenotyped: range, both: int, published: int
+):
+    _cohort(tmp_path, genotyped=90, phenotyped=phenotyped)
+    assert both <= published < both + GENOME_COUNT_STEP
+    assert accessible_genomes(_node(tmp_path)) == published
+
+
+def test_accessible_genomes_are_unknown_when_the_data_cannot_be_read(tmp_path: Path):
+    assert accessible_genomes(_node(tmp_path)) is None  # no genotype file

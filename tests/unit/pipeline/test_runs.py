@@ -62,12 +62,14 @@ def test_publish_replaces_destination_whole(tmp_path):
     )
 
 
-def test_a_run_where_a_release_step_withheld_is_a_disclosure_refusal(node, tmp_path):
-    """The category comes from the outcome the release step recorded, not from any text."""
+def test_a_failed_run_whose_gate_could_not_complete_is_a_disclosure_failure(node, tmp_path):
+    """The category comes from the outcome the release step recorded, not from any text; a
+    withheld analysis does not fail a run, so it says nothing about a failure."""
     start_run(node, "s1")
     record_outcome(node.work_dir, "s1", "af", ReleaseOutcome.RELEASED)
-    assert type(failed(node, "s1", "node 'ee': rule 'x' failed")) is PipelineError
     record_outcome(node.work_dir, "s1", "gwas", ReleaseOutcome.WITHHELD)
+    assert type(failed(node, "s1", "node 'ee': rule 'x' failed")) is PipelineError
+    record_outcome(node.work_dir, "s1", "bmi", ReleaseOutcome.FAILED)
     error = failed(node, "s1", "node 'ee': rule 'release_gwas' failed: see the log")
     assert isinstance(error, DisclosureError) and "release_gwas" in str(error)
 

@@ -87,6 +87,7 @@ def world(tmp_path, monkeypatch):
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
     mailbox = {"kind": "local", "path": str(tmp_path / "mailbox")}
+    (tmp_path / "mailbox").mkdir()
     node_doc = {
         "node_id": "fi",
         "genotypes": {"format": "vcf", "path": "g.vcf.bgz"},

@@ -76,7 +76,7 @@ from federation.node.review import (
     write_summary,
 )
 from federation.node.tasks import WORKFLOWS_DIR
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import ReleaseOutcome, read_outcomes
 from federation.pipeline.guard import stop_marked_group
 from federation.pipeline.run import ENGINES, run_pipeline
 from federation.pipeline.runs import RunControl, publish, release_destination
@@ -690,8 +690,10 @@ class NodeAgent:
         assert task is not None
         if self._published(task_id, study_id):
             # Published before a crash, ledger not yet updated: one result, no duplicate.
-            self.set_status(task_id, TaskStatus.RELEASED)
-            return TaskOutcome(task_id, TaskStatus.RELEASED, analyses=task.analyses)
+            recorded = task.analyses or read_outcomes(self.node.work_dir, study_id)
+            analyses = {a: recorded[a] for a in study.analysis_ids if a in recorded}
+            self.set_status(task_id, TaskStatus.RELEASED, analyses=analyses)
+            return TaskOutcome(task_id, TaskStatus.RELEASED, analyses=analyses)
         if task.workflow_digest:
             self._keep_workflow(task_id, task.workflow_digest)
         self.set_status(task_id, TaskStatus.RUNNING)

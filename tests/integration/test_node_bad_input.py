@@ -1,11 +1,11 @@
-"""Bad input and mid-way failures of `federation node run-pipeline` on a real cohort.
+"""Bad input and mid-way refusals of `federation node run-pipeline` on a real cohort.
 
 The fast cases (configs, phenotype columns, hand-written VCFs) are unit tests in
 tests/unit/test_preflight.py. Here: genotype files made by real tools from the shared
-synthetic federation's 'fi' node (bcftools, the synthesised PLINK files), and a run that
-fails after its Hail jobs have run, because the disclosure gate withholds the GWAS of a
-cohort below min_cohort_gwas. Nothing may reach the results folder, and the failure is one
-`error:` line naming the rule and the reason.
+synthetic federation's 'fi' node (bcftools, the synthesised PLINK files), and a run whose
+only analysis the disclosure gate withholds after its Hail jobs have run (a cohort below
+min_cohort_gwas). Nothing may reach the results folder, the run exits 3 (refused), and the
+node's admin is told which analysis was withheld and where the reason is.
 """
 
 from __future__ import annotations
@@ -117,11 +117,11 @@ def test_plink_sample_ids_that_do_not_match_the_phenotypes(
     assert not (tmp_path / "results").exists()
 
 
-def test_failure_after_the_hail_jobs_publishes_nothing(
+def test_a_release_withheld_after_the_hail_jobs_publishes_nothing(
     fi: NodeCohort, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A GWAS of 60 samples passes preflight and runs QC and the regression in Hail; the gate
-    then withholds it (min_cohort_gwas = 100), so the run fails without a partial result."""
+    then withholds it (min_cohort_gwas = 100): the run ends with exit 3, nothing published."""
     limit = DisclosurePolicy().min_cohort_gwas
     assert limit > SMALL_COHORT
     phenotypes = tmp_path / "phenotypes.tsv"
@@ -131,20 +131,23 @@ def test_failure_after_the_hail_jobs_publishes_nothing(
 
     code, stderr = _run(node, _study_config(tmp_path), capsys)
 
-    assert code == 1  # a refused release is a failure, not bad input
-    line = _error_line(stderr)
-    assert "rule 'release_gwas' failed" in line
-    assert f"min_cohort_gwas: observed {SMALL_COHORT}, limit {limit}" in line
-    assert "result withheld" in line
+    assert code == 3  # refused by the node's policy: neither a failure nor bad input
+    assert not [line for line in stderr if line.startswith("error: ")]
+    withheld = [line for line in stderr if f"analysis '{ANALYSIS}': withheld" in line]
+    assert len(withheld) == 1 and "audit.jsonl says why" in withheld[0], stderr[-5:]
     # Mid-way: the Hail jobs (QC, regression) finished and left their private outputs...
     work = tmp_path / "work" / STUDY_ID
     assert (work / "qc.mt").is_dir()
     assert (work / "private" / "gwas" / f"{ANALYSIS}.tsv.bgz").is_file()
+    assert json.loads((work / "outcomes" / f"{ANALYSIS}.json").read_text())["outcome"] == "withheld"
     # ...but the withheld release left nothing, staged or published.
     assert not (work / "release" / f"{ANALYSIS}.tsv.gz").exists()
     assert not (tmp_path / "results" / STUDY_ID).exists()
     audit = (tmp_path / "work" / "audit.jsonl").read_text().splitlines()
     events = [json.loads(row) for row in audit]
-    withheld = [event for event in events if event["event"] == "release_withheld"]
-    assert [event["release"] for event in withheld] == [f"analysis '{ANALYSIS}'"]
+    withheld_events = [event for event in events if event["event"] == "release_withheld"]
+    assert [event["release"] for event in withheld_events] == [f"analysis '{ANALYSIS}'"]
+    rules = {rule["rule"]: rule for rule in withheld_events[0]["rules"]}
+    assert rules["min_cohort_gwas"]["observed"] == SMALL_COHORT
+    assert rules["min_cohort_gwas"]["threshold"] == limit
     assert not [e for e in events if e["event"] == "release_written" and ANALYSIS in e["file"]]

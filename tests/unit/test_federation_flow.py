@@ -36,7 +36,8 @@ from federation.errors import TransportError
 from federation.files import REPO_ROOT, sha256_file
 from federation.node.agent import NodeAgent, TaskOutcome
 from federation.node.ledger import NodeLedger
-from federation.pipeline.snakemake import PipelineRun
+from federation.outcomes import ReleaseOutcome, record_outcome
+from federation.pipeline.runs import PipelineRun, RunControl
 from federation.protocol.bundle import pack_bundle, pipeline_files
 from federation.protocol.crypt import SEALED_RESULT
 from federation.protocol.manifest import workflow_digest
@@ -133,10 +134,17 @@ def _fake_frequencies(node_id: str, gwas: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class FakePipeline:
-    """Stands in for `run_pipeline`; records its calls; `before_run` may interrupt it."""
+    """Stands in for `run_pipeline`; records its calls; `before_run` may interrupt it.
+
+    It honours the run's control like the real runners (the release goes where the agent says:
+    the review area under output review), `during_run` sees that control (to run real processes
+    under it), and `withheld` plays a gate that withholds some analyses of some nodes.
+    """
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     before_run: Callable[[Path, Path], None] | None = None
+    during_run: Callable[[RunControl], None] | None = None
+    withheld: dict[str, set[str]] = field(default_factory=dict)  # node -> analysis ids
 
     def __call__(
         self,
@@ -146,6 +154,7 @@ class FakePipeline:
         pipeline_root: Path,
         resume: bool = False,
         progress: Callable[[str], None] | None = None,
+        control: RunControl | None = None,
         **_: Any,
     ) -> PipelineRun:
         node = load_node(node_config)
@@ -154,9 +163,21 @@ class FakePipeline:
         assert (pipeline_root / "Snakefile").is_file() and pipeline_root == study_config.parent
         if self.before_run is not None:
             self.before_run(node_config, study_config)
-        released = node.results_dir / study.study_id / "nodes" / node.node_id
+        control = control or RunControl()
+        if self.during_run is not None:
+            self.during_run(control)
+        released = control.destination or (
+            node.results_dir / study.study_id / "nodes" / node.node_id
+        )
         released.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(list(node.node_id.encode()))
+        withheld = self.withheld.get(node.node_id, set())
+        outcomes = {
+            analysis: ReleaseOutcome.WITHHELD if analysis in withheld else ReleaseOutcome.RELEASED
+            for analysis in study.analysis_ids
+        }
+        for analysis, outcome in outcomes.items():  # as the release steps record them
+            record_outcome(node.work_dir, study.study_id, analysis, outcome)
         files = []
         metadata = {
             "study_id": study.study_id,
@@ -165,6 +186,8 @@ class FakePipeline:
         }
         for analysis in study.gwas:
             table = _fake_gwas(node.node_id, rng, analysis.trait_type.value == "binary")
+            if analysis.id in withheld:
+                continue
             files.append(
                 sumstats.write_table(
                     table,
@@ -174,13 +197,17 @@ class FakePipeline:
             )
         for frequencies in study.allele_frequencies:
             table = _fake_frequencies(node.node_id, _fake_gwas(node.node_id, rng, False))
+            if frequencies.id in withheld:
+                continue
             files.append(
                 sumstats.write_table(
                     table, released / f"{frequencies.id}.tsv.gz", {**metadata, "analysis": "af"}
                 )
             )
         all_files = tuple(sorted(path for path in released.rglob("*") if path.is_file()))
-        return PipelineRun(node.node_id, study.study_id, released, all_files, released / "log")
+        return PipelineRun(
+            node.node_id, study.study_id, released, all_files, released / "log", outcomes
+        )
 
     def nodes_called(self) -> list[str]:
         return [call["node"] for call in self.calls]

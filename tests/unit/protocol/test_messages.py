@@ -1,4 +1,6 @@
-"""federation.protocol.messages: every message round-trips, and each malformed one is refused."""
+"""federation.protocol.messages: every message round-trips, and each malformed one is refused:
+task envelopes, status reports (with per-analysis outcomes), result markers, cancellations
+and the nodes' published policies."""
 
 from __future__ import annotations
 
@@ -11,14 +13,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.audit import AuditHead
 from federation.errors import BundleError, PolicyViolation
+from federation.outcomes import ReleaseOutcome
 from federation.protocol.crypt import SealedFile
 from federation.protocol.messages import (
+    FINAL_STATUSES,
     RESULT_FORMAT,
+    Cancellation,
     MailboxKeys,
+    NodePolicyDocument,
+    OutputReview,
+    ParameterEnvelope,
     ResultMarker,
     StatusReport,
     TaskEnvelope,
     TaskStatus,
+    UnapprovedWorkflows,
+    WorkflowApproval,
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, sign_document
@@ -154,13 +164,20 @@ def test_mailbox_keys_are_valid_transport_keys_and_the_envelope_key_parses_back(
     for key in (
         MailboxKeys.envelope("t1"),
         MailboxKeys.bundle("t1"),
+        MailboxKeys.cancellation("t1"),
+        MailboxKeys.POLICY,
         MailboxKeys.status("t1"),
         MailboxKeys.sealed_result("t1"),
         MailboxKeys.completion("t1"),
     ):
         assert validate_key(key) == key
     assert MailboxKeys.task_of_envelope(MailboxKeys.envelope("t1")) == "t1"
-    for other in ("inbox/t1/bundle.tar", "outbox/t1/envelope.json", "inbox/envelope.json"):
+    for other in (
+        "inbox/t1/bundle.tar",
+        "inbox/t1/CANCEL.json",
+        "outbox/t1/envelope.json",
+        "inbox/envelope.json",
+    ):
         assert MailboxKeys.task_of_envelope(other) is None
 
 
@@ -169,3 +186,138 @@ def test_the_envelope_carries_the_signer_but_never_signs_it_twice():
     assert "coordinator" not in document["payload"] and document["signer"] == "coordinator"
     other = replace(ENVELOPE, coordinator="someone-else")
     assert other.to_payload() == ENVELOPE.to_payload()
+
+
+# ---------------------------------------------------------------- states and outcomes
+
+
+def test_the_states_are_the_words_people_read_and_the_first_protocols_word_still_reads():
+    assert [status.value for status in TaskStatus] == [
+        "delivered",
+        "held",
+        "approved",
+        "running",
+        "in_review",
+        "released",
+        "rejected",
+        "vetoed",
+        "withheld",
+        "failed",
+        "timed_out",
+        "cancelled",
+    ]
+    assert TaskStatus("accepted") is TaskStatus.APPROVED is TaskStatus.ACCEPTED
+    assert TaskStatus.HELD not in FINAL_STATUSES and TaskStatus.VETOED in FINAL_STATUSES
+
+
+def test_a_status_report_carries_what_the_gate_decided_per_analysis():
+    analyses = {"af": ReleaseOutcome.RELEASED, "gwas": ReleaseOutcome.WITHHELD}
+    report = StatusReport("t1", "s1", "fi", TaskStatus.RELEASED, "", "now", analyses)
+    raw = signed_bytes(report.to_payload(), NODE, "fi")
+    assert StatusReport.verify(raw, TRUST, "fi", "t1") == report
+    older = {key: value for key, value in report.to_payload().items() if key != "analyses"}
+    assert StatusReport.verify(signed_bytes(older, NODE, "fi"), TRUST, "fi", "t1") == replace(
+        report, analyses={}
+    )
+
+
+@pytest.mark.parametrize("analyses", [["af"], {"af": "leaked 17 samples"}, {"af": 3}, "released"])
+def test_a_status_report_with_malformed_outcomes_is_refused(analyses):
+    payload = {
+        **StatusReport("t1", "s1", "fi", TaskStatus.RELEASED, "", "now").to_payload(),
+        "analyses": analyses,
+    }
+    with pytest.raises(PolicyViolation, match="'analyses'"):
+        StatusReport.verify(signed_bytes(payload, NODE, "fi"), TRUST, "fi", "t1")
+
+
+# ---------------------------------------------------------------- cancellation
+
+CANCELLATION = Cancellation("s1", "t1", "fi", NOW, "coordinator")
+
+
+def test_a_cancellation_round_trips_and_names_its_signer():
+    raw = signed_bytes(CANCELLATION.to_payload(), COORDINATOR, "coordinator")
+    assert Cancellation.verify(raw, TRUST, "fi", "t1") == CANCELLATION
+
+
+@pytest.mark.parametrize(
+    ("payload", "signer", "problem"),
+    [
+        ({**CANCELLATION.to_payload(), "task_id": "t2"}, "coordinator", "names task 't2'"),
+        ({**CANCELLATION.to_payload(), "node_id": "ee"}, "coordinator", "of node 'ee'"),
+        ({**CANCELLATION.to_payload(), "why": "x"}, "coordinator", "do not match"),
+        (CANCELLATION.to_payload(), "stranger", "matches no key"),
+    ],
+)
+def test_a_cancellation_for_another_task_or_from_a_stranger_is_refused(payload, signer, problem):
+    key = Ed25519PrivateKey.generate() if signer == "stranger" else COORDINATOR
+    raw = signed_bytes(payload, key, "coordinator")
+    with pytest.raises(PolicyViolation, match=problem):
+        Cancellation.verify(raw, TRUST, "fi", "t1")
+
+
+# ---------------------------------------------------------------- the node's published policy
+
+ENVELOPE_ALLOWED = ParameterEnvelope(
+    analyses=frozenset({"gwas"}),
+    traits=frozenset({"height"}),
+    covariates=frozenset({"age", "sex"}),
+    max_principal_components=4,
+    disclosure={"min_cohort_gwas": 200},
+)
+POLICY = NodePolicyDocument(
+    node_id="fi",
+    issued_at=NOW,
+    federation_version="0.1.0",
+    engines=("cwl", "snakemake"),
+    reference_genome="GRCh38",
+    disclosure={"min_cohort_gwas": 150, "max_parameter_fraction": 0.33},
+    accessible_genomes=80,
+    output_review=OutputReview.TWO,
+    unapproved_workflows=UnapprovedWorkflows.REFUSE,
+    approved_workflows=(WorkflowApproval("c" * 64), WorkflowApproval("d" * 64, ENVELOPE_ALLOWED)),
+)
+
+
+def test_a_published_policy_round_trips_and_finds_its_approvals():
+    raw = signed_bytes(POLICY.to_payload(), NODE, "fi")
+    document = NodePolicyDocument.verify(raw, TRUST, "fi")
+    assert document == POLICY
+    assert document.approvals_of("d" * 64) == (WorkflowApproval("d" * 64, ENVELOPE_ALLOWED),)
+    assert document.approvals_of("e" * 64) == ()
+    assert document.content() == replace(POLICY, issued_at=NOW + timedelta(days=1)).content()
+    assert OutputReview.TWO.required_approvals == 2 and OutputReview.NONE.required_approvals == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "signer", "problem"),
+    [
+        ({"node_id": "ee"}, "fi", "names node 'ee'"),
+        ({"accessible_genomes": -5}, "fi", "accessible_genomes -5"),
+        ({"output_review": "three"}, "fi", "'three' is not a valid OutputReview"),
+        ({"extra": 1}, "fi", "fields do not match"),
+        ({"approved_workflows": [{"digest": "c" * 64}]}, "fi", "expected digest and envelope"),
+        (
+            {"approved_workflows": [{"digest": "c" * 64, "envelope": {"analyses": ["x"]}}]},
+            "fi",
+            "'x' is not one of",
+        ),
+        ({}, "coordinator", "expected signer 'fi'"),
+    ],
+)
+def test_a_forged_foreign_or_malformed_policy_is_refused(changes, signer, problem):
+    key = NODE if signer == "fi" else COORDINATOR
+    raw = signed_bytes({**POLICY.to_payload(), **changes}, key, signer)
+    with pytest.raises(PolicyViolation, match=problem):
+        NodePolicyDocument.verify(raw, TRUST, "fi")
+
+
+def test_an_envelope_allows_nothing_of_a_kind_it_does_not_list():
+    envelope = ParameterEnvelope.from_dict({"analyses": ["allele_frequency"]}, "test")
+    assert envelope.traits == frozenset() and envelope.covariates == frozenset()
+    assert ParameterEnvelope.from_dict(ENVELOPE_ALLOWED.to_dict(), "test") == ENVELOPE_ALLOWED
+    with pytest.raises(PolicyViolation, match="at least 'analyses'"):
+        ParameterEnvelope.from_dict({"traits": ["height"]}, "test")
+    with pytest.raises(PolicyViolation, match="unknown envelope field 'trait'"):
+        ParameterEnvelope.from_dict({"analyses": ["gwas"], "trait": ["height"]}, "test")

@@ -82,13 +82,22 @@ def study_submit(
 
 @study_app.command("status")
 def study_status(
-    study_id: StudyIdArgument, coordinator: CoordinatorOption, as_json: JsonOption = False
+    study_id: StudyIdArgument,
+    coordinator: CoordinatorOption,
+    as_json: JsonOption = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Only the ledger; do not ask the nodes' mailboxes.")
+    ] = False,
 ) -> None:
     """Each node's state (delivered, held, approved, running, in_review, released, rejected,
-    vetoed, withheld, failed, timed_out, cancelled), since when, and what it released."""
+    vetoed, withheld, failed, timed_out, cancelled), since when, and what it released. The
+    nodes' latest signed reports are read first (results are fetched by `collect`)."""
     from federation.coordinator.status import format_status, study_view
 
-    ledger = _coordinator(coordinator).ledger
+    coordinator_ = _coordinator(coordinator)
+    if not offline:
+        coordinator_.refresh(study_id)
+    ledger = coordinator_.ledger
     if as_json:
         typer.echo(json.dumps(study_view(ledger, study_id).to_json(), indent=2))
         return

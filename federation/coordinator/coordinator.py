@@ -410,6 +410,20 @@ class Coordinator:
             analyses = {key: value.value for key, value in report.analyses.items()}
             self.ledger.set_task_outcomes(task_id, analyses)
 
+    def refresh(self, study_id: str) -> None:
+        """Read each open task's latest signed status from its node (no results are fetched),
+        so `study status` says what the nodes say now. A node out of reach keeps its last state."""
+        for task in self.ledger.tasks(study_id):
+            if task.status in FINAL_STATUSES:
+                continue
+            try:
+                with closing(self.mailbox(task.node_id)) as mailbox:
+                    self._read_status(mailbox, task.node_id, task.task_id)
+            except TransportError as error:
+                self.progress(f"[coordinator] node '{task.node_id}' not reachable now: {error}")
+            except PolicyViolation as error:  # a forged report changes nothing
+                self.progress(f"[coordinator] node '{task.node_id}' status ignored: {error}")
+
     def _collect_task(
         self, study_id: str, node_id: str, task_id: str, deadline: datetime | None
     ) -> None:

@@ -973,3 +973,19 @@ def test_keys_generate_also_makes_the_crypt4gh_pair(
         == 0
     )
     assert sorted(path.name for path in (tmp_path / "signing").iterdir()) == ["x.key", "x.pub"]
+
+
+def test_study_status_says_what_a_node_reported_before_anything_is_collected(
+    federation: Federation, fake_pipeline: FakePipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    federation.set_node("fi", approved_workflows=[], unapproved_workflows="refuse")
+    federation.coordinator().submit(federation.study_path)
+    federation.agent("fi").run_once()
+    coordinator = str(federation.configs.coordinator)
+    assert main(["study", "status", STUDY_ID, "--coordinator", coordinator, "--offline"]) == 0
+    assert any(
+        line.split()[:2] == ["fi", "delivered"] for line in capsys.readouterr().out.splitlines()
+    )
+    assert main(["study", "status", STUDY_ID, "--coordinator", coordinator]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fi "))
+    assert line.split()[1] == "rejected" and "is not approved by node 'fi'" in line

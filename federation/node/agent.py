@@ -77,7 +77,7 @@ from federation.node.review import (
 )
 from federation.node.tasks import WORKFLOWS_DIR
 from federation.outcomes import ReleaseOutcome, read_outcomes
-from federation.pipeline.guard import stop_marked_group
+from federation.pipeline.guard import run_processes, stop_members
 from federation.pipeline.run import ENGINES, run_pipeline
 from federation.pipeline.runs import RunControl, publish, release_destination
 from federation.protocol.bundle import inspect_bundle, pack_bundle, unpack_bundle
@@ -620,10 +620,11 @@ class NodeAgent:
             return self._check_review(task)
         self.audit("task_resumed", task_id=task_id, status=task.status)
         self.progress(f"[{self.node.node_id}] taking up task {task_id} ({task.status.value})")
-        if task.status is TaskStatus.RUNNING and task.process_group:
-            stopped = stop_marked_group(task.process_group, self._run_label(task_id))
-            if stopped:
-                self.audit("stale_pipeline_stopped", task_id=task_id, processes=len(stopped))
+        if task.status is TaskStatus.RUNNING:  # what a killed run left running, if anything
+            stale = run_processes(self._run_label(task_id))
+            stop_members(stale)
+            if stale:
+                self.audit("stale_pipeline_stopped", task_id=task_id, processes=len(stale))
         study_config = self._bundle_dir(task_id) / STUDY_CONFIG_NAME
         try:
             if task.status is TaskStatus.DELIVERED:  # stopped before deciding: decide now

@@ -63,6 +63,12 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def run_processes(marker: str) -> list[int]:
+    """Every live process that serves run `marker`, in whatever group it is now."""
+    pids = (int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if _runs(pid, marker) and alive(pid)]
+
+
 def _runs(pid: int, marker: str) -> bool:
     """Whether process `pid` carries `GROUP_MARKER=marker` in its environment."""
     try:
@@ -77,11 +83,11 @@ def stop_members(members: list[int], grace: float = GRACE_SECONDS) -> None:
     for pid in members:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    alive = members
-    while alive and time.monotonic() < deadline:
+    left = members
+    while left and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-        alive = [pid for pid in alive if _alive(pid)]
-    for pid in alive:
+        left = [pid for pid in left if alive(pid)]
+    for pid in left:
         _signal(pid, signal.SIGKILL)
 
 
@@ -97,7 +103,8 @@ def stop_marked_group(pgid: int, marker: str, grace: float = GRACE_SECONDS) -> l
     return members
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not)."""
     try:
         state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[0]
     except (OSError, IndexError):

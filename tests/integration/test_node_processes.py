@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from federation.files import REPO_ROOT
-from federation.pipeline.guard import GROUP_MARKER
+from federation.pipeline.guard import alive, run_processes
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import MailboxKeys, TaskStatus
 from federation.sandbox.demo import demo_study, mailboxes, write_federation_configs
@@ -86,29 +86,6 @@ def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
-def marked(label: str) -> list[int]:
-    """Live processes that serve the pipeline run `label` (the guard's environment marker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if f"{GROUP_MARKER}={label}".encode() in environment and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat")).read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def gone(pids: list[int]) -> list[int]:
     deadline = time.monotonic() + GONE_SECONDS
     while time.monotonic() < deadline and any(alive(pid) for pid in pids):
@@ -139,7 +116,7 @@ def test_an_agent_killed_at_any_stage_leaves_nothing_running_and_the_next_run_fi
         if agent.poll() is None:
             agent.kill()
             agent.wait()
-    assert gone(pipeline) == [] and gone(marked(label)) == []
+    assert gone(pipeline) == [] and gone(run_processes(label)) == []
 
     again = agent_process(world, "none", signals)
     out, err = again.communicate(timeout=120)
@@ -148,7 +125,7 @@ def test_an_agent_killed_at_any_stage_leaves_nothing_running_and_the_next_run_fi
         f"{task_id}\treleased\tallele_frequencies released, quant_trait_gwas released, "
         "binary_trait_gwas released"
     ]
-    assert marked(label) == []
+    assert run_processes(label) == []
     assert len((signals / "runs").read_text().splitlines()) == PIPELINE_RUNS[stage]
     events = [entry["event"] for entry in world.audit("fi")]
     assert events.count("result_published") == 1, events

@@ -31,12 +31,13 @@ from federation.coordinator.status import NodeState, study_view
 from federation.errors import ExitCode
 from federation.files import REPO_ROOT
 from federation.node.agent import NodeAgent
-from federation.pipeline.guard import GROUP_MARKER
+from federation.pipeline.guard import run_processes
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.release.rules import DisclosurePolicy
 from federation.sandbox.demo import (
     FederationConfigs,
     demo_envelope,
+    demo_study,
     mailboxes,
     write_federation_configs,
 )
@@ -65,20 +66,15 @@ class SmallNode:
     node_state: NodeState
 
 
-def _marked(label: str) -> list[tuple[int, bytes]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _jvm_running(label: str) -> bool:
+    """Whether a Java process serves the run (the Hail job's JVM has started)."""
+    for pid in run_processes(label):
         try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-            command = (entry / "cmdline").read_bytes()
+            if b"java" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
         except OSError:
             continue
-        if f"{GROUP_MARKER}={label}".encode() in environment and state != "Z":
-            found.append((int(entry.name), command))
-    return found
+    return False
 
 
 def _agent(config: Path) -> subprocess.Popen[str]:
@@ -103,22 +99,12 @@ def small_node(
         (cohort.directory / name).symlink_to(fi.directory / name)
     lines = fi.phenotypes.read_text().splitlines()
     cohort.phenotypes.write_text("\n".join(lines[: SAMPLES + 1]) + "\n")
-    study = {
-        "study_id": STUDY_ID,
-        "reference_genome": "GRCh38",
-        "nodes": ["fi"],
-        "quorum": 1,
-        "analyses": [
-            {"id": "allele_frequencies", "type": "allele_frequency"},
-            {
-                "id": "quant_trait_gwas",
-                "type": "gwas",
-                "trait": "quant_trait",
-                "trait_type": "quantitative",
-                "covariates": ["age", "sex"],
-            },
-        ],
-    }
+    study = {**demo_study(["fi"]), "study_id": STUDY_ID, "quorum": 1}
+    study["analyses"] = [  # allele frequencies and the quantitative GWAS, without PCs
+        {key: value for key, value in analysis.items() if key != "principal_components"}
+        for analysis in study["analyses"]
+        if analysis["id"] != "binary_trait_gwas"
+    ]
     study_path = root / "study.yaml"
     study_path.write_text(yaml.safe_dump(study))
     approval = {"digest": pipeline_workflow_digest(), "envelope": demo_envelope()}
@@ -133,11 +119,11 @@ def small_node(
     started = time.monotonic()
     first = _agent(configs.nodes["fi"])
     try:
-        while not any(b"java" in command for _, command in _marked(label)):
+        while not _jvm_running(label):
             assert first.poll() is None, first.communicate()
             assert time.monotonic() - started < JVM_WAIT_SECONDS, "no Hail JVM started"
             time.sleep(0.5)
-        at_kill = [pid for pid, _ in _marked(label)]
+        at_kill = run_processes(label)
         killed_after = time.monotonic() - started
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
@@ -146,9 +132,9 @@ def small_node(
             first.kill()
             first.wait()
     deadline = time.monotonic() + GONE_SECONDS
-    while _marked(label) and time.monotonic() < deadline:
+    while run_processes(label) and time.monotonic() < deadline:
         time.sleep(0.2)
-    survivors = [pid for pid, _ in _marked(label)]
+    survivors = run_processes(label)
     for pid in survivors:  # do not leave them to the rest of the suite
         os.kill(pid, signal.SIGKILL)
 

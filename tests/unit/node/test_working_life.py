@@ -37,6 +37,7 @@ from federation.files import REPO_ROOT
 from federation.node.lock import AgentLock
 from federation.node.review import Verdict, files_dir, read_summary
 from federation.node.tasks import describe, task_views, workflow_diff
+from federation.pipeline.guard import alive
 from federation.pipeline.runs import RunControl, run_guarded
 from federation.protocol.bundle import pack_bundle, pipeline_files
 from federation.protocol.manifest import workflow_digest
@@ -94,6 +95,11 @@ def _reviewers(federation: Federation, node: str, mode: str) -> dict[str, Path]:
         reviewers={name: str(keys / f"{name}.pub") for name in ("alice", "bob")},
     )
     return {name: keys / f"{name}.key" for name in ("alice", "bob", "mallory")}
+
+
+def _submit_code(federation: Federation, study: Path, *options: str) -> int:
+    coordinator = str(federation.configs.coordinator)
+    return main(["study", "submit", str(study), "--coordinator", coordinator, *options])
 
 
 def _run_once_code(federation: Federation, node: str) -> int:
@@ -537,10 +543,7 @@ def test_cancel_drops_pending_and_held_tasks_and_stops_a_running_pipeline(
     runner.join(timeout=60)
     assert not runner.is_alive() and time.monotonic() - started < 30
     assert [o.status for o in outcomes] == [TaskStatus.CANCELLED]
-    pid = int(pids_file.read_text())
-    assert (
-        not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    )
+    assert not alive(int(pids_file.read_text()))  # the pipeline's process was stopped
     assert sorted(cancelled) == sorted(
         task.task_id for task in federation.coordinator().ledger.tasks(STUDY_ID)
     )
@@ -677,21 +680,7 @@ def test_the_dry_run_says_what_the_nodes_then_do(
     federation.set_node("ee", approved_workflows=[])  # holds it
     _reviewers(federation, "nl", "two")  # runs it, then its reviewers check
     _publish_policies(federation)
-    coordinator = str(federation.configs.coordinator)
-    assert (
-        main(
-            [
-                "study",
-                "submit",
-                str(federation.study_path),
-                "--coordinator",
-                coordinator,
-                "--dry-run",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert _submit_code(federation, federation.study_path, "--dry-run", "--json") == 0
     predicted = {n["node_id"]: n for n in json.loads(capsys.readouterr().out)["preflight"]["nodes"]}
     assert {node: p["prediction"] for node, p in predicted.items()} == {
         "fi": "run",
@@ -701,19 +690,7 @@ def test_the_dry_run_says_what_the_nodes_then_do(
     assert predicted["nl"]["output_review"] == "two"
     for node in NODES:
         assert federation.node_mailbox(node).list("inbox/") == []
-    assert (
-        main(
-            [
-                "study",
-                "submit",
-                str(federation.study_path),
-                "--coordinator",
-                coordinator,
-                "--dry-run",
-            ]
-        )
-        == 0
-    )
+    assert _submit_code(federation, federation.study_path, "--dry-run") == 0
     report = capsys.readouterr().out
     assert f"workflow {federation.digest}" in report and "dry run, nothing sent" in report
     assert "node 'nl': runs it after output review by 2 reviewer(s)" in report

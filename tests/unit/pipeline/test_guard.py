@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from federation.errors import PipelineCancelled
-from federation.pipeline.guard import GROUP_MARKER, group_members, stop_marked_group
+from federation.pipeline.guard import (
+    GROUP_MARKER,
+    alive,
+    group_members,
+    run_processes,
+    stop_marked_group,
+)
 from federation.pipeline.runs import RunControl, run_guarded
 
 # A process that starts two grandchildren, writes all three pids, says "ready" and waits.
@@ -32,14 +38,6 @@ TREE = textwrap.dedent(
     """
 )
 GONE_WITHIN_SECONDS = 20.0
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_until_gone(pids: list[int]) -> list[int]:
@@ -149,7 +147,7 @@ def test_a_clean_up_by_marker_stops_only_the_run_it_names(tmp_path: Path):
         while sleeper.pid not in group_members(sleeper.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stop_marked_group(sleeper.pid, "fi/task-2") == []
-        assert alive(sleeper.pid)
+        assert alive(sleeper.pid) and run_processes("fi/task-1") == [sleeper.pid]
         assert stop_marked_group(sleeper.pid, "fi/task-1") == [sleeper.pid]
         sleeper.wait(timeout=30)
     finally:

@@ -81,7 +81,11 @@ def _view(ledger: CoordinatorLedger, study: StudyRecord, events: bool) -> StudyV
                 status=task.status,
                 since=task.updated_at,
                 category=task.reason,
-                analyses=dict(task.analyses),
+                analyses={  # in the order the study lists its analyses
+                    name: task.analyses[name]
+                    for name in study.spec.analysis_ids
+                    if name in task.analyses
+                },
                 review=task.review,
             )
             for task in tasks

@@ -406,7 +406,10 @@ class NodeAgent:
     def _cycle(self) -> list[TaskOutcome]:
         """Open tasks first (in sequence order), then new ones (verified, in sequence order)."""
         self.mailbox.check()  # a missing or unreachable mailbox is an error, not an empty one
-        self.publish_policy()
+        try:
+            self.publish_policy()
+        except TransportError as error:  # the node still works; it publishes on a later run
+            self.audit("policy_not_published", reason=str(error))
         self._send_due_reports()
         outcomes = [
             self._deferrable(task.task_id, partial(self._continue, task.task_id))

@@ -36,14 +36,14 @@ import yaml
 
 import federation.node.agent as agent_module
 from federation import sumstats
-from federation.coordinator.coordinator import Collection, Coordinator
+from federation.coordinator.coordinator import Collection, Coordinator, MailboxesUnreachable
 from federation.coordinator.status import format_status
 from federation.errors import TransportError
 from federation.node.agent import NodeAgent, TaskOutcome
 from federation.pipeline.runs import PipelineRun
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.crypt import SEALED_RESULT
-from federation.protocol.messages import TaskStatus
+from federation.protocol.messages import MailboxKeys, TaskStatus
 from federation.sandbox.demo import (
     FederationConfigs,
     Mailboxes,
@@ -134,12 +134,14 @@ def run_federation(
 
 
 def assert_clean_mailboxes(run: FederatedRun) -> None:
-    """Inbox emptied by each node; outbox: one status, one result, one marker, nothing partial."""
+    """Inbox emptied by each node; outbox: one status, one result, one marker, nothing partial;
+    and the node's signed policy."""
     for node, keys in run.mailbox_keys.items():
-        tasks = {key.split("/")[1] for key in keys}
+        assert keys[-1] == MailboxKeys.POLICY, (node, keys)
+        tasks = {key.split("/")[1] for key in keys[:-1]}
         assert len(tasks) == 1, (node, keys)
         task = tasks.pop()
-        assert keys == [
+        assert keys[:-1] == [
             f"outbox/{task}/{name}" for name in ("COMPLETE", "STATUS.json", SEALED_RESULT)
         ]
 
@@ -394,16 +396,17 @@ def test_coordinator_refuses_an_ssh_node_whose_host_key_changed(tmp_path: Path) 
         boxes.server.rotate_host_key()  # the node's login host now shows another key
         known_hosts.write_text(pinned)  # while the coordinator still pins the old one
 
-        after = coordinator.submit(tmp_path / "after-rotation.yaml")
-        assert after.tasks == {}
-        for task in coordinator.ledger.tasks("after-rotation"):
-            assert task.status is TaskStatus.FAILED
-            assert (
-                task.reason
-                and "host key CHANGED" in task.reason
-                and "refusing to connect" in task.reason
-            )
-            inbox = Path(boxes.node_side[task.node_id]["path"]) / "inbox" / task.task_id
-            assert not inbox.exists()  # nothing was delivered
+        # The pre-flight reaches no node: nothing is sent, nothing recorded, one line per node.
+        with pytest.raises(MailboxesUnreachable) as unreachable:
+            coordinator.submit(tmp_path / "after-rotation.yaml")
+        lines = str(unreachable.value).splitlines()[1:]
+        assert [line.split(":")[0].strip() for line in lines] == [
+            f"node '{node}'" for node in node_ids
+        ]
+        assert all("host key CHANGED" in line and "refusing to connect" in line for line in lines)
+        assert coordinator.ledger.study_ids() == ["before-rotation"]
+        for node in node_ids:
+            inbox = Path(boxes.node_side[node]["path"]) / "inbox"
+            assert len(list(inbox.iterdir())) == 1  # the first study's task only
         collection = coordinator.collect("before-rotation")  # and nothing is read either
         assert collection.released == [] and collection.meta_files == []

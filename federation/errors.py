@@ -75,7 +75,7 @@ class PipelineError(FederationError):
 
 class DisclosureError(FederationError):
     """The disclosure gate refused a release; nothing leaves the node. `categories` are the
-    researcher-facing refusal categories (`release.rules.RefusalCategory` values), if known."""
+    researcher-facing refusal categories (`outcomes.RefusalCategory` values), if known."""
 
     def __init__(self, message: str, categories: tuple[str, ...] = ()) -> None:
         super().__init__(message)

@@ -66,13 +66,19 @@ def run_pipeline(
         node = load_node(node_config)
         log = node.federation.audit_log if node.federation else node.work_dir / "audit.jsonl"
         for analysis in withheld:
-            echo_err(f"analysis '{analysis}': withheld by the disclosure gate; {log} says why")
+            category = run.outcomes[analysis].category
+            remedy = f" ({category}: {category.remedy})" if category else ""
+            echo_err(
+                f"analysis '{analysis}': withheld by the disclosure gate{remedy}; {log} says why"
+            )
         raise typer.Exit(outcome_exit_code([], withheld_analyses=True))
 
 
 def _print_outcomes(outcomes: list[TaskOutcome]) -> None:
     for outcome in outcomes:
-        analyses = ", ".join(f"{name} {value.value}" for name, value in outcome.analyses.items())
+        analyses = ", ".join(
+            f"{name} {value.describe()}" for name, value in outcome.analyses.items()
+        )
         typer.echo(f"{outcome.task_id}\t{outcome.status.value}\t{outcome.reason or analyses}")
 
 
@@ -91,8 +97,9 @@ def node_run_once(config: NodeAgentConfigOption) -> None:
         outcomes = agent.run_once()
     _print_outcomes(outcomes)
     withheld = any(
-        ReleaseOutcome.WITHHELD in outcome.analyses.values()
+        decided.outcome is ReleaseOutcome.WITHHELD
         for outcome in outcomes
+        for decided in outcome.analyses.values()
         if outcome.status is TaskStatus.RELEASED
     )
     code = outcome_exit_code(
@@ -157,7 +164,7 @@ def node_tasks(
                     "since": view.updated_at,
                     "workflow_digest": view.workflow_digest,
                     "detail": view.detail,
-                    "analyses": {key: value.value for key, value in view.analyses.items()},
+                    "analyses": {key: value.as_dict() for key, value in view.analyses.items()},
                     "study": view.study.raw if view.study else None,
                     "diff": {
                         "base": diff.base,

@@ -63,6 +63,7 @@ from federation.protocol.messages import (
     StatusReport,
     TaskEnvelope,
     TaskStatus,
+    analysis_outcomes,
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, load_private_key, load_public_key
@@ -407,8 +408,7 @@ class Coordinator:
         if report is None or report.status in (TaskStatus.RELEASED, TaskStatus.DELIVERED):
             return
         if self.ledger.set_task_status(task_id, report.status, report.reason or None):
-            analyses = {key: value.value for key, value in report.analyses.items()}
-            self.ledger.set_task_outcomes(task_id, analyses)
+            self.ledger.set_task_outcomes(task_id, report.analyses)
 
     def refresh(self, study_id: str) -> None:
         """Read each open task's latest signed status from its node (no results are fetched),
@@ -472,15 +472,16 @@ class Coordinator:
         if verified.exists():
             shutil.rmtree(verified)
         manifest = unpack_bundle(plain, verified, marker.manifest_digest, RESULT_LIMITS)
+        # What the gate decided per analysis, with each refusal's category: checked before the
+        # result is kept (a malformed record refuses the result, like any bad manifest).
+        analyses = manifest.metadata.get("analyses")
+        outcomes = None if analyses is None else analysis_outcomes(analyses, f"{label} manifest")
         if destination.exists():
             shutil.rmtree(destination)
         verified.replace(destination)
-        analyses = manifest.metadata.get("analyses")
         review = manifest.metadata.get("output_review")
         self.ledger.set_task_outcomes(
-            task_id,
-            dict(analyses) if isinstance(analyses, Mapping) else None,
-            dict(review) if isinstance(review, Mapping) else None,
+            task_id, outcomes, dict(review) if isinstance(review, Mapping) else None
         )
         if self.ledger.record_result(task_id, marker.manifest_digest, destination):
             self._keep_anchor(marker, raw_marker)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,7 @@ from typing import Any
 
 from federation.errors import PolicyViolation, SpecError
 from federation.jsonio import parse_json_strictly
+from federation.outcomes import AnalysisOutcome, outcomes_as_dict, outcomes_from_ledger
 from federation.protocol.messages import FINAL_STATUSES, TaskStatus
 from federation.spec import StudySpec, study_from_dict
 from federation.sqlite import Migration, connect, migrate, now_utc, transaction
@@ -112,9 +114,8 @@ class TaskRecord:
     reason: str | None
     updated_at: str
     envelope: dict[str, Any]
-    analyses: dict[str, str] = field(
-        default_factory=dict
-    )  # analysis id -> released|withheld|failed
+    # analysis id -> released, or withheld|failed with the node's refusal category
+    analyses: dict[str, AnalysisOutcome] = field(default_factory=dict)
     review: dict[str, Any] | None = None  # how the node's output review went (no names)
 
 
@@ -131,6 +132,17 @@ class PlannedTask:
 
 def _names(text: str | None) -> tuple[str, ...]:
     return tuple(parse_json_strictly((text or "[]").encode()))
+
+
+def _analyses(row: sqlite3.Row) -> dict[str, AnalysisOutcome]:
+    """A task's per-analysis outcomes (rows from before categories hold bare outcomes)."""
+    where = f"coordinator ledger task '{row['task_id']}'"
+    try:
+        return outcomes_from_ledger(
+            parse_json_strictly((row["analyses_json"] or "{}").encode()), where
+        )
+    except ValueError as error:
+        raise SpecError(f"{error}; the row is damaged: restore the coordinator ledger") from None
 
 
 class CoordinatorLedger:
@@ -297,16 +309,17 @@ class CoordinatorLedger:
     def set_task_outcomes(
         self,
         task_id: str,
-        analyses: dict[str, str] | None,
+        analyses: Mapping[str, AnalysisOutcome] | None,
         review: dict[str, Any] | None = None,
     ) -> None:
-        """What a node reported per analysis and about its output review."""
+        """What a node reported per analysis (with each refusal's category) and about its
+        output review; None or empty keeps what the ledger has."""
         with connect(self.path) as connection, transaction(connection):
             connection.execute(
                 "UPDATE tasks SET analyses_json = COALESCE(?, analyses_json), "
                 "review_json = COALESCE(?, review_json) WHERE task_id = ?",
                 (
-                    json.dumps(analyses, sort_keys=True) if analyses else None,
+                    json.dumps(outcomes_as_dict(analyses), sort_keys=True) if analyses else None,
                     json.dumps(review, sort_keys=True) if review else None,
                     task_id,
                 ),
@@ -355,7 +368,7 @@ class CoordinatorLedger:
                 reason=row["reason"],
                 updated_at=row["updated_at"],
                 envelope=parse_json_strictly(row["envelope_json"].encode()),
-                analyses=parse_json_strictly((row["analyses_json"] or "{}").encode()),
+                analyses=_analyses(row),
                 review=(
                     parse_json_strictly(row["review_json"].encode()) if row["review_json"] else None
                 ),

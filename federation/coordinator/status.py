@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from federation.coordinator.ledger import CoordinatorLedger, StudyRecord
+from federation.outcomes import AnalysisOutcome
 from federation.protocol.messages import FINAL_STATUSES, TaskStatus
 
 
@@ -23,12 +24,21 @@ class NodeState:
     status: TaskStatus
     since: str  # when the coordinator learned of this state (UTC, ISO 8601)
     category: str | None  # the node's word for a refusal or failure (never node data)
-    analyses: dict[str, str] = field(default_factory=dict)  # released | withheld | failed
+    # analysis id -> released, or withheld|failed with the category (which remedy applies)
+    analyses: dict[str, AnalysisOutcome] = field(default_factory=dict)
     review: dict[str, Any] | None = None  # {"mode", "approvals", "decisions_sha256"}
 
     @property
     def withheld_analyses(self) -> list[str]:
-        return [name for name, outcome in self.analyses.items() if outcome != "released"]
+        return [name for name, outcome in self.analyses.items() if not outcome.released]
+
+    def to_json(self) -> dict[str, Any]:
+        """`analyses` as {"outcome", "category"} per analysis, in the study's order."""
+        return {
+            **asdict(self),
+            "status": self.status.value,
+            "analyses": {name: outcome.as_dict() for name, outcome in self.analyses.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class StudyView:
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
-        document["nodes"] = [{**asdict(node), "status": node.status.value} for node in self.nodes]
+        document["nodes"] = [node.to_json() for node in self.nodes]
         document["counts"] = self.counts()
         return document
 
@@ -109,7 +119,9 @@ def study_views(ledger: CoordinatorLedger) -> list[StudyView]:
 def _detail(node: NodeState) -> str:
     parts = []
     if node.analyses:
-        parts.append(", ".join(f"{name} {outcome}" for name, outcome in node.analyses.items()))
+        parts.append(
+            ", ".join(f"{name} {outcome.describe()}" for name, outcome in node.analyses.items())
+        )
     if node.review and node.review.get("mode") not in (None, "none"):
         parts.append(f"reviewed ({node.review.get('approvals')} approvals)")
     if node.category and node.status is not TaskStatus.RELEASED:

@@ -76,7 +76,13 @@ from federation.node.review import (
     write_summary,
 )
 from federation.node.tasks import WORKFLOWS_DIR
-from federation.outcomes import ReleaseOutcome, read_outcomes
+from federation.outcomes import (
+    AnalysisOutcome,
+    RefusalCategory,
+    outcomes_as_dict,
+    read_outcomes,
+    withheld_at_review,
+)
 from federation.pipeline.guard import run_processes, stop_members
 from federation.pipeline.run import ENGINES, run_pipeline
 from federation.pipeline.runs import RunControl, publish, release_destination
@@ -108,7 +114,6 @@ from federation.release.admission import (
     effective_policy,
     envelope_of,
 )
-from federation.release.rules import RefusalCategory
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport
@@ -161,7 +166,7 @@ class TaskOutcome:
     task_id: str
     status: TaskStatus
     reason: str | None = None
-    analyses: Mapping[str, ReleaseOutcome] = field(default_factory=dict, compare=False)
+    analyses: Mapping[str, AnalysisOutcome] = field(default_factory=dict, compare=False)
 
 
 class CancelWatch:
@@ -243,7 +248,7 @@ class NodeAgent:
         *,
         public: str = "",
         detail: str | None = None,
-        analyses: dict[str, ReleaseOutcome] | None = None,
+        analyses: dict[str, AnalysisOutcome] | None = None,
         allowed_from: frozenset[TaskStatus] | None = None,
     ) -> bool:
         """Record a status (and what the coordinator may be told), then tell it. The record
@@ -738,7 +743,12 @@ class NodeAgent:
             self.ledger.set_process_group(task_id, None)
         analyses = dict(run.outcomes)
         if not run.released_files:
-            self.audit("task_withheld", task_id=task_id, study_id=study_id, analyses=analyses)
+            self.audit(
+                "task_withheld",
+                task_id=task_id,
+                study_id=study_id,
+                analyses=outcomes_as_dict(analyses),
+            )
             self.set_status(task_id, TaskStatus.WITHHELD, public=WITHHELD, analyses=analyses)
             self.progress(f"[{self.node.node_id}] task {task_id}: every analysis withheld")
             return TaskOutcome(task_id, TaskStatus.WITHHELD, WITHHELD, analyses)
@@ -754,7 +764,7 @@ class NodeAgent:
     # ------------------------------------------------------------------ output review
 
     def _to_review(
-        self, task_id: str, study_id: str, analyses: dict[str, ReleaseOutcome], audit_mark: int
+        self, task_id: str, study_id: str, analyses: dict[str, AnalysisOutcome], audit_mark: int
     ) -> TaskOutcome:
         directory = files_dir(self.node.work_dir, task_id)
         summary = summarise(
@@ -791,11 +801,12 @@ class NodeAgent:
             self.audit("review_decision_ignored", task_id=task_id, reason=line)
         if state.rejections:
             self.audit("task_withheld_at_review", task_id=task_id, reviewers=list(state.rejections))
+            analyses = withheld_at_review(task.analyses)
             self.set_status(
-                task_id, TaskStatus.WITHHELD, public=WITHHELD_AT_REVIEW, analyses=task.analyses
+                task_id, TaskStatus.WITHHELD, public=WITHHELD_AT_REVIEW, analyses=analyses
             )
             shutil.rmtree(files_dir(self.node.work_dir, task_id), ignore_errors=True)
-            return TaskOutcome(task_id, TaskStatus.WITHHELD, WITHHELD_AT_REVIEW, task.analyses)
+            return TaskOutcome(task_id, TaskStatus.WITHHELD, WITHHELD_AT_REVIEW, analyses)
         if not state.approved:
             progress = f"{len(state.approvals)} of {state.mode.required_approvals} approvals"
             return TaskOutcome(task_id, TaskStatus.IN_REVIEW, progress, task.analyses)
@@ -836,7 +847,7 @@ class NodeAgent:
         study_id: str,
         released_dir: Path,
         files: list[Path],
-        analyses: Mapping[str, ReleaseOutcome],
+        analyses: Mapping[str, AnalysisOutcome],
         review: dict[str, Any] | None = None,
     ) -> None:
         """Result bundle first, the signed COMPLETE marker last: readers never see half a result.
@@ -850,7 +861,7 @@ class NodeAgent:
             "task_id": task_id,
             "study_id": study_id,
             "node_id": self.node.node_id,
-            "analyses": {key: value.value for key, value in analyses.items()},
+            "analyses": outcomes_as_dict(analyses),
             "output_review": review or {"mode": OutputReview.NONE.value},
         }
         manifest = pack_bundle(members, result_path, metadata, limits=RESULT_LIMITS)

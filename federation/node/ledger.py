@@ -23,8 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from federation.errors import PolicyViolation
-from federation.outcomes import ReleaseOutcome
+from federation.errors import PolicyViolation, SpecError
+from federation.outcomes import AnalysisOutcome, outcomes_as_dict, outcomes_from_ledger
 from federation.protocol.messages import TaskStatus
 from federation.sqlite import Migration, connect, migrate, now_utc, transaction
 
@@ -106,7 +106,7 @@ class NodeTask:
     expires_at: str | None = None
     workflow_digest: str | None = None
     public_reason: str | None = None
-    analyses: dict[str, ReleaseOutcome] = field(default_factory=dict)
+    analyses: dict[str, AnalysisOutcome] = field(default_factory=dict)
     report_due: bool = False
     process_group: int | None = None
 
@@ -134,8 +134,16 @@ class StoredApproval:
     task_id: str | None
 
 
+def _analyses(row: sqlite3.Row) -> dict[str, AnalysisOutcome]:
+    """The task's per-analysis outcomes (rows from before categories hold bare outcomes)."""
+    where = f"node ledger task '{row['task_id']}'"
+    try:
+        return outcomes_from_ledger(json.loads(row["analyses_json"] or "{}"), where)
+    except ValueError as error:
+        raise SpecError(f"{error}; the row is damaged: restore the node ledger") from None
+
+
 def _task(row: sqlite3.Row) -> NodeTask:
-    analyses = json.loads(row["analyses_json"] or "{}")
     return NodeTask(
         task_id=row["task_id"],
         coordinator=row["coordinator"],
@@ -148,7 +156,7 @@ def _task(row: sqlite3.Row) -> NodeTask:
         expires_at=row["expires_at"],
         workflow_digest=row["workflow_digest"],
         public_reason=row["public_reason"],
-        analyses={key: ReleaseOutcome(value) for key, value in analyses.items()},
+        analyses=_analyses(row),
         report_due=bool(row["report_due"]),
         process_group=row["process_group"],
     )
@@ -236,7 +244,7 @@ class NodeLedger:
         allowed_from: frozenset[TaskStatus] | None = None,
         reason: str | None = None,
         public_reason: str | None = None,
-        analyses: dict[str, ReleaseOutcome] | None = None,
+        analyses: dict[str, AnalysisOutcome] | None = None,
     ) -> bool:
         """Move a task to `status` (only from `allowed_from`, if given) in one transaction and
         mark its report due. Returns whether it moved: a concurrent decision may have won."""
@@ -256,7 +264,11 @@ class NodeLedger:
                     status,
                     reason,
                     public_reason,
-                    json.dumps(analyses, sort_keys=True) if analyses is not None else kept,
+                    (
+                        json.dumps(outcomes_as_dict(analyses), sort_keys=True)
+                        if analyses is not None
+                        else kept
+                    ),
                     now_utc(),
                     task_id,
                 ),

@@ -39,7 +39,7 @@ from federation.errors import PolicyViolation, SpecError
 from federation.files import atomic_write_json, sha256_file
 from federation.jsonio import canonical_json
 from federation.node.ledger import Decision, DecisionKind
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import AnalysisOutcome, outcomes_as_dict
 from federation.protocol.messages import OutputReview
 from federation.protocol.signing import TrustStore, key_id, sign_document, verify_document
 from federation.stats.meta_analysis import genomic_control_lambda
@@ -129,7 +129,7 @@ def summarise(
     task_id: str,
     study_id: str,
     node_id: str,
-    outcomes: dict[str, ReleaseOutcome],
+    outcomes: dict[str, AnalysisOutcome],
     gate: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The machine-prefilled summary of the release in `directory` (see the module docstring)."""
@@ -161,7 +161,7 @@ def summarise(
         "node_id": node_id,
         "release_digest": release_digest(directory),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "analyses": {key: value.value for key, value in outcomes.items()},
+        "analyses": outcomes_as_dict(outcomes),
         "files": files,
         "gate": releases,
         "gwas": gwas,

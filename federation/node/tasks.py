@@ -23,7 +23,7 @@ from federation.errors import FederationError, SpecError
 from federation.files import sha256_file
 from federation.jsonio import parse_json_strictly
 from federation.node.ledger import NodeLedger
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import AnalysisOutcome
 from federation.protocol.manifest import STUDY_CONFIG_NAME
 from federation.protocol.messages import FINAL_STATUSES, MailboxKeys, TaskStatus
 from federation.settings import NodeSettings
@@ -59,7 +59,7 @@ class TaskView:
     updated_at: str
     workflow_digest: str
     detail: str  # node-private: why it is held, refused or failed
-    analyses: dict[str, ReleaseOutcome] = field(default_factory=dict)
+    analyses: dict[str, AnalysisOutcome] = field(default_factory=dict)
     study: StudySpec | None = None
 
     @property
@@ -237,8 +237,8 @@ def describe(view: TaskView, diff: WorkflowDiff | None = None, full_diff: bool =
     if view.detail:
         lines.append(f"  detail:       {view.detail}")
     if view.analyses:
-        outcomes = ", ".join(f"{key} {value.value}" for key, value in view.analyses.items())
-        lines.append(f"  released:     {outcomes}")
+        outcomes = ", ".join(f"{key} {value.describe()}" for key, value in view.analyses.items())
+        lines.append(f"  outcomes:     {outcomes}")
     if view.study is not None:
         lines.append(f"  engine:       {view.study.engine}; genome {view.study.reference_genome}")
         lines.append("  analyses:")

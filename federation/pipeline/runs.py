@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import IO
 
 from federation.errors import DisclosureError, FederationError, PipelineCancelled, PipelineError
-from federation.outcomes import ReleaseOutcome, outcomes_dir, read_outcomes, refusal_categories
+from federation.outcomes import (
+    AnalysisOutcome,
+    ReleaseOutcome,
+    outcomes_dir,
+    read_outcomes,
+    refusal_categories,
+)
 from federation.pipeline.guard import GRACE_SECONDS, GROUP_MARKER, stop_marked_group
 from federation.settings import NodeSettings
 from federation.spec import StudySpec
@@ -52,10 +58,10 @@ class PipelineRun:
     released_dir: Path
     released_files: tuple[Path, ...]  # empty when the gate withheld every analysis
     log_path: Path
-    outcomes: Mapping[str, ReleaseOutcome] = field(default_factory=dict)
+    outcomes: Mapping[str, AnalysisOutcome] = field(default_factory=dict)
 
     def analyses(self, outcome: ReleaseOutcome) -> list[str]:
-        return [analysis for analysis, decided in self.outcomes.items() if decided is outcome]
+        return [name for name, decided in self.outcomes.items() if decided.outcome is outcome]
 
 
 def study_work_dir(node: NodeSettings, study_id: str) -> Path:
@@ -159,7 +165,7 @@ def failed(node: NodeSettings, study_id: str, message: str) -> FederationError:
     """The error a failed run raises: a DisclosureError when a release step recorded that the
     gate could not complete (fail closed), else a PipelineError; `message` names the step."""
     outcomes = read_outcomes(node.work_dir, study_id)
-    if ReleaseOutcome.FAILED in outcomes.values():
+    if any(decided.outcome is ReleaseOutcome.FAILED for decided in outcomes.values()):
         return DisclosureError(message, tuple(refusal_categories(node.work_dir, study_id)))
     return PipelineError(message)
 
@@ -178,7 +184,7 @@ def finish(
     outcomes = {analysis: outcomes[analysis] for analysis in study.analysis_ids}
     destination = control.destination or release_destination(node, study.study_id)
     files: tuple[Path, ...] = ()
-    if ReleaseOutcome.RELEASED in outcomes.values():
+    if any(decided.released for decided in outcomes.values()):
         files = publish(staging, destination)
     return PipelineRun(node.node_id, study.study_id, destination, files, log_path, outcomes)
 

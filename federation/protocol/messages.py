@@ -35,7 +35,7 @@ from federation import __version__
 from federation.audit import AuditHead
 from federation.errors import PolicyViolation
 from federation.jsonio import canonical_json, parse_json_strictly
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import AnalysisOutcome, outcomes_as_dict, outcomes_from_dict
 from federation.protocol.bundle import BundleLimits
 from federation.protocol.crypt import ENCRYPTION, SEALED_RESULT, SealedFile
 from federation.protocol.signing import TrustStore, sign_document, verify_document
@@ -269,23 +269,20 @@ class TaskEnvelope:
 # ---------------------------------------------------------------- status report
 
 
-def _analysis_outcomes(value: Any, where: str) -> dict[str, ReleaseOutcome]:
-    """analysis id -> released|withheld|failed, checked; PolicyViolation naming `where`."""
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise PolicyViolation(f"{where}: 'analyses' is not an object of analysis ids; ignored")
+def analysis_outcomes(value: Any, where: str) -> dict[str, AnalysisOutcome]:
+    """analysis id -> {"outcome": released|withheld|failed, "category": a refusal category or
+    null}, checked (a status report's or a result manifest's); PolicyViolation naming `where`."""
     try:
-        return {key: ReleaseOutcome(str(outcome)) for key, outcome in sorted(value.items())}
-    except ValueError:
-        raise PolicyViolation(
-            f"{where}: 'analyses' holds an outcome that is not one of "
-            f"{[outcome.value for outcome in ReleaseOutcome]}; ignored"
-        ) from None
+        return outcomes_from_dict(value, where)
+    except ValueError as error:
+        raise PolicyViolation(f"{error}; ignored") from None
 
 
 @dataclass(frozen=True)
 class StatusReport:
     """A node's latest word on a task: its status, for a refusal or failure a category (no node
-    data), and what the disclosure gate decided per analysis (released, withheld or failed)."""
+    data), and what the disclosure gate decided per analysis (released, withheld or failed,
+    with the researcher-facing category of a refusal: `outcomes.RefusalCategory`)."""
 
     task_id: str
     study_id: str
@@ -293,7 +290,7 @@ class StatusReport:
     status: TaskStatus
     reason: str
     time: str
-    analyses: Mapping[str, ReleaseOutcome] = field(default_factory=dict)
+    analyses: Mapping[str, AnalysisOutcome] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -304,7 +301,7 @@ class StatusReport:
             "status": self.status.value,
             "reason": self.reason,
             "time": self.time,
-            "analyses": {key: outcome.value for key, outcome in sorted(self.analyses.items())},
+            "analyses": outcomes_as_dict(self.analyses),
         }
 
     @classmethod
@@ -330,7 +327,7 @@ class StatusReport:
             status=status,
             reason=str(payload.get("reason") or ""),
             time=str(payload.get("time") or ""),
-            analyses=_analysis_outcomes(payload.get("analyses", {}), what),
+            analyses=analysis_outcomes(payload.get("analyses", {}), what),
         )
 
 

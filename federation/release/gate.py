@@ -27,12 +27,11 @@ import pandas as pd
 from federation import sumstats
 from federation.audit import append_event
 from federation.errors import DisclosureError
-from federation.outcomes import ReleaseOutcome, record_outcome
+from federation.outcomes import RefusalCategory, ReleaseOutcome, record_outcome
 from federation.release.ledger import Cohort, PrivacyLedger, read_sample_ids, request_key
 from federation.release.rules import (
     DisclosurePolicy,
     DisclosureReport,
-    RefusalCategory,
     RuleOutcome,
     cell_values,
     environment_overrides,

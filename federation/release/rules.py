@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from federation.errors import DisclosureError
+from federation.outcomes import RefusalCategory
 
 # Environment variables that look like threshold overrides. They are never read as
 # thresholds; their presence is an attempt to loosen the gate and goes to the audit log.
@@ -99,40 +100,6 @@ def environment_overrides(environ: Mapping[str, str]) -> list[str]:
     return sorted(name for name in environ if name.upper().startswith(ENV_OVERRIDE_PREFIX))
 
 
-class RefusalCategory(StrEnum):
-    """What a researcher is told about a withheld release: which remedy applies, never the
-    rule's observed value (a cell size, a count) - that stays in the node's audit log."""
-
-    COHORT_TOO_SMALL = "cohort_too_small"
-    OVERLAPS_EARLIER_RELEASES = "overlaps_earlier_releases"
-    PHENOTYPE_BUDGET_SPENT = "phenotype_budget_spent"
-    MODEL_TOO_LARGE = "model_too_large"
-    CONTENT_NOT_ALLOWED = "content_not_allowed"
-    POLICY_LOOSENING = "policy_loosening"
-    CHECK_FAILED = "check_failed"
-
-    @property
-    def remedy(self) -> str:
-        return REMEDIES[self]
-
-
-REMEDIES = {
-    RefusalCategory.COHORT_TOO_SMALL: "the analysed cohort is below the node's minimum; "
-    "include more samples",
-    RefusalCategory.OVERLAPS_EARLIER_RELEASES: "with the node's earlier releases this cohort "
-    "would single out a small group; analyse the node's QC cohort (mean-impute missing "
-    "covariates: missing_covariates: mean) with the QC thresholds of earlier studies",
-    RefusalCategory.PHENOTYPE_BUDGET_SPENT: "members of this cohort have reached the node's "
-    "per-person phenotype budget; release fewer traits or ask the node for an agreement",
-    RefusalCategory.MODEL_TOO_LARGE: "too many model parameters for the cohort; use fewer "
-    "covariates or principal components",
-    RefusalCategory.CONTENT_NOT_ALLOWED: "the analysis produced columns or values the node "
-    "does not release; use an approved workflow",
-    RefusalCategory.POLICY_LOOSENING: "the study asks for thresholds looser than the node's "
-    "policy; remove the disclosure settings or make them stricter",
-    RefusalCategory.CHECK_FAILED: "a disclosure check could not complete; the node admin has "
-    "the reason",
-}
 # Which category a withholding rule falls into (a rule not listed: CHECK_FAILED).
 RULE_CATEGORIES = {
     "min_cohort_gwas": RefusalCategory.COHORT_TOO_SMALL,

@@ -27,10 +27,11 @@ import yaml
 from federation import sumstats
 from federation.cli import main
 from federation.coordinator.coordinator import Coordinator, Submission
-from federation.coordinator.status import NodeState, study_view
+from federation.coordinator.status import NodeState, format_status, study_view
 from federation.errors import ExitCode
 from federation.files import REPO_ROOT
 from federation.node.agent import NodeAgent
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome
 from federation.pipeline.guard import run_processes
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.release.rules import DisclosurePolicy
@@ -64,6 +65,7 @@ class SmallNode:
     resumed: subprocess.CompletedProcess[str]
     collect_code: int
     node_state: NodeState
+    status_text: str  # `federation study status` after the collect
 
 
 def _jvm_running(label: str) -> bool:
@@ -155,6 +157,7 @@ def small_node(
     )
     collect_code = main(["study", "collect", STUDY_ID, "--coordinator", str(configs.coordinator)])
     (state,) = study_view(coordinator.ledger, STUDY_ID).nodes
+    status_text = format_status(coordinator.ledger, STUDY_ID)
     print(
         f"\nsmall node: JVM up {killed_after:.0f} s after start; resumed run {resumed.returncode}"
     )
@@ -169,6 +172,7 @@ def small_node(
         resumed,
         collect_code,
         state,
+        status_text,
     )
 
 
@@ -192,7 +196,8 @@ def test_the_next_run_resumes_once_and_releases_what_the_gate_lets_through(small
     resumed = small_node.resumed
     assert resumed.returncode == ExitCode.REFUSED, resumed.stderr[-2000:]  # the GWAS was withheld
     assert resumed.stdout.splitlines() == [
-        f"{small_node.task_id}\treleased\tallele_frequencies released, quant_trait_gwas withheld"
+        f"{small_node.task_id}\treleased\tallele_frequencies released, "
+        "quant_trait_gwas withheld (cohort_too_small)"
     ]
     audit = (load_node(small_node.configs.nodes["fi"]).work_dir / "audit.jsonl").read_text()
     assert audit.count('"event":"task_resumed"') == 1
@@ -206,7 +211,17 @@ def test_the_coordinator_gets_the_frequencies_with_rows_and_hears_the_gwas_was_w
     assert small_node.collect_code == ExitCode.REFUSED
     state = small_node.node_state
     assert state.status.value == "released"
-    assert state.analyses == {"allele_frequencies": "released", "quant_trait_gwas": "withheld"}
+    assert state.analyses == {
+        "allele_frequencies": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "quant_trait_gwas": AnalysisOutcome(
+            ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL
+        ),
+    }
+    # The researcher reads which remedy applies, never the count behind it.
+    (line,) = [line for line in small_node.status_text.splitlines() if line.startswith("fi ")]
+    detail = line.split(None, 3)[3]  # node, status, since, detail
+    assert detail.startswith("allele_frequencies released, quant_trait_gwas withheld (cohort_")
+    assert "76" not in detail and "100" not in detail
     released = small_node.root / "results" / STUDY_ID / "nodes" / "fi"
     assert sorted(path.name for path in released.iterdir()) == [
         "allele_frequencies.tsv.gz",

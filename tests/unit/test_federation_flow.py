@@ -36,7 +36,7 @@ from federation.errors import TransportError
 from federation.files import REPO_ROOT, sha256_file
 from federation.node.agent import NodeAgent, TaskOutcome
 from federation.node.ledger import NodeLedger
-from federation.outcomes import ReleaseOutcome, record_outcome
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome, record_outcome
 from federation.pipeline.runs import PipelineRun, RunControl
 from federation.protocol.bundle import pack_bundle, pipeline_files
 from federation.protocol.crypt import SEALED_RESULT
@@ -172,12 +172,17 @@ class FakePipeline:
         released.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(list(node.node_id.encode()))
         withheld = self.withheld.get(node.node_id, set())
-        outcomes = {
-            analysis: ReleaseOutcome.WITHHELD if analysis in withheld else ReleaseOutcome.RELEASED
+        outcomes = {  # the gate's word on a small cohort, as the release steps record it
+            analysis: (
+                AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL)
+                if analysis in withheld
+                else AnalysisOutcome(ReleaseOutcome.RELEASED)
+            )
             for analysis in study.analysis_ids
         }
-        for analysis, outcome in outcomes.items():  # as the release steps record them
-            record_outcome(node.work_dir, study.study_id, analysis, outcome)
+        for analysis, decided in outcomes.items():
+            category = decided.category.value if decided.category else None
+            record_outcome(node.work_dir, study.study_id, analysis, decided.outcome, category)
         files = []
         metadata = {
             "study_id": study.study_id,

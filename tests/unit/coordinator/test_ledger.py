@@ -10,6 +10,7 @@ import pytest
 
 from federation.coordinator.ledger import MIGRATIONS, CoordinatorLedger, StudyStatus
 from federation.errors import PolicyViolation, SpecError
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome
 from federation.protocol.messages import TaskStatus
 from federation.spec import study_from_dict
 from federation.sqlite import connect, migrate, schema_version
@@ -92,6 +93,44 @@ def test_a_first_version_ledger_is_upgraded_and_keeps_its_tasks(tmp_path: Path):
     assert task.status is TaskStatus.APPROVED and task.analyses == {} and task.review is None
     with connect(path) as connection:
         assert schema_version(connection) == len(MIGRATIONS)
+
+
+WITHHELD_SMALL = AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL)
+
+
+def test_a_task_keeps_each_withheld_analysis_with_its_category(
+    ledger: CoordinatorLedger, tmp_path: Path
+):
+    ledger.add_task("t1", "s1", "fi", 1, {"task_id": "t1"})
+    analyses = {"af": AnalysisOutcome(ReleaseOutcome.RELEASED), "bmi": WITHHELD_SMALL}
+    ledger.set_task_outcomes("t1", analyses)
+    ledger.set_task_outcomes("t1", None, {"mode": "one", "approvals": 1})  # keeps the outcomes
+    (task,) = CoordinatorLedger(tmp_path / "c.sqlite").tasks("s1")
+    assert task.analyses == analyses and task.review == {"mode": "one", "approvals": 1}
+
+
+def test_outcomes_stored_before_categories_still_read(ledger: CoordinatorLedger, tmp_path: Path):
+    ledger.add_task("t1", "s1", "fi", 1, {"task_id": "t1"})
+    with connect(tmp_path / "c.sqlite") as connection:  # a row as the first release wrote it
+        connection.execute(
+            "UPDATE tasks SET analyses_json = ? WHERE task_id = 't1'",
+            (json.dumps({"af": "released", "bmi": "withheld"}),),
+        )
+    (task,) = ledger.tasks("s1")
+    assert task.analyses == {
+        "af": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "bmi": AnalysisOutcome(ReleaseOutcome.WITHHELD),
+    }
+
+
+def test_a_damaged_outcomes_row_is_a_one_line_error_naming_the_task(
+    ledger: CoordinatorLedger, tmp_path: Path
+):
+    ledger.add_task("t1", "s1", "fi", 1, {"task_id": "t1"})
+    with connect(tmp_path / "c.sqlite") as connection:
+        connection.execute('UPDATE tasks SET analyses_json = \'{"af": "lost"}\'')
+    with pytest.raises(SpecError, match="task 't1' analysis 'af': outcome 'lost'.*restore"):
+        ledger.tasks("s1")
 
 
 def test_sequence_numbers_only_go_up_across_restarts(ledger: CoordinatorLedger, tmp_path: Path):

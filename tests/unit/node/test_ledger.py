@@ -9,7 +9,7 @@ import pytest
 
 from federation.errors import PolicyViolation
 from federation.node.ledger import MIGRATIONS, DecisionKind, NodeLedger
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome
 from federation.protocol.messages import TaskStatus
 from federation.sqlite import connect, migrate, schema_version
 
@@ -71,7 +71,10 @@ def test_a_transition_from_a_state_that_has_moved_on_does_not_happen(tmp_path: P
 def test_a_report_stays_due_until_the_status_it_carries_was_sent(tmp_path: Path):
     ledger = NodeLedger(tmp_path / "n.sqlite")
     ledger.receive("t1", "coordinator", 1, "s1")
-    analyses = {"af": ReleaseOutcome.RELEASED, "gwas": ReleaseOutcome.WITHHELD}
+    analyses = {
+        "af": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "gwas": AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL),
+    }
     ledger.transition("t1", TaskStatus.RUNNING)
     ledger.transition("t1", TaskStatus.RELEASED, analyses=analyses)
     ledger.report_sent("t1", TaskStatus.RUNNING)  # an older report: the newer one is owed
@@ -80,6 +83,27 @@ def test_a_report_stays_due_until_the_status_it_carries_was_sent(tmp_path: Path)
     assert ledger.reports_due() == []
     task = NodeLedger(tmp_path / "n.sqlite").task("t1")
     assert task is not None and task.analyses == analyses
+
+
+def test_outcomes_a_node_stored_before_categories_still_read(tmp_path: Path):
+    """A node's ledger lives for years: a row holding bare outcomes reads without categories,
+    and the next status change writes the new form."""
+    ledger = NodeLedger(tmp_path / "n.sqlite")
+    ledger.receive("t1", "coordinator", 1, "s1")
+    with connect(tmp_path / "n.sqlite") as connection:
+        connection.execute(
+            'UPDATE seen_tasks SET analyses_json = \'{"af": "released", '
+            '"gwas": "withheld"}\' WHERE task_id = \'t1\''
+        )
+    old = {
+        "af": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "gwas": AnalysisOutcome(ReleaseOutcome.WITHHELD),
+    }
+    task = ledger.task("t1")
+    assert task is not None and task.analyses == old
+    ledger.transition("t1", TaskStatus.RELEASED)  # kept as they were
+    task = ledger.task("t1")
+    assert task is not None and task.analyses == old
 
 
 def test_a_reviewer_decides_once_per_release(tmp_path: Path):

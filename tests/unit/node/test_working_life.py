@@ -37,6 +37,7 @@ from federation.files import REPO_ROOT
 from federation.node.lock import AgentLock
 from federation.node.review import Verdict, files_dir, read_summary
 from federation.node.tasks import describe, task_views, workflow_diff
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome
 from federation.pipeline.guard import alive
 from federation.pipeline.runs import RunControl, run_guarded
 from federation.protocol.bundle import pack_bundle, pipeline_files
@@ -470,6 +471,9 @@ def test_a_rejection_at_review_publishes_nothing_and_the_coordinator_sees_withhe
         n for n in study_view(federation.coordinator().ledger, STUDY_ID).nodes if n.node_id == "fi"
     ]
     assert fi.category == "withheld at the node's output review"
+    assert set(fi.analyses.values()) == {  # nothing left the node, so nothing reads released
+        AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.WITHHELD_AT_REVIEW)
+    }
     assert REVIEW_REASON.encode() not in _mailbox_bytes(federation)
 
 
@@ -589,7 +593,7 @@ def test_one_withheld_analysis_never_stops_the_others(
     fake_pipeline.withheld = {"fi": {"binary_trait_gwas"}}
     federation.coordinator().submit(federation.study_path)
     assert _run_once_code(federation, "fi") == ExitCode.REFUSED  # something was withheld
-    assert "binary_trait_gwas withheld" in capsys.readouterr().out
+    assert "binary_trait_gwas withheld (cohort_too_small)" in capsys.readouterr().out
     for node in ("ee", "nl"):
         federation.agent(node).run_once()
     coordinator = federation.coordinator()
@@ -598,13 +602,21 @@ def test_one_withheld_analysis_never_stops_the_others(
     (fi,) = [n for n in study_view(coordinator.ledger, STUDY_ID).nodes if n.node_id == "fi"]
     assert fi.status is TaskStatus.RELEASED
     assert fi.analyses == {
-        "allele_frequencies": "released",
-        "quant_trait_gwas": "released",
-        "binary_trait_gwas": "withheld",
+        "allele_frequencies": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "quant_trait_gwas": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "binary_trait_gwas": AnalysisOutcome(
+            ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL
+        ),
     }
     meta = federation.root / "results" / STUDY_ID / "meta"
     assert set(sumstats.read_table(meta / "binary_trait_gwas.tsv.gz")["n_studies"]) == {2}
     assert set(sumstats.read_table(meta / "quant_trait_gwas.tsv.gz")["n_studies"]) == {3}
+    status = ["study", "status", STUDY_ID, "--coordinator", str(federation.configs.coordinator)]
+    capsys.readouterr()
+    assert main(status) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fi ")]
+    assert "binary_trait_gwas withheld (cohort_too_small)" in line
+    assert "quant_trait_gwas released," in line and "(" not in line.split("binary")[0]
     code = main(
         [
             "study",
@@ -618,7 +630,12 @@ def test_one_withheld_analysis_never_stops_the_others(
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and document["status"] == "meta_analysed"
     node = next(n for n in document["nodes"] if n["node_id"] == "fi")
-    assert node["analyses"]["binary_trait_gwas"] == "withheld" and node["since"]
+    assert node["analyses"]["binary_trait_gwas"] == {
+        "outcome": "withheld",
+        "category": "cohort_too_small",
+    }
+    assert node["analyses"]["quant_trait_gwas"] == {"outcome": "released", "category": None}
+    assert node["since"]
     assert any(
         event["event"] == "result_received" and event["time"] for event in document["events"]
     )

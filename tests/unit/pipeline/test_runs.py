@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from federation.errors import DisclosureError, PipelineError
-from federation.outcomes import ReleaseOutcome, read_outcomes, record_outcome
+from federation.outcomes import (
+    AnalysisOutcome,
+    RefusalCategory,
+    ReleaseOutcome,
+    read_outcomes,
+    record_outcome,
+)
 from federation.pipeline import run
 from federation.pipeline.runs import failed, publish, start_run
 from federation.pipeline.snakemake import _failure_message
@@ -75,8 +81,12 @@ def test_a_failed_run_whose_gate_could_not_complete_is_a_disclosure_failure(node
 
 
 def test_a_new_run_forgets_the_outcomes_of_the_last_one(node):
-    record_outcome(node.work_dir, "s1", "gwas", ReleaseOutcome.WITHHELD)
-    assert read_outcomes(node.work_dir, "s1") == {"gwas": ReleaseOutcome.WITHHELD}
+    record_outcome(node.work_dir, "s1", "gwas", ReleaseOutcome.WITHHELD, "cohort_too_small")
+    record_outcome(node.work_dir, "s1", "af", ReleaseOutcome.RELEASED)
+    assert read_outcomes(node.work_dir, "s1") == {
+        "af": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "gwas": AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL),
+    }
     start_run(node, "s1")
     assert read_outcomes(node.work_dir, "s1") == {}
     assert type(failed(node, "s1", "snakemake failed")) is PipelineError

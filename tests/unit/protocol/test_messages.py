@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.audit import AuditHead
 from federation.errors import BundleError, PolicyViolation
-from federation.outcomes import ReleaseOutcome
+from federation.outcomes import AnalysisOutcome, RefusalCategory, ReleaseOutcome
 from federation.protocol.crypt import SealedFile
 from federation.protocol.messages import (
     FINAL_STATUSES,
@@ -210,25 +210,61 @@ def test_the_states_are_the_words_people_read_and_the_first_protocols_word_still
     assert TaskStatus.HELD not in FINAL_STATUSES and TaskStatus.VETOED in FINAL_STATUSES
 
 
-def test_a_status_report_carries_what_the_gate_decided_per_analysis():
-    analyses = {"af": ReleaseOutcome.RELEASED, "gwas": ReleaseOutcome.WITHHELD}
+def test_a_status_report_carries_what_the_gate_decided_per_analysis_with_its_category():
+    analyses = {
+        "af": AnalysisOutcome(ReleaseOutcome.RELEASED),
+        "gwas": AnalysisOutcome(ReleaseOutcome.WITHHELD, RefusalCategory.COHORT_TOO_SMALL),
+        "bmi": AnalysisOutcome(ReleaseOutcome.FAILED, RefusalCategory.CHECK_FAILED),
+    }
     report = StatusReport("t1", "s1", "fi", TaskStatus.RELEASED, "", "now", analyses)
+    assert report.to_payload()["analyses"] == {
+        "af": {"outcome": "released", "category": None},
+        "bmi": {"outcome": "failed", "category": "check_failed"},
+        "gwas": {"outcome": "withheld", "category": "cohort_too_small"},
+    }
     raw = signed_bytes(report.to_payload(), NODE, "fi")
     assert StatusReport.verify(raw, TRUST, "fi", "t1") == report
+    assert [item.describe() for item in report.analyses.values()] == [
+        "released",
+        "withheld (cohort_too_small)",
+        "failed (check_failed)",
+    ]
     older = {key: value for key, value in report.to_payload().items() if key != "analyses"}
     assert StatusReport.verify(signed_bytes(older, NODE, "fi"), TRUST, "fi", "t1") == replace(
         report, analyses={}
     )
 
 
-@pytest.mark.parametrize("analyses", [["af"], {"af": "leaked 17 samples"}, {"af": 3}, "released"])
-def test_a_status_report_with_malformed_outcomes_is_refused(analyses):
+def _report_with(analyses: object) -> bytes:
     payload = {
         **StatusReport("t1", "s1", "fi", TaskStatus.RELEASED, "", "now").to_payload(),
         "analyses": analyses,
     }
-    with pytest.raises(PolicyViolation, match="'analyses'"):
-        StatusReport.verify(signed_bytes(payload, NODE, "fi"), TRUST, "fi", "t1")
+    return signed_bytes(payload, NODE, "fi")
+
+
+@pytest.mark.parametrize(
+    ("analyses", "named"),
+    [
+        (["af"], "'analyses'"),
+        ("released", "'analyses'"),
+        ({"af": "released"}, "analysis 'af': not an object"),
+        ({"af": 3}, "analysis 'af': not an object"),
+        ({"af": {"outcome": "leaked 17 samples", "category": None}}, "outcome 'leaked 17"),
+        ({"af": {"outcome": "withheld", "category": "17 samples"}}, "category '17 samples'"),
+        ({"af": {"outcome": "withheld", "category": None, "n": 17}}, "exactly 'outcome'"),
+    ],
+)
+def test_a_status_report_with_malformed_outcomes_is_refused(analyses, named):
+    with pytest.raises(PolicyViolation, match=named):
+        StatusReport.verify(_report_with(analyses), TRUST, "fi", "t1")
+
+
+def test_a_released_analysis_that_carries_a_category_is_refused():
+    """A category says why something did not leave; on a release it is a contradiction."""
+    analyses = {"af": {"outcome": "released", "category": "cohort_too_small"}}
+    with pytest.raises(PolicyViolation, match="a released analysis carries category"):
+        StatusReport.verify(_report_with(analyses), TRUST, "fi", "t1")
 
 
 # ---------------------------------------------------------------- cancellation

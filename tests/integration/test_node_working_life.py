@@ -229,4 +229,5 @@ def test_the_coordinator_gets_the_frequencies_with_rows_and_hears_the_gwas_was_w
         "qc_metrics.json",
     ]
     table = sumstats.read_table(released / "allele_frequencies.tsv.gz")
-    assert len(table) > 100 and set(table["n_samples"]) == {75}  # 76 rounded to the nearest 5
+    # N is released exactly (docs/privacy-model.md, "Counts: released exactly").
+    assert len(table) > 100 and set(table["n_samples"]) == {76}

@@ -113,8 +113,9 @@ def agreement(work: Path, sim: anchors.Simulation) -> dict[str, float]:
     usable_plink = usable[~usable.isin(flipped)]
     o, p = ours.loc[usable_plink], plink.reindex(usable_plink)
     sign = o.sign * p.sign
-    result["plink_beta_random"] = _max_relative(o.beta_random, sign * p["BETA(R)"], 5e-5)
-    result["plink_p_random"] = _max_relative(o.p_random, p["P(R)"], 0.0, printed_digits=4)
+    # Run with --random-effects: the primary columns hold the random-effects model.
+    result["plink_beta_random"] = _max_relative(o.beta, sign * p["BETA(R)"], 5e-5)
+    result["plink_p_random"] = _max_relative(o.p_value, p["P(R)"], 0.0, printed_digits=4)
     result["variants_compared"] = float(len(usable))
     return result
 
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = measure(
             "federation",
             [sys.executable, "-m", "federation", "meta", *map(str, sim.paths)]
-            + ["--out", str(work / "ours.tsv.gz"), "--random-effects"],
+            + ["--out", str(work / "ours.tsv.gz"), "--random-effects", *anchors.UNDECLARED_ARGS],
             work,
         )
         results = [ours]

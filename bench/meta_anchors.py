@@ -26,6 +26,10 @@ BASES = np.array(list("ACGT"))
 COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 GWAMA = "GWAMA"
 PLINK = "plink1.9"
+# The simulated inputs have no sidecar: the meta-analysis is told their build and trait type,
+# and treats them as not reference-aligned (their palindromic SNPs are placed by frequency).
+UNDECLARED = {"assume_build": "GRCh38", "trait_type": "quantitative"}
+UNDECLARED_ARGS = ("--assume-build", "GRCh38", "--trait-type", "quantitative")
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ steps:
       cohort_samples: gwas/cohort_samples
       qc_counts: qc/qc_counts
       audit_log: audit_log
-    out: [summary_statistics, sidecar]
+    out: [summary_statistics, sidecar, index]
 
   release_allele_frequencies:
     run: tools/release_af.cwl
@@ -117,7 +117,7 @@ steps:
       cohort_samples: qc/cohort_samples
       qc_counts: qc/qc_counts
       audit_log: audit_log
-    out: [allele_frequency_table, sidecar]
+    out: [allele_frequency_table, sidecar, index]
 
   release_qc_metrics:
     run: tools/release_qc.cwl
@@ -138,20 +138,30 @@ outputs:
   allele_frequency_tables:
     type: {type: array, items: ["null", File]}
     format: edam:format_3475  # TSV (gzip)
-    doc: Released allele-frequency tables (TSV, gzip), one per allele-frequency analysis.
+    doc: Released allele-frequency tables (TSV, BGZF), one per allele-frequency analysis.
     outputSource: release_allele_frequencies/allele_frequency_table
   allele_frequency_sidecars:
     type: {type: array, items: ["null", File]}
     format: edam:format_3750  # YAML
     doc: Their YAML metadata sidecars.
     outputSource: release_allele_frequencies/sidecar
+  allele_frequency_indexes:
+    type: {type: array, items: ["null", File]}
+    format: edam:format_3616  # tabix index
+    doc: Their tabix indexes (the tables are BGZF-compressed).
+    outputSource: release_allele_frequencies/index
   gwas_summary_statistics:
     type: {type: array, items: ["null", File]}
     format: edam:format_3475  # TSV (gzip), GWAS-SSF
-    doc: Released GWAS-SSF summary statistics (TSV, gzip), one per GWAS analysis.
+    doc: Released GWAS-SSF summary statistics (TSV, BGZF), one per GWAS analysis.
     outputSource: release_gwas/summary_statistics
   gwas_sidecars:
     type: {type: array, items: ["null", File]}
     format: edam:format_3750  # YAML
     doc: Their YAML metadata sidecars.
     outputSource: release_gwas/sidecar
+  gwas_indexes:
+    type: {type: array, items: ["null", File]}
+    format: edam:format_3616  # tabix index
+    doc: Their tabix indexes (the tables are BGZF-compressed).
+    outputSource: release_gwas/index

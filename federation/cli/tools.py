@@ -55,16 +55,28 @@ def meta(
     files: list[Path] = typer.Argument(
         ..., help="GWAS-SSF .tsv.gz files (or allele-frequency tables)."
     ),
-    out: Path = typer.Option(..., "--out", help="Output GWAS-SSF .tsv.gz (sidecar: OUT.yaml)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output BGZF GWAS-SSF .tsv.gz (+ OUT.tbi, sidecar OUT-meta.yaml)."
+    ),
     random_effects: bool = typer.Option(
-        False, "--random-effects", help="Report DerSimonian-Laird random effects as beta/se/p."
+        False,
+        "--random-effects",
+        help="Random effects (DerSimonian-Laird) in beta/se/p, fixed in beta_fixed etc.",
     ),
     genomic_control: bool = typer.Option(
         False, "--genomic-control", help="Inflate each input's SE by sqrt(lambda_GC) if > 1."
     ),
     scheme: str = typer.Option("ivw", "--scheme", help="ivw (inverse variance) or sample-size."),
     palindromic_maf_band: str = typer.Option(
-        "0.4-0.6", "--palindromic-maf-band", help="Drop A/T, C/G SNPs with MAF in this band."
+        "0.4-0.6",
+        "--palindromic-maf-band",
+        help="Drop A/T, C/G SNPs with MAF in this band (inputs not reference-aligned).",
+    ),
+    assume_build: str | None = typer.Option(
+        None, "--assume-build", help="Genome build of inputs without a sidecar, e.g. GRCh38."
+    ),
+    trait_type: str | None = typer.Option(
+        None, "--trait-type", help="Trait type of inputs without a sidecar: quantitative|binary."
     ),
 ) -> None:
     """Meta-analyse GWAS-SSF files (alleles harmonised), or pool per-node allele frequencies."""
@@ -81,6 +93,8 @@ def meta(
         genomic_control=genomic_control,
         scheme=scheme,
         palindromic_maf_band=palindromic_maf_band,
+        assume_build=assume_build,
+        trait_type=trait_type,
     )
     typer.echo(summary)
 

@@ -2,9 +2,9 @@
 
 `BinJob(bin_id)` reads that bin of every input from the scratch directory `spill` wrote,
 aligns the rows into variants (`stats.harmonize`), combines them (`stats.meta_analysis`), formats the GWAS-SSF text
-and compresses it into one gzip member. Bins are independent, so `runner` can hand them to
-worker processes and concatenate the members in genome order: a gzip file may hold many members,
-and equal tables still give equal bytes.
+and compresses it into BGZF blocks. Bins are independent, so `runner` can hand them to
+worker processes and concatenate the blocks in genome order: a BGZF file is a series of gzip
+members, and equal tables still give equal bytes.
 """
 
 from __future__ import annotations
@@ -16,20 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from isal import isal_zlib
 
 from federation.meta.format import format_rows
 from federation.meta.options import MetaOptions, Scheme
 from federation.meta.spill import chromosome_of_bin, load_bin
 from federation.stats import harmonize, meta_analysis
 from federation.stats.arrow_numpy import arrow_of, numpy_of
+from federation.sumstats import bgzf_blocks
 
 if TYPE_CHECKING:
     from federation.meta.record import InputTally
 
-# ISA-L level 1: ~380 MB/s on one core, 3% larger than its best ratio (level 3, ~320 MB/s).
-GZIP_LEVEL = 1
-GZIP_WBITS = 31  # 16 + 15: a gzip wrapper with mtime 0, so equal tables give equal bytes
 # Rows aligned and combined at once: bounds the temporaries. A bin of five 1M-variant inputs
 # (~215k rows) is one slice; splitting costs a sort and a copy of the bin. At 5 inputs x 5M
 # variants, 400k rows per slice peaked at 874 MB for the whole run, 200k at 810 MB.
@@ -86,7 +83,7 @@ class BinCounts:
 
 @dataclass(frozen=True)
 class BinResult:
-    member: bytes  # the bin's rows as GWAS-SSF text in one gzip member (b"" if none)
+    member: bytes  # the bin's rows as GWAS-SSF text in BGZF blocks (b"" if none)
     n_variants: int
     z_primary: np.ndarray  # per variant, for the meta-analysis λGC
     counts: BinCounts
@@ -100,6 +97,8 @@ class BinJob:
     n_inputs: int
     se_factors: tuple[float, ...]  # genomic control: each input's SE multiplier
     options: MetaOptions
+    # Per input: its alleles are REF/ALT of the declared build (its palindromes are kept).
+    reference_aligned: tuple[bool, ...] = ()
 
     def __call__(self, bin_id: int) -> BinResult:
         counts = BinCounts.zeros(self.n_inputs)
@@ -113,8 +112,8 @@ class BinJob:
             text.append(format_rows(chromosome_of_bin(bin_id), alignment, stats, self.options))
         if n_variants == 0:
             return BinResult(b"", 0, np.zeros(0), counts)
-        # One compress call per bin: ISA-L's bytes depend on how its input is split.
-        return BinResult(gzip_member(b"".join(text)), n_variants, np.concatenate(z_parts), counts)
+        # BGZF blocks cut from the start of the bin: the bytes depend on the bin's text only.
+        return BinResult(bgzf_blocks(b"".join(text)), n_variants, np.concatenate(z_parts), counts)
 
     def combine_slice(
         self, rows: pa.Table, input_index: np.ndarray
@@ -131,6 +130,9 @@ class BinJob:
             frequency,
             numpy_of(rows.column("alt_is_effect")),
             self.options.palindromic_maf_band,
+            (np.asarray(self.reference_aligned, dtype=bool)[input_index])
+            if self.reference_aligned
+            else None,
         )
         kept = alignment.kept
         group, sign = alignment.group[kept], alignment.sign[kept]
@@ -143,11 +145,6 @@ class BinJob:
             beta_k, group, input_index[kept], alignment.n_groups, self.n_inputs
         )
         return alignment, stats
-
-
-def gzip_member(data: bytes) -> bytes:
-    compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
-    return compressor.compress(data) + compressor.flush()
 
 
 def combine_rows(
@@ -183,6 +180,9 @@ def combine_rows(
         "beta_random": random.beta,
         "se_random": random.se,
         "random_log_p": random.log_p,
+        "beta_fixed": fixed.beta,
+        "se_fixed": fixed.se,
+        "fixed_log_p": fixed.log_p,
     }
     if options.scheme is Scheme.SAMPLE_SIZE:
         weighted = meta_analysis.stouffer(beta / se, n, group, n_groups)

@@ -18,21 +18,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federation import _tsv
-from federation.meta.options import Scheme
+from federation.meta.options import MetaOptions, Scheme
 from federation.stats.tails import neg_log10, p_from_log
-from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P
+from federation.sumstats import (
+    FIXED_EFFECTS_COLUMNS,
+    MANDATORY_COLUMNS,
+    META_EXTRAS,
+    NEG_LOG10_P,
+    RANDOM_EFFECTS_COLUMNS,
+)
 
 if TYPE_CHECKING:
-    from federation.meta.options import MetaOptions
     from federation.stats.harmonize import Alignment
 
 SIGNIFICANT_DIGITS = 10
 STOUFFER_COLUMN = "stouffer_z"
 
 
-def output_columns(sample_size_scheme: bool) -> list[str]:
-    columns = [*MANDATORY_COLUMNS, "n", "variant_id", NEG_LOG10_P, *META_EXTRAS]
-    return [*columns, STOUFFER_COLUMN] if sample_size_scheme else columns
+def output_columns(options: MetaOptions) -> list[str]:
+    """The output's columns: GWAS-SSF's, the meta extras, then the model the primary columns do
+    not hold (random effects under fixed, fixed under random: no column repeats another)."""
+    other_model = FIXED_EFFECTS_COLUMNS if options.random_effects else RANDOM_EFFECTS_COLUMNS
+    columns = [*MANDATORY_COLUMNS, "n", "variant_id", NEG_LOG10_P, *META_EXTRAS, *other_model]
+    return [*columns, STOUFFER_COLUMN] if options.scheme is Scheme.SAMPLE_SIZE else columns
 
 
 def round_significant(values: np.ndarray, digits: int = SIGNIFICANT_DIGITS) -> np.ndarray:
@@ -110,21 +118,19 @@ def format_rows(
         "beta_random": ("significant", stats["beta_random"]),
         "se_random": ("significant", stats["se_random"]),
         "p_random": ("p_value", stats["random_log_p"]),
+        "beta_fixed": ("significant", stats["beta_fixed"]),
+        "se_fixed": ("significant", stats["se_fixed"]),
+        "p_fixed": ("p_value", stats["fixed_log_p"]),
     }
     if options.scheme is Scheme.SAMPLE_SIZE:
         sources[STOUFFER_COLUMN] = ("significant", stats["stouffer_z"])
-    names = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
+    names = output_columns(options)
     index = {name: i for i, name in enumerate(names)}
-    # Under random effects the primary beta, SE and p are the very arrays of the *_random
-    # columns: those are copied from the text already written rather than formatted again.
-    written: dict[tuple[str, int], int] = {}
     specs: list[tuple[Any, ...]] = []
     for name in names:
         kind, source = sources[name]
         if kind == "join":
             specs.append(("join", tuple(index[part] for part in source), b"_"))
-        elif (kind, id(source)) in written:
-            specs.append(("join", (written[kind, id(source)],), b""))
         elif kind == "constant":
             specs.append((kind, source))
         elif kind == "int64":
@@ -139,7 +145,6 @@ def format_rows(
             specs.append((kind, _doubles(p_from_log(source)), _doubles(neg_log10(source))))
         else:
             specs.append((kind, _doubles(source)))
-        written.setdefault((kind, id(source)), len(specs) - 1)
     return _tsv.format_rows(alignment.n_groups, specs)
 
 

@@ -1,4 +1,5 @@
-"""GWAS-SSF inputs of the meta-analysis: their headers, their kind, and the checks on every row.
+"""GWAS-SSF inputs of the meta-analysis: their headers, their kind, what their sidecars declare
+(genome build, trait type, reference-aligned alleles), and the checks on every row.
 
 Rows that cannot be used are dropped and counted per reason (`DropReason`), never fatal.
 `spill` streams the files through `parse_block` in blocks.
@@ -17,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 from isal import igzip
 
-from federation import _tsv
+from federation import _tsv, sumstats
 from federation.errors import SpecError
+from federation.spec import TraitType
 from federation.stats.arrow_numpy import arrow_of, numpy_of
 
 # Columns the meta-analysis cannot do without (GWAS-SSF names).
@@ -44,6 +46,7 @@ CHROMOSOME_CODES: dict[str, int] = {str(i): i for i in range(1, 26)} | {
     "MT": 25,
 }
 GZIP_MAGIC = b"\x1f\x8b"
+TRAIT_TYPES = tuple(trait.value for trait in TraitType)  # as sidecars write them
 
 
 class DropReason(StrEnum):
@@ -125,6 +128,95 @@ def reject_mixed_inputs(paths: Sequence[Path]) -> bool:
             "run `federation meta` on one kind at a time"
         )
     return bool(kinds) and all(kinds)
+
+
+@dataclass(frozen=True)
+class InputDeclaration:
+    """What an input's sidecar declares (or the run assumes, for an input without one)."""
+
+    path: Path
+    genome_assembly: str
+    trait_type: str | None
+    reference_aligned: bool  # alleles are REF/ALT of the build: palindromic SNPs keep strand
+    sidecar: Path | None
+    node_id: str | None = None
+
+
+def declare_inputs(
+    paths: Sequence[Path],
+    assume_build: str | None = None,
+    trait_type: str | None = None,
+    *,
+    need_trait: bool = True,
+) -> list[InputDeclaration]:
+    """Each input's genome build, trait type and allele alignment, from its sidecar.
+
+    An input without a sidecar is refused unless the build (`--assume-build`) and, for GWAS,
+    the trait type (`--trait-type`) are given; it is then taken as not reference-aligned.
+    Inputs that declare different builds or trait types are refused: their positions or
+    effect scales do not combine. SpecError with one line naming the files and values.
+    """
+    if trait_type is not None and trait_type not in TRAIT_TYPES:
+        raise SpecError(
+            f"--trait-type '{trait_type}': unknown; use one of {', '.join(TRAIT_TYPES)}"
+        )
+    declarations = [_declaration(path, assume_build, trait_type, need_trait) for path in paths]
+    _refuse_mixed(declarations, "genome_assembly", "genome builds", "lift one over")
+    if need_trait:
+        _refuse_mixed(declarations, "trait_type", "trait types", "meta-analyse them apart")
+    return declarations
+
+
+def _declaration(
+    path: Path, assume_build: str | None, trait_type: str | None, need_trait: bool
+) -> InputDeclaration:
+    sidecar = sumstats.find_sidecar(path)
+    metadata = sumstats.read_sidecar(path) if sidecar is not None else {}
+    build = _declared(metadata.get("genome_assembly")) or assume_build
+    trait = _declared(metadata.get("trait_type")) or trait_type
+    if sidecar is None and (build is None or (need_trait and trait is None)):
+        raise SpecError(
+            f"input '{path}': no sidecar '{sumstats.sidecar_path(path).name}', so its genome "
+            "build and trait type are unknown; give the sidecar, or state them with "
+            "--assume-build GRCh38 --trait-type quantitative|binary"
+        )
+    if build is None:
+        raise SpecError(
+            f"input '{path}': sidecar '{sidecar}' has no genome_assembly; add it, or state it "
+            "with --assume-build GRCh38"
+        )
+    if need_trait and trait is None:
+        raise SpecError(
+            f"input '{path}': sidecar '{sidecar}' has no trait_type; add it, or state it "
+            "with --trait-type quantitative|binary"
+        )
+    return InputDeclaration(
+        path=path,
+        genome_assembly=build,
+        trait_type=trait,
+        reference_aligned=metadata.get(sumstats.REFERENCE_ALIGNED) is True,
+        sidecar=sidecar,
+        node_id=metadata.get("node_id"),
+    )
+
+
+def _declared(value: object) -> str | None:
+    """A sidecar's value, None when absent or GWAS-SSF's `NR` (not reported)."""
+    return None if value is None or str(value).strip() in ("", "NR") else str(value).strip()
+
+
+def _refuse_mixed(
+    declarations: Sequence[InputDeclaration], field: str, what: str, fix: str
+) -> None:
+    first = declarations[0] if declarations else None
+    for other in declarations[1:]:
+        assert first is not None
+        if getattr(other, field) != getattr(first, field):
+            raise SpecError(
+                f"inputs '{first.path}' ({field} {getattr(first, field)}) and '{other.path}' "
+                f"({field} {getattr(other, field)}): different {what} cannot be combined; "
+                f"{fix}, or leave one out"
+            )
 
 
 # The columns the row kernel reads, in its order (`kernels/parse_rows.cpp`: enum Column); absent

@@ -20,6 +20,10 @@ class MetaOptions:
     genomic_control: bool = False
     scheme: Scheme = Scheme.IVW
     palindromic_maf_band: tuple[float, float] = harmonize.DEFAULT_PALINDROMIC_MAF_BAND
+    # For inputs without a sidecar only (`--assume-build`, `--trait-type`): what they are taken
+    # to be. Inputs with a sidecar are judged by what it declares.
+    assume_build: str | None = None
+    trait_type: str | None = None
 
 
 def parse_maf_band(text: str) -> tuple[float, float]:

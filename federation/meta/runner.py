@@ -3,9 +3,11 @@
 `run_meta` streams each input once into position bins (`inputs`, `spill`), then processes the bins
 (`bins`: align, combine, format, compress) and writes them in genome order, so memory is
 bounded by a bin, not by the genome. Large runs use one worker process per core for the bins:
-Python threads would serialise on the interpreter lock. The output is GWAS-SSF with the meta
-extras (n_studies, direction, heterogeneity, random effects) and a YAML sidecar recording inputs (SHA-256), rows dropped per reason
-per input, λGC per input and for the meta-analysis, and software versions.
+Python threads would serialise on the interpreter lock. The output is BGZF GWAS-SSF with a tabix index, the meta
+extras (n_studies, direction, heterogeneity, the model the primary columns do not hold) and a
+YAML sidecar recording the primary model, inputs (SHA-256, build, trait type, whether reference
+aligned), rows dropped per reason per input, λGC per input and for the meta-analysis, and
+software versions.
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ import numpy as np
 
 from federation.errors import MetaAnalysisError, SpecError
 from federation.files import atomic_path
-from federation.meta.bins import BinCounts, BinJob, BinResult, gzip_member
+from federation.meta.bins import BinCounts, BinJob, BinResult
 from federation.meta.format import output_columns
-from federation.meta.inputs import check_columns, reject_mixed_inputs
+from federation.meta.inputs import (
+    InputDeclaration,
+    check_columns,
+    declare_inputs,
+    reject_mixed_inputs,
+)
 from federation.meta.options import MetaOptions, Scheme, parse_maf_band
 from federation.meta.record import HashingSink, InputTally, build_sidecar, write_meta_sidecar
 from federation.meta.spill import InputScan, scan_inputs
 from federation.stats import meta_analysis, tails
+from federation.sumstats import BGZF_EOF, bgzf_blocks, tabix_index
 from federation.versions import software_versions
 
 __all__ = ["MetaOptions", "MetaResult", "Scheme", "meta_command", "parse_maf_band", "run_meta"]
@@ -51,13 +59,15 @@ class MetaResult:
 
 
 def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaResult:
-    """Meta-analyse GWAS-SSF `inputs` into `out` (.tsv.gz) and its `.yaml` sidecar."""
+    """Meta-analyse GWAS-SSF `inputs` into `out` (BGZF .tsv.gz), its tabix index and its
+    `-meta.yaml` sidecar. Inputs must agree on genome build and trait type (`declare_inputs`)."""
     if not inputs:
         raise SpecError("inputs: none given; pass one or more GWAS-SSF .tsv.gz files")
     if not out.name.endswith(".tsv.gz"):
         raise SpecError(f"--out '{out}': must end in .tsv.gz (GWAS-SSF); rename it")
-    # Every header first: a bad input fails before any work is done.
+    # Every header and sidecar first: a bad input fails before any work is done.
     headers = [check_columns(path) for path in inputs]
+    declarations = declare_inputs(inputs, options.assume_build, options.trait_type)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".meta-", dir=out.parent))
     try:
@@ -70,17 +80,24 @@ def run_meta(inputs: Sequence[Path], out: Path, options: MetaOptions) -> MetaRes
             pool.submit(software_versions)
             pool.submit(tails.special)
             scans = scan_inputs(inputs, headers, scratch, need_n, pool)
-        return _combine(scans, out, options, scratch)
+        return _combine(scans, declarations, out, options, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: Path) -> MetaResult:
+def _combine(
+    scans: list[InputScan],
+    declarations: list[InputDeclaration],
+    out: Path,
+    options: MetaOptions,
+    scratch: Path,
+) -> MetaResult:
     factors = tuple(
         meta_analysis.genomic_control_se_factor(s.lambda_gc) if options.genomic_control else 1.0
         for s in scans
     )
-    job = BinJob(scratch, len(scans), factors, options)
+    aligned = tuple(declaration.reference_aligned for declaration in declarations)
+    job = BinJob(scratch, len(scans), factors, options, aligned)
     all_bins = sorted(set().union(*(s.bins for s in scans)))
     parallel = len(all_bins) > 1 and sum(s.rows_usable for s in scans) >= PARALLEL_MIN_ROWS
     counts = BinCounts.zeros(len(scans))
@@ -88,8 +105,8 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
     n_variants = 0
     with atomic_path(out) as partial, open(partial, "wb") as raw:
         sink = HashingSink(raw)
-        columns = output_columns(options.scheme is Scheme.SAMPLE_SIZE)
-        sink.write(gzip_member(("\t".join(columns) + "\n").encode()))
+        columns = output_columns(options)
+        sink.write(bgzf_blocks(("\t".join(columns) + "\n").encode()))
         for result in _bin_results(job, all_bins, parallel):
             sink.write(result.member)
             counts = counts + result.counts
@@ -100,10 +117,13 @@ def _combine(scans: list[InputScan], out: Path, options: MetaOptions, scratch: P
                 "meta-analysis: no usable variant in any input; see the drop counts in the "
                 "input files' checks (missing columns or all rows invalid)"
             )
+        sink.write(BGZF_EOF)
+    tabix_index(out)
     tallies = [InputTally(dropped=dict(s.dropped)) for s in scans]
     counts.add_to(tallies)
     metadata = build_sidecar(
         scans,
+        declarations,
         tallies,
         options,
         n_variants,
@@ -141,6 +161,8 @@ def meta_command(
     genomic_control: bool,
     scheme: str,
     palindromic_maf_band: str,
+    assume_build: str | None = None,
+    trait_type: str | None = None,
 ) -> str:
     """What `federation meta` does: pool allele-frequency tables, or meta-analyse GWAS-SSF.
 
@@ -164,7 +186,9 @@ def meta_command(
             f"{pooled.out}: {pooled.n_variants} variants pooled over {len(files)} tables, "
             f"{pooled.n_population_specific} with node-specific frequencies"
         )
-    options = MetaOptions(random_effects, genomic_control, chosen_scheme, band)
+    options = MetaOptions(
+        random_effects, genomic_control, chosen_scheme, band, assume_build, trait_type
+    )
     result = run_meta(files, out, options)
     return f"{result.out}: {result.n_variants} variants from {len(files)} inputs, " + (
         f"lambda_gc {result.lambda_gc:.3f}"

@@ -144,7 +144,7 @@ def summarise(
             entry["rows"] = len(table)
             if {"beta", "standard_error", sumstats.NEG_LOG10_P} <= set(table.columns):
                 gwas[name.removesuffix(".tsv.gz")] = _gwas_facts(table)
-        elif name.endswith(sumstats.SIDECAR_SUFFIX):
+        elif sumstats.is_sidecar(path):
             sidecars[name] = yaml.safe_load(path.read_text())
         files.append(entry)
     releases = [

@@ -63,8 +63,10 @@ RELEASED_OUTPUTS = (
     "qc_metrics",
     "allele_frequency_tables",
     "allele_frequency_sidecars",
+    "allele_frequency_indexes",
     "gwas_summary_statistics",
     "gwas_sidecars",
+    "gwas_indexes",
 )
 # cwltool passes only PATH to a tool without a container; Hail/Spark also read these.
 PRESERVED_ENVIRONMENT = ("JAVA_HOME", "SPARK_HOME", "SPARK_LOCAL_IP", "PYSPARK_PYTHON")
@@ -152,7 +154,7 @@ def add_provenance_digest(staging: Path, digest: str) -> None:
     research object, so the digest can only be added here. The sidecars' data checksums
     cover the .tsv.gz tables, which stay as they are.
     """
-    for sidecar in sorted(staging.glob("*" + sumstats.SIDECAR_SUFFIX)):
+    for sidecar in sorted(path for path in staging.iterdir() if sumstats.is_sidecar(path)):
         document = load_yaml(sidecar.read_bytes())
         document["provenance_sha256"] = digest
         document["provenance_digest_of"] = (

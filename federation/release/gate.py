@@ -113,7 +113,7 @@ def ledger_for(node: NodeSettings) -> PrivacyLedger:
 
 
 def remove_outputs(out_path: Path) -> None:
-    for stale in (out_path, sumstats.sidecar_path(out_path)):
+    for stale in sumstats.table_files(out_path):
         stale.unlink(missing_ok=True)
 
 
@@ -137,8 +137,7 @@ class Gate:
 
     @property
     def outputs(self) -> dict[str, Path]:
-        sidecar = sumstats.sidecar_path(self.out_path)
-        return {self.out_path.name: self.out_path, sidecar.name: sidecar}
+        return {path.name: path for path in sumstats.table_files(self.out_path)}
 
     def withhold(self, report: DisclosureReport) -> None:
         append_event(
@@ -160,7 +159,9 @@ class Gate:
         stored = self.ledger.stored(self.key)
         if stored is None:
             return False
-        self.ledger.copy_stored(stored, self.outputs)
+        # Releases stored before sidecars took the GWAS-SSF name come back under their name.
+        legacy = self.out_path.with_name(self.out_path.name + sumstats.LEGACY_SIDECAR_SUFFIX)
+        self.ledger.copy_stored(stored, {legacy.name: legacy, **self.outputs})
         append_event(
             self.audit_log,
             "release_repeated",
@@ -221,8 +222,7 @@ class Gate:
             {**metadata, "disclosure": summary.public_summary()},
             float_format="%.8g",
         )
-        staged_sidecar = sumstats.sidecar_path(staged)
-        files = {staged.name: staged, staged_sidecar.name: staged_sidecar}
+        files = {path.name: path for path in sumstats.table_files(staged)}
         try:
             with self.ledger.reserve(
                 self.key, self.cohort, phenotype, policy.min_cell_size

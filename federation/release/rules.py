@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from federation import sumstats
 from federation.errors import DisclosureError
 from federation.outcomes import RefusalCategory
 
@@ -217,7 +218,7 @@ def private_columns(frame: pd.DataFrame, expected: frozenset[str]) -> RuleOutcom
     return RuleOutcome("private_column_allow_list", "expected columns", observed, verdict)
 
 
-CHROMOSOME = re.compile(r"(?:[1-9]|1[0-9]|2[0-2]|X|Y|MT)")
+CHROMOSOME = re.compile(r"(?:[1-9]|1[0-9]|2[0-5])")  # GWAS-SSF codes: X=23, Y=24, MT=25
 ALLELE = re.compile(r"[ACGTN]+")
 P_VALUE_TEXT = re.compile(r"(?:NA|[0-9][0-9.]*(?:e[-+]?[0-9]+)?)")
 NODE_ID = re.compile(r"[a-z0-9_-]{1,32}")
@@ -234,7 +235,7 @@ TEXT_COLUMNS = {
 
 def cell_values(frame: pd.DataFrame, max_variant_id_length: int) -> RuleOutcome:
     """Every cell has the shape its column promises: no free text anywhere, variant IDs that are
-    exactly chr:pos:ref:alt of their own row and not over-long, numbers that are numbers."""
+    exactly chr_pos_ref_alt of their own row and not over-long, numbers that are numbers."""
     problems: list[str] = []
     for column in frame.columns:
         values = frame[column]
@@ -253,18 +254,12 @@ def cell_values(frame: pd.DataFrame, max_variant_id_length: int) -> RuleOutcome:
             problems.append(f"{column}: not numeric ({values.dtype})")
     if "variant_id" in frame.columns and not problems:
         ref, alt = ("other_allele", "effect_allele") if "effect_allele" in frame else ("ref", "alt")
-        own = (
-            frame["chromosome"].astype(str)
-            + ":"
-            + frame["base_pair_location"].astype(str)
-            + ":"
-            + frame[ref].astype(str)
-            + ":"
-            + frame[alt].astype(str)
+        own = sumstats.variant_id(
+            frame["chromosome"], frame["base_pair_location"], frame[ref], frame[alt]
         )
         mismatched = int((own != frame["variant_id"].astype(str)).sum())
         if mismatched:
-            problems.append(f"variant_id: {mismatched} IDs are not chr:pos:ref:alt of their row")
+            problems.append(f"variant_id: {mismatched} IDs are not chr_pos_ref_alt of their row")
     verdict = Verdict.WITHHOLD if problems else Verdict.PASS
     return RuleOutcome("cell_values", "typed cells", "; ".join(problems) or "ok", verdict)
 

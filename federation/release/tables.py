@@ -58,6 +58,8 @@ RELEASED_GWAS_COLUMNS = (
     *sumstats.STANDARD_EXTRAS,
     sumstats.NEG_LOG10_P,
 )
+# Binary traits add the analysis's case and control counts (already in the sidecar).
+RELEASED_BINARY_GWAS_COLUMNS = (*RELEASED_GWAS_COLUMNS, *sumstats.CASE_CONTROL_COLUMNS)
 RELEASED_AF_COLUMNS = (*sumstats.ALLELE_FREQUENCY_COLUMNS, "homozygote_count", "node_id")
 # What the Hail steps write (analyses/gwas.py, allele_freq.py). Anything else in a private
 # table means the step is not the approved one, and the release stops.
@@ -121,8 +123,7 @@ def _read_private(path: Path) -> pd.DataFrame:
 
 
 def _chromosome_order(chromosome: pd.Series) -> pd.Series:
-    order = {str(i): i for i in range(1, 23)} | {"X": 23, "Y": 24, "MT": 25, "M": 25}
-    return chromosome.map(order).fillna(26)
+    return chromosome.map(sumstats.CHROMOSOME_CODES).fillna(26)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,19 +151,35 @@ def neg_log10_p(
     return neg_log10(log_p)
 
 
+def alleles_are_reference(node: NodeSettings) -> bool:
+    """Whether the released other/effect alleles are REF/ALT of the declared build: a VCF's
+    are by its specification, and a REF check against `reference_fasta` confirms any input's.
+    PLINK's A1/A2 and a MatrixTable's alleles carry no such promise."""
+    return node.genotype_format == "vcf" or node.reference_fasta is not None
+
+
 def _base_metadata(
-    node: NodeSettings, study: StudySpec, analysis_id: str, policy: DisclosurePolicy
+    node: NodeSettings,
+    study: StudySpec,
+    analysis_id: str,
+    policy: DisclosurePolicy,
+    catalog: dict[str, Any],
 ) -> dict[str, Any]:
+    """The sidecar: the GWAS Catalog fields (`catalog`, see `sumstats.gwas_catalog_fields`),
+    then the project's own."""
+    versions = software_versions()
     return {
+        **sumstats.gwas_catalog_fields(
+            genome_assembly=study.reference_genome,
+            analysis_software=f"federation {versions.get('federation', '?')} (Hail)",
+            **catalog,
+        ),
+        "date_metadata_last_modified": datetime.now(UTC).date().isoformat(),
         "study_id": study.study_id,
         "node_id": node.node_id,
         "analysis": analysis_id,
-        "genome_assembly": study.reference_genome,
-        "coordinate_system": "1-based",
-        "is_harmonised": False,
-        "is_sorted": True,
-        "date_metadata_last_modified": datetime.now(UTC).date().isoformat(),
-        "software_versions": software_versions(),
+        sumstats.REFERENCE_ALIGNED: alleles_are_reference(node),
+        "software_versions": versions,
         "disclosure_policy": policy.as_dict(),
     }
 
@@ -234,18 +251,25 @@ def _gwas_table(
     analysis: GwasAnalysis,
     n_parameters: int,
     policy: DisclosurePolicy,
+    case_control: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
-    """The GWAS-SSF rows of the kept variants, sorted by chromosome and position."""
+    """The GWAS-SSF rows of the kept variants, sorted by chromosome and position; for a
+    binary trait (`case_control`: the analysed cases and controls) with n_cases, n_controls."""
     rows = private[keep]
     alt_count = rows["gate.alt_allele_count"].to_numpy()
     allele_number = 2 * rows["gate.n_called"].to_numpy()
     residual_df = rows["n"].to_numpy() - n_parameters
     nlp = neg_log10_p(rows["statistic"].to_numpy(dtype=float), analysis, residual_df)
+    extras = (
+        {}
+        if case_control is None
+        else dict(zip(sumstats.CASE_CONTROL_COLUMNS, case_control, strict=True))
+    )
     return _sorted(
         pd.DataFrame(
             index=rows.index,  # the private table's rows: the gate looks up their no-calls
             data={
-                "chromosome": rows["chromosome"].to_numpy(),
+                "chromosome": sumstats.chromosome_code(rows["chromosome"]).to_numpy(),
                 "base_pair_location": rows["base_pair_location"].to_numpy(),
                 "effect_allele": rows["alt"].to_numpy(),
                 "other_allele": rows["ref"].to_numpy(),
@@ -256,6 +280,7 @@ def _gwas_table(
                 "n": rows["n"].to_numpy(),
                 "variant_id": _variant_ids(rows),
                 sumstats.NEG_LOG10_P: nlp,
+                **extras,
             },
         )
     )
@@ -296,9 +321,22 @@ def release_gwas(
         ]
         row_outcomes, keep = _gwas_row_rules(private, policy, binary)
         outcomes += row_outcomes
-        released = _gwas_table(private, keep, analysis, n_parameters, policy)
-        outcomes.insert(0, allowed_columns(released, RELEASED_GWAS_COLUMNS))
-        metadata = _base_metadata(node, study, analysis.id, policy)
+        case_control = (
+            (int(design["n_cases"]), int(design["n_controls"]))
+            if binary and design.get("n_cases") is not None
+            else None
+        )
+        released = _gwas_table(private, keep, analysis, n_parameters, policy, case_control)
+        allowed = RELEASED_BINARY_GWAS_COLUMNS if binary else RELEASED_GWAS_COLUMNS
+        outcomes.insert(0, allowed_columns(released, allowed))
+        catalog = {
+            "trait": analysis.trait,
+            "covariates": list(analysis.covariate_columns),
+            "n": n_total,
+            "n_cases": case_control[0] if case_control else None,
+            "n_controls": case_control[1] if case_control else None,
+        }
+        metadata = _base_metadata(node, study, analysis.id, policy, catalog)
         metadata.update(
             {
                 "trait": analysis.trait,
@@ -365,7 +403,7 @@ def release_allele_frequencies(
         released = _sorted(
             pd.DataFrame(
                 {
-                    "chromosome": rows["chromosome"],
+                    "chromosome": sumstats.chromosome_code(rows["chromosome"]),
                     "base_pair_location": rows["base_pair_location"],
                     "ref": rows["ref"],
                     "alt": rows["alt"],
@@ -380,7 +418,9 @@ def release_allele_frequencies(
             )
         )
         outcomes.insert(0, allowed_columns(released, RELEASED_AF_COLUMNS))
-        metadata = _base_metadata(node, study, analysis_id, policy)
+        metadata = _base_metadata(
+            node, study, analysis_id, policy, {"trait": None, "n": cohort.size}
+        )
         metadata.update(
             {
                 "n": cohort.size,

@@ -22,6 +22,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -294,7 +295,7 @@ def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
     }
 
     def is_significant(variant: str) -> bool:
-        chromosome, position, ref, alt = variant.split(":")
+        chromosome, position, ref, alt = re.split("[:_]", variant)  # chr:pos:ref:alt or GWAS-SSF
         return _variant_key(chromosome, position, (ref, alt)) in significant
 
     found = [variant for variant in planted if is_significant(variant)]

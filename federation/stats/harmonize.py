@@ -6,11 +6,14 @@ and other multi-base alleles match on the exact pair or its swap (no strand flip
 an indel would also move it). A multi-allelic site is one variant per allele pair.
 
 Palindromic SNPs (A/T, C/G) look the same on both strands, so a strand flip cannot be told from
-the alleles. When a variant is reported by more than one input, each row is placed by its allele
-frequency: rows whose minor allele disagrees with the majority are strand flips and are turned
-round (and counted); rows with MAF inside the ambiguous band (default 0.4-0.6) or no frequency
-are dropped and counted, never flipped silently. A palindromic SNP seen by one input only needs
-no alignment and is kept as reported. When as many inputs put the minor allele on one label as on
+the alleles. Rows of a reference-aligned input (its sidecar declares its alleles REF/ALT of the
+declared build, as a VCF's are) know their strand: they are kept as reported and never flipped.
+The other rows of a variant reported by more than one input are placed by allele frequency: rows
+whose minor allele disagrees with the reference-aligned rows (or, with none of those, with the
+majority) are strand flips and are turned round (and counted); rows with MAF inside the
+ambiguous band (default 0.4-0.6) or no frequency are dropped and counted, never flipped silently
+(the case METAL gets silently wrong). A palindromic SNP seen by one input only needs no
+alignment and is kept as reported. When as many inputs put the minor allele on one label as on
 the other, the rows are still combined consistently, but which strand the written labels belong
 to cannot be known (for A/T and C/G a complement is a swap).
 
@@ -203,18 +206,24 @@ def _place_palindromes(
     effect_first: np.ndarray,
     effect_frequency: np.ndarray,
     maf_band: tuple[float, float],
+    reference_aligned: np.ndarray,
 ) -> np.ndarray:
     """Drop palindromic rows whose strand the frequency cannot tell (marking `fate`) and return
-    which of the rest are strand flips (the majority decides whether C1 is the minor allele).
+    which of the rest are strand flips.
 
-    Only variants reported by more than one input need this; a lone row is kept as reported.
+    Rows of reference-aligned inputs are never dropped or flipped here. Only the other rows of
+    variants reported by more than one input need placing: by the reference-aligned rows whose
+    frequency is outside the band when there are any, else by the majority of the placed rows
+    (whether C1 is the minor allele). A lone row is kept as reported.
     """
     group, n_groups = groups.group, groups.n_groups
     palindromic = groups.pairs.palindromic[groups.pair_codes]
     reported = np.bincount(group[fate == RowFate.KEPT], minlength=n_groups)
-    needs_frequency = palindromic & (fate == RowFate.KEPT) & (reported[group] > 1)
+    candidates = palindromic & (fate == RowFate.KEPT) & (reported[group] > 1)
+    needs_frequency = candidates & ~reference_aligned
     first_frequency = np.where(effect_first, effect_frequency, 1.0 - effect_frequency)
-    no_frequency = needs_frequency & ~np.isfinite(first_frequency)
+    known = np.isfinite(first_frequency)
+    no_frequency = needs_frequency & ~known
     low, high = maf_band
     in_band = ((first_frequency >= low) & (first_frequency <= high)) | (
         (1.0 - first_frequency >= low) & (1.0 - first_frequency <= high)
@@ -223,10 +232,21 @@ def _place_palindromes(
     fate[no_frequency] = RowFate.PALINDROMIC_NO_FREQUENCY
     fate[ambiguous] = RowFate.PALINDROMIC_AMBIGUOUS
     decides = needs_frequency & (fate == RowFate.KEPT)
+    anchors = candidates & reference_aligned & known & ~in_band
     first_is_minor = first_frequency < 0.5
-    votes_minor = np.bincount(group[decides & first_is_minor], minlength=n_groups)
-    votes_major = np.bincount(group[decides & ~first_is_minor], minlength=n_groups)
-    group_first_minor = votes_minor >= votes_major
+
+    def votes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.bincount(group[rows & first_is_minor], minlength=n_groups),
+            np.bincount(group[rows & ~first_is_minor], minlength=n_groups),
+        )
+
+    anchor_minor, anchor_major = votes(anchors)
+    placed_minor, placed_major = votes(decides)
+    anchored = (anchor_minor + anchor_major) > 0
+    group_first_minor = np.where(
+        anchored, anchor_minor >= anchor_major, placed_minor >= placed_major
+    )
     return decides & (first_is_minor != group_first_minor[group])
 
 
@@ -257,12 +277,16 @@ def align(
     effect_frequency: np.ndarray,
     alt_is_effect: np.ndarray,
     maf_band: tuple[float, float] = DEFAULT_PALINDROMIC_MAF_BAND,
+    reference_aligned: np.ndarray | None = None,
 ) -> Alignment:
     """Group rows (all from one chromosome) into variants and orient each row.
 
-    `alt_is_effect[i]` is row i's claim that its effect allele is the alternate allele.
+    `alt_is_effect[i]` is row i's claim that its effect allele is the alternate allele;
+    `reference_aligned[i]` that its alleles are REF/ALT of the build (None: no row is).
     Alleles must already be valid A/C/G/T strings with effect != other.
     """
+    if reference_aligned is None:
+        reference_aligned = np.zeros(position.shape[0], dtype=bool)
     groups = _group_rows(position, effect_allele, other_allele)
     group, n_groups = groups.group, groups.n_groups
     fate = np.zeros(position.shape[0], dtype=np.int8)
@@ -270,7 +294,9 @@ def align(
 
     effect_first = groups.pairs.effect_is_first[groups.pair_codes].copy()
     on_complement = groups.pairs.on_complement[groups.pair_codes]
-    palindromic_flip = _place_palindromes(groups, fate, effect_first, effect_frequency, maf_band)
+    palindromic_flip = _place_palindromes(
+        groups, fate, effect_first, effect_frequency, maf_band, reference_aligned
+    )
     effect_first ^= palindromic_flip
     kept = fate == RowFate.KEPT
     out_complement, out_alt_first = _orientation(

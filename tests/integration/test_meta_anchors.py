@@ -45,8 +45,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         plink_inputs.append(root / f"plink{index}.txt")
         anchors.write_gwama_input(study, gwama_inputs[-1])
         anchors.write_plink_input(study, plink_inputs[-1])
-    run_meta(sim.paths, root / "fixed.tsv.gz", MetaOptions())
-    run_meta(sim.paths, root / "random.tsv.gz", MetaOptions(random_effects=True))
+    run_meta(sim.paths, root / "fixed.tsv.gz", MetaOptions(**anchors.UNDECLARED))
+    run_meta(
+        sim.paths, root / "random.tsv.gz", MetaOptions(random_effects=True, **anchors.UNDECLARED)
+    )
     frames = {
         "fixed": pd.read_csv(root / "fixed.tsv.gz", sep="\t"),
         "random": pd.read_csv(root / "random.tsv.gz", sep="\t"),

@@ -197,7 +197,12 @@ class FakePipeline:
                 sumstats.write_table(
                     table,
                     released / f"{analysis.id}.tsv.gz",
-                    {**metadata, "analysis": analysis.id, "trait": analysis.trait},
+                    {
+                        **metadata,
+                        "analysis": analysis.id,
+                        "trait": analysis.trait,
+                        "trait_type": analysis.trait_type.value,
+                    },
                 )
             )
         for frequencies in study.allele_frequencies:
@@ -327,7 +332,7 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
     assert {path.name.removesuffix(".tsv.gz") for path in collection.meta_files} == expected
     for name in expected:
         assert (meta_dir / f"{name}.tsv.gz").is_file()
-        assert (meta_dir / f"{name}.tsv.gz.yaml").is_file()
+        assert (meta_dir / f"{name}.tsv.gz-meta.yaml").is_file()
 
     # the verified copies are byte for byte what each node released
     for node in NODES:

@@ -92,4 +92,10 @@ outputs:
     format: edam:format_3750  # YAML
     doc: Metadata sidecar (N, QC counts, software versions, data checksums).
     outputBinding:
-      glob: $(inputs.analysis).tsv.gz.yaml
+      glob: $(inputs.analysis).tsv.gz-meta.yaml
+  index:
+    type: File?  # absent when the gate withheld the release
+    format: edam:format_3616  # tabix index
+    doc: The table's tabix index (the table is BGZF-compressed).
+    outputBinding:
+      glob: $(inputs.analysis).tsv.gz.tbi

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from bench.meta_anchors import UNDECLARED
 from federation.errors import MetaAnalysisError
 from federation.meta import runner as meta_runner
 from federation.meta import spill as meta_spill
@@ -64,8 +65,8 @@ def studies(tmp_path: Path) -> list[Path]:
 
 
 def run(studies: list[Path], out: Path) -> tuple[bytes, dict]:
-    run_meta(studies, out, MetaOptions(random_effects=True))
-    record = yaml.safe_load(Path(f"{out}.yaml").read_text())
+    run_meta(studies, out, MetaOptions(random_effects=True, **UNDECLARED))
+    record = yaml.safe_load(Path(f"{out}-meta.yaml").read_text())
     return out.read_bytes(), record["inputs"]
 
 
@@ -93,7 +94,7 @@ def test_a_worker_that_dies_is_reported_in_one_line(
     monkeypatch.setattr(meta_runner.BinJob, "__call__", die)
     out = tmp_path / "meta.tsv.gz"
     with pytest.raises(MetaAnalysisError, match="worker process died"):
-        run_meta(studies, out, MetaOptions())
+        run_meta(studies, out, MetaOptions(**UNDECLARED))
     assert not out.exists()
     assert not list(tmp_path.glob(".meta-*"))  # the scratch directory is gone too
 
@@ -108,7 +109,7 @@ def test_a_truncated_input_stops_the_run_in_one_line_and_leaves_nothing(
     studies[1].write_bytes(data[: len(data) * 2 // 3])
     out = tmp_path / "meta.tsv.gz"
     with pytest.raises(SpecError) as raised:
-        run_meta(studies, out, MetaOptions())
+        run_meta(studies, out, MetaOptions(**UNDECLARED))
     message = str(raised.value)
     assert "\n" not in message
     assert f"input '{studies[1]}'" in message and "truncated or corrupt" in message
@@ -134,7 +135,8 @@ def test_a_meta_analysis_never_imports_pandas(tmp_path: Path, studies: list[Path
         meta_runner.BinJob.__call__ = checked
         inputs = [Path(p) for p in {[str(p) for p in studies]!r}]
         out = Path({str(tmp_path / "meta.tsv.gz")!r})
-        meta_runner.run_meta(inputs, out, meta_runner.MetaOptions(random_effects=True))
+        options = meta_runner.MetaOptions(random_effects=True, **{UNDECLARED!r})
+        meta_runner.run_meta(inputs, out, options)
         assert "pandas" not in sys.modules, "the main process imported pandas"
         """
     )

@@ -11,6 +11,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.meta_anchors import UNDECLARED
 from federation.meta.bins import combine_rows
 from federation.meta.runner import MetaOptions, run_meta
 from federation.stats import harmonize
@@ -75,7 +76,7 @@ def meta_of(frames: list[pd.DataFrame]) -> pd.DataFrame:
         rows.n.to_numpy()[kept],
         alignment.group[kept],
         alignment.n_groups,
-        MetaOptions(),
+        MetaOptions(**UNDECLARED),
     )
     return pd.DataFrame(
         {
@@ -175,8 +176,8 @@ def test_adding_an_input_with_infinite_se_changes_nothing(frames: list[pd.DataFr
         work = Path(name)
         paths = [_write(f, work / f"s{i}.tsv.gz") for i, f in enumerate(frames)]
         extra = _write(frames[0], work / "inf.tsv.gz", se=float("inf"))
-        run_meta(paths, work / "a.tsv.gz", MetaOptions(random_effects=True))
-        run_meta([*paths, extra], work / "b.tsv.gz", MetaOptions(random_effects=True))
+        run_meta(paths, work / "a.tsv.gz", MetaOptions(random_effects=True, **UNDECLARED))
+        run_meta([*paths, extra], work / "b.tsv.gz", MetaOptions(random_effects=True, **UNDECLARED))
         a = pd.read_csv(work / "a.tsv.gz", sep="\t")
         b = pd.read_csv(work / "b.tsv.gz", sep="\t")
         assert b.direction.str[-1].eq("?").all()

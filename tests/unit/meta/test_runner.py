@@ -12,10 +12,16 @@ import pytest
 import yaml
 from scipy import special
 
+from bench.meta_anchors import UNDECLARED, UNDECLARED_ARGS
 from federation.cli import main
 from federation.meta.inputs import DropReason
 from federation.meta.runner import MetaOptions, Scheme, run_meta
-from federation.sumstats import MANDATORY_COLUMNS, META_EXTRAS, NEG_LOG10_P
+from federation.sumstats import (
+    FIXED_EFFECTS_COLUMNS,
+    MANDATORY_COLUMNS,
+    META_EXTRAS,
+    NEG_LOG10_P,
+)
 
 GOOD = {
     "chromosome": "1",
@@ -42,7 +48,7 @@ def read(path: Path) -> pd.DataFrame:
 
 
 def sidecar(path: Path) -> dict:
-    return yaml.safe_load(Path(f"{path}.yaml").read_text())
+    return yaml.safe_load(Path(f"{path}-meta.yaml").read_text())
 
 
 BAD_ROWS = {
@@ -65,7 +71,7 @@ def test_each_bad_row_is_dropped_and_counted_not_fatal(tmp_path: Path, reason: D
     rows = [{"base_pair_location": 1000 + i} for i in range(5)]
     rows.append({"base_pair_location": 2000, **BAD_ROWS[reason]})
     out = tmp_path / "meta.tsv.gz"
-    result = run_meta([write(tmp_path / "a.tsv.gz", rows)], out, MetaOptions())
+    result = run_meta([write(tmp_path / "a.tsv.gz", rows)], out, MetaOptions(**UNDECLARED))
     assert result.n_variants == 5
     dropped = sidecar(out)["inputs"][0]["dropped"]
     assert dropped == {reason.value: 1}
@@ -76,7 +82,7 @@ def test_negative_se_and_equal_alleles_are_bad_too(tmp_path: Path) -> None:
     rows = [{}, {"base_pair_location": 2, "standard_error": -0.1}]
     rows.append({"base_pair_location": 3, "effect_allele": "A"})
     out = tmp_path / "meta.tsv.gz"
-    run_meta([write(tmp_path / "a.tsv.gz", rows)], out, MetaOptions())
+    run_meta([write(tmp_path / "a.tsv.gz", rows)], out, MetaOptions(**UNDECLARED))
     assert sidecar(out)["inputs"][0]["dropped"] == {"invalid_allele": 1, "se_not_positive": 1}
 
 
@@ -99,7 +105,7 @@ def test_duplicates_and_ambiguous_palindromes_are_counted_per_input(tmp_path: Pa
         ],
     )
     out = tmp_path / "meta.tsv.gz"
-    run_meta([a, b], out, MetaOptions())
+    run_meta([a, b], out, MetaOptions(**UNDECLARED))
     inputs = sidecar(out)["inputs"]
     assert inputs[0]["dropped"] == {"duplicate_variant": 2}
     assert inputs[1]["dropped"] == {"palindromic_ambiguous": 1}
@@ -115,14 +121,18 @@ def test_rows_with_wrong_field_count_and_junk_numbers_are_counted(tmp_path: Path
     with gzip.open(path, "wt") as handle:
         handle.write(f"{header}\n{good}\n1\t7\tG\n{junk.replace('1000', '9', 1)}\n")
     out = tmp_path / "meta.tsv.gz"
-    assert run_meta([path], out, MetaOptions()).n_variants == 1
+    assert run_meta([path], out, MetaOptions(**UNDECLARED)).n_variants == 1
     assert sidecar(out)["inputs"][0]["dropped"] == {"missing_value": 2}
 
 
 def test_sample_size_scheme_needs_n(tmp_path: Path) -> None:
     rows = [{}, {"base_pair_location": 2, "n": None}]
     out = tmp_path / "meta.tsv.gz"
-    run_meta([write(tmp_path / "a.tsv.gz", rows)], out, MetaOptions(scheme=Scheme.SAMPLE_SIZE))
+    run_meta(
+        [write(tmp_path / "a.tsv.gz", rows)],
+        out,
+        MetaOptions(scheme=Scheme.SAMPLE_SIZE, **UNDECLARED),
+    )
     assert sidecar(out)["inputs"][0]["dropped"] == {"n_missing": 1}
     table = read(out)
     assert table.stouffer_z.iloc[0] == pytest.approx(0.1 / 0.05)
@@ -138,9 +148,16 @@ def test_output_is_gwas_ssf_with_the_meta_extras(tmp_path: Path) -> None:
         [{"chromosome": "23"}, {"chromosome": "2", "beta": 2.1, "standard_error": 0.05}],
     )
     out = tmp_path / "meta.tsv.gz"
-    run_meta([a, b], out, MetaOptions(random_effects=True))
+    run_meta([a, b], out, MetaOptions(random_effects=True, **UNDECLARED))
     table = read(out)
-    assert list(table.columns) == [*MANDATORY_COLUMNS, "n", "variant_id", NEG_LOG10_P, *META_EXTRAS]
+    assert list(table.columns) == [
+        *MANDATORY_COLUMNS,
+        "n",
+        "variant_id",
+        NEG_LOG10_P,
+        *META_EXTRAS,
+        *FIXED_EFFECTS_COLUMNS,
+    ]
     assert table.chromosome.tolist() == [2, 23], "sorted, X written as 23"
     assert table.variant_id.tolist() == ["2_1000_A_G", "23_1000_A_G"]
     assert table.direction.tolist() == ["++", "++"]
@@ -167,8 +184,8 @@ def test_genomic_control_inflates_se_by_sqrt_lambda(tmp_path: Path) -> None:
     rows = [{"base_pair_location": 10 + i, "beta": v * 0.05} for i, v in enumerate(z)]
     path = write(tmp_path / "a.tsv.gz", rows)
     plain, corrected = tmp_path / "plain.tsv.gz", tmp_path / "gc.tsv.gz"
-    run_meta([path], plain, MetaOptions())
-    run_meta([path], corrected, MetaOptions(genomic_control=True))
+    run_meta([path], plain, MetaOptions(**UNDECLARED))
+    run_meta([path], corrected, MetaOptions(genomic_control=True, **UNDECLARED))
     lam = sidecar(plain)["inputs"][0]["lambda_gc"]
     assert lam > 1.5
     ratio = read(corrected).standard_error / read(plain).standard_error
@@ -179,7 +196,20 @@ def test_genomic_control_inflates_se_by_sqrt_lambda(tmp_path: Path) -> None:
 def test_cli_meta_runs_and_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     a = write(tmp_path / "a.tsv.gz", [{}])
     out = tmp_path / "meta.tsv.gz"
-    assert main(["meta", str(a), "--out", str(out), "--palindromic-maf-band", "0.45-0.55"]) == 0
+    assert (
+        main(
+            [
+                "meta",
+                str(a),
+                "--out",
+                str(out),
+                "--palindromic-maf-band",
+                "0.45-0.55",
+                *UNDECLARED_ARGS,
+            ]
+        )
+        == 0
+    )
     assert "1 variants from 1 inputs" in capsys.readouterr().out
     assert sidecar(out)["palindromic_maf_band"] == [0.45, 0.55]
 
@@ -193,7 +223,7 @@ def test_cli_meta_runs_openblas_on_one_thread_unless_told_otherwise(
     else:
         monkeypatch.setenv("OPENBLAS_NUM_THREADS", given)
     a = write(tmp_path / "a.tsv.gz", [{}])
-    assert main(["meta", str(a), "--out", str(tmp_path / "meta.tsv.gz")]) == 0
+    assert main(["meta", str(a), "--out", str(tmp_path / "meta.tsv.gz"), *UNDECLARED_ARGS]) == 0
     assert os.environ["OPENBLAS_NUM_THREADS"] == expected
 
 
@@ -214,7 +244,7 @@ def test_cli_exits_2_with_one_line_on_bad_input_and_loses_nothing(
     out = tmp_path / "meta.tsv.gz"
     out.write_bytes(b"previous result")
     bad = make_input(tmp_path)
-    assert main(["meta", str(good), str(bad), "--out", str(out)]) == 2
+    assert main(["meta", str(good), str(bad), "--out", str(out), *UNDECLARED_ARGS]) == 2
     message = capsys.readouterr().err.strip()
     assert needle in message and len(message.splitlines()) == 1 and message.startswith("error:")
     assert out.read_bytes() == b"previous result"
@@ -228,7 +258,7 @@ def test_cli_exits_2_with_one_line_on_bad_input_and_loses_nothing(
 )
 def test_cli_rejects_bad_options_with_exit_2(tmp_path: Path, args: list[str]) -> None:
     a = write(tmp_path / "a.tsv.gz", [{}])
-    base = ["meta", str(a), "--out", str(tmp_path / "m.tsv.gz")]
+    base = ["meta", str(a), "--out", str(tmp_path / "m.tsv.gz"), *UNDECLARED_ARGS]
     assert main(base + args) == 2
 
 
@@ -316,8 +346,8 @@ def test_slicing_a_dense_bin_changes_nothing(
         ]
         inputs.append(write(tmp_path / f"in{index}.tsv.gz", rows))
     whole, sliced = tmp_path / "whole.tsv.gz", tmp_path / "sliced.tsv.gz"
-    run_meta(inputs, whole, MetaOptions(random_effects=True))
+    run_meta(inputs, whole, MetaOptions(random_effects=True, **UNDECLARED))
     monkeypatch.setattr(meta_bins, "SLICE_ROWS", 7)
-    run_meta(inputs, sliced, MetaOptions(random_effects=True))
+    run_meta(inputs, sliced, MetaOptions(random_effects=True, **UNDECLARED))
     assert whole.read_bytes() == sliced.read_bytes()
     assert read(whole).base_pair_location.is_monotonic_increasing

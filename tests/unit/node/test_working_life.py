@@ -404,7 +404,7 @@ def test_nothing_is_published_before_the_required_distinct_reviewers_approve(
     assert set(summary["gwas"]) == {"quant_trait_gwas", "binary_trait_gwas"}
     assert len(summary["gwas"]["quant_trait_gwas"]["top_hits"]) == 10
     assert summary["gwas"]["quant_trait_gwas"]["lambda_gc"] > 0
-    assert "quant_trait_gwas.tsv.gz.yaml" in summary["sidecars"]
+    assert "quant_trait_gwas.tsv.gz-meta.yaml" in summary["sidecars"]
 
     agent = federation.agent("fi")
     with pytest.raises(PolicyViolation, match="matches no key in the node 'fi' output reviewers"):

@@ -154,7 +154,8 @@ def test_released_files_are_the_release_outputs_only(tmp_path):
     outputs = {
         "qc_metrics": {"class": "File", "path": "/o/qc_metrics.json"},
         "gwas_summary_statistics": [{"class": "File", "path": "/o/h.tsv.gz"}],
-        "gwas_sidecars": [{"class": "File", "path": "/o/h.tsv.gz.yaml"}],
+        "gwas_sidecars": [{"class": "File", "path": "/o/h.tsv.gz-meta.yaml"}],
+        "gwas_indexes": [{"class": "File", "path": "/o/h.tsv.gz.tbi"}],
         "allele_frequency_tables": [],
         "allele_frequency_sidecars": [],
         "private_table": {"class": "File", "path": "/o/private.tsv.bgz"},
@@ -162,7 +163,8 @@ def test_released_files_are_the_release_outputs_only(tmp_path):
     assert [path.name for path in _released_files(outputs)] == [
         "qc_metrics.json",
         "h.tsv.gz",
-        "h.tsv.gz.yaml",
+        "h.tsv.gz-meta.yaml",
+        "h.tsv.gz.tbi",
     ]
 
 
@@ -174,12 +176,12 @@ def test_provenance_digest_goes_into_every_sidecar_and_leaves_the_data_checksums
     assert digest == hashlib.sha256(b"abc  bagit.txt\n").hexdigest()
     staging = tmp_path / "release"
     staging.mkdir()
-    (staging / "h.tsv.gz.yaml").write_text(
+    (staging / "h.tsv.gz-meta.yaml").write_text(
         yaml.safe_dump({"study_id": "s1", "data_file_sha256": "f00"}, sort_keys=False)
     )
     (staging / "qc_metrics.json").write_text("{}\n")
     add_provenance_digest(staging, digest)
-    sidecar = yaml.safe_load((staging / "h.tsv.gz.yaml").read_text())
+    sidecar = yaml.safe_load((staging / "h.tsv.gz-meta.yaml").read_text())
     assert sidecar["provenance_sha256"] == digest and sidecar["data_file_sha256"] == "f00"
     assert list(sidecar)[:2] == ["study_id", "data_file_sha256"]
     assert (staging / "qc_metrics.json").read_text() == "{}\n"

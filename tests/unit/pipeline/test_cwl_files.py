@@ -35,6 +35,7 @@ KNOWN_FORMATS = {
     EDAM + "format_3464": "JSON",
     EDAM + "format_3750": "YAML",
     EDAM + "format_1964": "plain text",
+    EDAM + "format_3616": "tabix index",
     "https://www.cog-genomics.org/plink/1.9/formats#bed": "PLINK 1 binary",
 }
 # Which format each kind of input must carry, by parameter id.

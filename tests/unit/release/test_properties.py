@@ -14,7 +14,11 @@ from hypothesis import strategies as st
 from federation import sumstats
 from federation.errors import DisclosureError
 from federation.release.rules import DisclosurePolicy
-from federation.release.tables import RELEASED_AF_COLUMNS, RELEASED_GWAS_COLUMNS
+from federation.release.tables import (
+    RELEASED_AF_COLUMNS,
+    RELEASED_BINARY_GWAS_COLUMNS,
+    RELEASED_GWAS_COLUMNS,
+)
 from tests.unit.cohorts import (
     Cohort,
     make_node,
@@ -71,7 +75,10 @@ def _check_release(
         assert tuple(table.columns) == RELEASED_AF_COLUMNS
         assert n >= policy.min_cohort_af
     else:
-        assert tuple(table.columns) == RELEASED_GWAS_COLUMNS
+        columns = RELEASED_BINARY_GWAS_COLUMNS if binary else RELEASED_GWAS_COLUMNS
+        assert tuple(table.columns) == columns
+        if binary:  # every row carries its analysis's case and control counts
+            assert (table["n_cases"] + table["n_controls"] == n).all()
         assert n >= policy.min_cohort_gwas and n - n_parameters >= policy.min_residual_df
         assert n_parameters <= policy.max_parameter_fraction * n
         assert (table["n"] == n).all()

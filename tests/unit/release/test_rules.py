@@ -241,8 +241,8 @@ def _variants(variant_id: str) -> pd.DataFrame:
 )
 def test_variant_id_length_below_at_above(length_offset, verdict):
     limit = POLICY.max_variant_id_length
-    alt = "G" * (limit - len("1:100:A:") + length_offset)
-    frame = _variants(f"1:100:A:{alt}").assign(alt=alt)
+    alt = "G" * (limit - len("1_100_A_") + length_offset)
+    frame = _variants(f"1_100_A_{alt}").assign(alt=alt)
     assert len(frame["variant_id"][0]) == limit + length_offset
     assert cell_values(frame, limit).verdict is verdict
 
@@ -252,12 +252,12 @@ def test_variant_id_length_below_at_above(length_offset, verdict):
     [
         ("alt", "see notes: participant 17"),  # free text in an allele column
         ("chromosome", "chr1"),
-        ("variant_id", "1:100:A:G;S00017"),  # an ID that is not its row's chr:pos:ref:alt
+        ("variant_id", "1_100_A_G;S00017"),  # an ID that is not its row's chr_pos_ref_alt
         ("allele_count", "ten"),  # text in a numeric column
     ],
 )
 def test_free_text_in_cells_withholds(column, value):
-    frame = _variants("1:100:A:G")
+    frame = _variants("1_100_A_G")
     frame[column] = [value]
     outcome = cell_values(frame, POLICY.max_variant_id_length)
     assert outcome.verdict is Verdict.WITHHOLD and column in str(outcome.observed)

@@ -548,10 +548,22 @@ class Coordinator:
                 # Nothing new since the last collect: no second meta-analysis, no new events.
                 meta_files = self._meta_outputs(study.spec)
             else:
-                meta_files = self._meta_analyse(study.spec, results, options)
-                self.ledger.set_study_status(
-                    study_id, StudyStatus.META_ANALYSED, missing, sorted(results)
+                meta_files, failed = self._meta_analyse(study.spec, results, options)
+                # Never `meta_analysed` over nothing: an analysis refused or empty at the
+                # meta-analysis, or no output at all, fails the study (collect exits 1).
+                concluded = (
+                    StudyStatus.FAILED if failed or not meta_files else StudyStatus.META_ANALYSED
                 )
+                if concluded is StudyStatus.FAILED:
+                    self.progress(
+                        f"[coordinator] study '{study_id}': not meta-analysed: "
+                        + (
+                            f"meta-analysis of {', '.join(failed)} failed"
+                            if failed
+                            else "no node released a file to meta-analyse"
+                        )
+                    )
+                self.ledger.set_study_status(study_id, concluded, missing, sorted(results))
         elif study.status != StudyStatus.FAILED:
             still_open = [task for task in tasks if task.status not in FINAL_STATUSES]
             if len(results) + len(still_open) < study.quorum:
@@ -573,10 +585,13 @@ class Coordinator:
 
     def _meta_analyse(
         self, spec: StudySpec, results: dict[str, Path], options: MetaOptions
-    ) -> list[Path]:
+    ) -> tuple[list[Path], list[str]]:
+        """Meta-analyse each analysis some node released: the files written, and the analyses
+        whose meta-analysis failed (inputs refused, or no usable row)."""
         meta_dir = self._meta_dir(spec.study_id)
         meta_dir.mkdir(parents=True, exist_ok=True)
-        written = []
+        written: list[Path] = []
+        failed: list[str] = []
         for analysis_id in spec.analysis_ids:
             inputs = [folder / f"{analysis_id}.tsv.gz" for folder in results.values()]
             inputs = [path for path in inputs if path.exists()]
@@ -590,9 +605,10 @@ class Coordinator:
                     run_meta(inputs, out, options)
             except FederationError as error:
                 self.progress(f"[coordinator] meta-analysis of '{analysis_id}' failed: {error}")
+                failed.append(analysis_id)
                 continue
             written.append(out)
             self.progress(
                 f"[coordinator] meta-analysed '{analysis_id}' over {len(inputs)} nodes -> {out}"
             )
-        return written
+        return written, failed

@@ -9,7 +9,11 @@ populations, which is what the homogeneity test looks for.
 
 Output: every node's row kept (aligned), plus one `pooled` row per variant with ΣAC/ΣAN and a
 Pearson chi-square test of equal frequency across nodes (`freq_chi2, freq_df, freq_p, fst`,
-`population_specific` where freq_p < 5e-8).
+`population_specific` where freq_p < 5e-8). A pooled row says what it pools: `n_nodes` (the
+nodes whose rows it sums), `allele_number` (ΣAN) and `complete`, true only when every node that
+released a table has the variant. A node suppresses rare variants, so an incomplete row's
+frequency leaves out the nodes where the variant is rare: it is kept, but marked, and must not be
+read as the frequency over all nodes (node rows have `complete` NA).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from federation.errors import MetaAnalysisError
 from federation.files import sha256_file
 from federation.meta.format import p_column, round_significant
-from federation.meta.inputs import CHROMOSOME_CODES, check_columns
+from federation.meta.inputs import CHROMOSOME_CODES, check_columns, declare_inputs
 from federation.stats import meta_analysis
 from federation.sumstats import ALLELE_FREQUENCY_COLUMNS, read_table, write_table
 from federation.versions import software_versions
@@ -40,7 +45,15 @@ REQUIRED_FREQUENCY_COLUMNS = (
 POOLED_NODE_ID = "pooled"
 # Genome-wide significance: millions of variants are tested for a frequency difference.
 POPULATION_SPECIFIC_P = 5e-8
-TEST_COLUMNS = ("n_nodes", "freq_chi2", "freq_df", "freq_p", "fst", "population_specific")
+TEST_COLUMNS = (
+    "n_nodes",
+    "complete",
+    "freq_chi2",
+    "freq_df",
+    "freq_p",
+    "fst",
+    "population_specific",
+)
 
 
 @dataclass(frozen=True)
@@ -60,11 +73,26 @@ def pool_frequency_files(paths: Sequence[Path], out: Path) -> PooledFrequencies:
         good = usable_frequency_rows(frame)
         dropped[str(path)] = int((~good).sum())
         frames.append(frame[good])
-    table = pool_frequencies(pd.concat(frames, ignore_index=True))
+    declarations = declare_inputs(paths, need_trait=False, require_sidecar=False)
+    usable = pd.concat(frames, ignore_index=True)
+    if usable.empty:
+        raise MetaAnalysisError(
+            f"allele frequencies: no usable row in any of {len(paths)} tables; see their "
+            "dropped rows (unknown chromosome, non-ACGT alleles, AC outside 0..AN)"
+        )
+    table = pool_frequencies(usable)
     pooled = table[table.node_id == POOLED_NODE_ID]
+    nodes = sorted(set(table.node_id) - {POOLED_NODE_ID})
     metadata = {
+        "genome_assembly": declarations[0].genome_assembly if declarations else "NR",
         "analysis": "pooled allele frequencies",
         "node_id": "coordinator",
+        "nodes_released": nodes,
+        "complete_means": (
+            f"the pooled row sums all {len(nodes)} nodes that released a table; incomplete rows "
+            "leave out nodes where the variant was suppressed or failed QC"
+        ),
+        "n_incomplete": int((~pooled.complete.astype(bool)).sum()),
         "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in paths],
         "dropped_rows": dropped,
         "population_specific_p": POPULATION_SPECIFIC_P,
@@ -110,6 +138,7 @@ def pool_frequencies(frame: pd.DataFrame) -> pd.DataFrame:
     keys = pd.MultiIndex.from_arrays([chrom_code, position, first, second])
     group, uniques = pd.factorize(keys, sort=True)
     n_groups = len(uniques)
+    n_released = frame["node_id"].nunique()
     # Orientation: the (ref, alt) order most nodes wrote; ties -> alphabetical ref first.
     ref_is_first = ref == first
     votes_first = np.bincount(group[ref_is_first], minlength=n_groups)
@@ -156,6 +185,7 @@ def pool_frequencies(frame: pd.DataFrame) -> pd.DataFrame:
             "node_id": POOLED_NODE_ID,
             "_group": np.arange(n_groups),
             "n_nodes": test.n_nodes,
+            "complete": test.n_nodes == n_released,
             "freq_chi2": round_significant(test.chi2),
             "freq_df": test.df,
             "freq_p": p_column(test.log_p),
@@ -163,7 +193,8 @@ def pool_frequencies(frame: pd.DataFrame) -> pd.DataFrame:
             "population_specific": np.where(test.df > 0, p < POPULATION_SPECIFIC_P, False),
         }
     )
-    table = pd.concat([nodes, pooled], ignore_index=True)
+    nodes["complete"] = pd.NA  # a node's own row pools nothing
+    table = pd.concat([nodes, pooled.astype({"complete": object})], ignore_index=True)
     table["_pooled_last"] = table.node_id == POOLED_NODE_ID
     table = table.sort_values(["_group", "_pooled_last", "node_id"], kind="stable")
     table["variant_id"] = (

@@ -148,6 +148,7 @@ def declare_inputs(
     trait_type: str | None = None,
     *,
     need_trait: bool = True,
+    require_sidecar: bool = True,
 ) -> list[InputDeclaration]:
     """Each input's genome build, trait type and allele alignment, from its sidecar.
 
@@ -155,11 +156,25 @@ def declare_inputs(
     the trait type (`--trait-type`) are given; it is then taken as not reference-aligned.
     Inputs that declare different builds or trait types are refused: their positions or
     effect scales do not combine. SpecError with one line naming the files and values.
+    `require_sidecar=False` (allele-frequency tables, whose alleles come from the reference
+    anyway) lets an input without a declared build through, as `NR`, next to others that
+    declare one; declared builds must still agree.
     """
     if trait_type is not None and trait_type not in TRAIT_TYPES:
         raise SpecError(
             f"--trait-type '{trait_type}': unknown; use one of {', '.join(TRAIT_TYPES)}"
         )
+    if not require_sidecar:
+        declared = [
+            InputDeclaration(path, build, None, False, sumstats.find_sidecar(path))
+            for path in paths
+            if (
+                build := _declared(sumstats.read_sidecar(path).get("genome_assembly"))
+                or assume_build
+            )
+        ]
+        _refuse_mixed(declared, "genome_assembly", "genome builds", "lift one over")
+        return declared
     declarations = [_declaration(path, assume_build, trait_type, need_trait) for path in paths]
     _refuse_mixed(declarations, "genome_assembly", "genome builds", "lift one over")
     if need_trait:

@@ -40,9 +40,11 @@ STUDY_ID = "cwl-parity"
 GWAS_IDS = ("quant_gwas", "binary_gwas")
 RELEASED = (
     "qc_metrics.json",
-    "allele_frequencies.tsv.gz",
-    "allele_frequencies.tsv.gz.yaml",
-    *(f"{analysis}.tsv.gz{suffix}" for analysis in GWAS_IDS for suffix in ("", ".yaml")),
+    *(
+        f"{analysis}.tsv.gz{suffix}"
+        for analysis in ("allele_frequencies", *GWAS_IDS)
+        for suffix in ("", ".tbi", "-meta.yaml")
+    ),
 )
 # Fields a CWL sidecar has and a Snakemake one does not: the research object's digest.
 PROVENANCE_FIELDS = ("provenance_sha256", "provenance_digest_of")

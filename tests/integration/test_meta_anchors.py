@@ -11,23 +11,21 @@ are still ~1e-7 relative; each comparison allows half a printed unit plus 1e-6 r
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from bench import meta_anchors as anchors
-from federation.files import REPO_ROOT
 from federation.meta.runner import MetaOptions, run_meta
 from federation.stats.harmonize import describe_pairs
+from tests import gwas_ssf
 
 pytestmark = [
     pytest.mark.integration,
 ]
 
-GWAS_SSF = REPO_ROOT / ".venv-ssf" / "bin" / "gwas-ssf"
 RELATIVE = 1e-6
 
 
@@ -153,7 +151,10 @@ def test_random_effects_agree_with_gwama_for_two_or_more_studies(run: dict) -> N
     assert (ours.tau2 > 0).sum() > 1000, "heterogeneity is exercised"
     assert close(ours.beta.to_numpy(), (sign * gwama.beta).to_numpy(), 1e-6).all()
     assert close(ours.standard_error.to_numpy(), gwama.se.to_numpy(), 1e-6).all()
-    assert np.array_equal(ours.beta, ours.beta_random)
+    fixed = run["fixed"].reindex(ours.index)
+    assert np.array_equal(ours.beta_fixed, fixed.beta), "the fixed model stays, in beta_fixed"
+    assert np.array_equal(ours.se_fixed, fixed.standard_error)
+    assert "beta_random" not in ours.columns and "beta_random" in fixed.columns
 
 
 def test_gwama_random_effects_for_one_study_are_rounding_noise_ours_are_exact(run: dict) -> None:
@@ -165,7 +166,7 @@ def test_gwama_random_effects_for_one_study_are_rounding_noise_ours_are_exact(ru
     gwama = run["gwama_r"].reindex(single.index)
     assert len(single) > 100
     assert (single.tau2 == 0).all()
-    assert np.array_equal(single.se_random, single.standard_error)
+    assert np.array_equal(single.se_fixed, single.standard_error)
     truth = truth_ivw(run["sim"]).reindex(single.index)
     assert np.allclose(single.standard_error, truth.se, rtol=1e-9)
     inflated = gwama.se.to_numpy() > single.standard_error.to_numpy() * (1 + 1e-4)
@@ -252,30 +253,89 @@ def test_everything_we_keep_matches_the_truth(run: dict) -> None:
 
 def test_output_passes_gwas_ssf_validate(run: dict) -> None:
     for name in ("fixed.tsv.gz", "random.tsv.gz"):
-        done = subprocess.run(
-            [str(GWAS_SSF), "validate", str(run["root"] / name), "--min-rows", "1000"],
-            capture_output=True,
-            text=True,
-            env={"DISABLE_PANDERA_IMPORT_WARNING": "True", "PATH": "/usr/bin:/bin"},
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        assert "Validation status: True" in done.stdout
+        gwas_ssf.validate(run["root"] / name, min_rows=1000)
 
 
 def test_sidecar_fits_the_gwas_catalog_metadata_model(run: dict) -> None:
-    """The sidecar carries the GWAS Catalog metadata fields (their pydantic model accepts it);
-    gwas-ssf itself looks for `<file>-meta.yaml`, DESIGN.md names it `<file>.yaml`."""
-    check = (
-        "import sys, yaml\n"
-        "from gwas_sumstats_tools.schema.metadata import SumStatsMetadata\n"
-        "meta = SumStatsMetadata(**yaml.safe_load(open(sys.argv[1])))\n"
-        "print(meta.file_type, meta.data_file_name)\n"
+    """The sidecar is `<file>-meta.yaml`, where gwas-ssf looks, and the GWAS Catalog's
+    metadata model (gwas-sumstats-tools, pydantic) accepts it."""
+    sidecar = run["root"] / "fixed.tsv.gz-meta.yaml"
+    assert gwas_ssf.metadata_fields(sidecar) == ["GWAS-SSF", "v1.0", "fixed.tsv.gz", "GRCh38"]
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Releases as nodes write them from VCFs: alleles REF/ALT of the build (no strand flips,
+    effect = ALT) and a sidecar saying so. Ours and GWAMA on the same files."""
+    root = tmp_path_factory.mktemp("aligned")
+    sim = anchors.simulate(
+        root, n_studies=3, n_variants=20_000, seed=12, flip_rate=0.0, swap_rate=0.0
     )
-    sidecar = run["root"] / "fixed.tsv.gz.yaml"
-    done = subprocess.run(
-        [str(GWAS_SSF.parent / "python"), "-c", check, str(sidecar)],
-        capture_output=True,
-        text=True,
+    gwama_inputs = []
+    for index, (study, path) in enumerate(zip(sim.studies, sim.paths, strict=True)):
+        sidecar = {"genome_assembly": "GRCh38", "trait_type": "quantitative"}
+        (root / f"{path.name}-meta.yaml").write_text(
+            yaml.safe_dump({**sidecar, "reference_aligned": True})
+        )
+        gwama_inputs.append(root / f"gwama{index}.txt")
+        anchors.write_gwama_input(study, gwama_inputs[-1])
+    run_meta(sim.paths, root / "fixed.tsv.gz", MetaOptions())
+    ours = pd.read_csv(root / "fixed.tsv.gz", sep="\t")
+    gwama = anchors.run_gwama(gwama_inputs, root / "gwama_fixed", random_effects=False)
+    chrom, pos = _split_ids(gwama.rs_number)
+    keyed = {}
+    for name, frame, keys in (
+        (
+            "ours",
+            ours,
+            (ours.chromosome, ours.base_pair_location, ours.effect_allele, ours.other_allele),
+        ),
+        ("gwama", gwama, (chrom, pos, gwama.reference_allele, gwama.other_allele)),
+    ):
+        frame["truth_id"], frame["to_truth"] = anchors.truth_keys(sim.variants, *keys)
+        keyed[name] = frame.set_index("truth_id")
+    return {"sim": sim, "root": root, "categories": _categories(sim), **keyed}
+
+
+def test_palindromic_snps_of_reference_aligned_inputs_are_kept_and_equal_gwamas(
+    aligned: dict,
+) -> None:
+    """With the strand known, A/T and C/G SNPs at MAF 0.4-0.6 are kept (the other run drops
+    them), and every variant, palindromes included, equals GWAMA's fixed effects."""
+    cats = aligned["categories"]
+    palindromic = cats.index[cats.palindromic & ~cats.bad]
+    ours = aligned["ours"].reindex(palindromic).dropna(subset=["beta"])
+    frequency = np.where(
+        ours.to_truth > 0, ours.effect_allele_frequency, 1 - ours.effect_allele_frequency
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["GWAS-SSF", "v1.0", "fixed.tsv.gz"]
+    near_half = (ours.n_studies > 1) & (np.abs(frequency - 0.5) <= 0.1)
+    assert near_half.sum() > 30, "palindromes near MAF 0.5 seen by several inputs are kept"
+    record = yaml.safe_load((aligned["root"] / "fixed.tsv.gz-meta.yaml").read_text())
+    assert all(i["reference_aligned"] for i in record["inputs"])
+    assert not any("palindromic" in reason for i in record["inputs"] for reason in i["dropped"])
+    clean = cats.index[~cats.bad]
+    ours = aligned["ours"].reindex(clean).dropna(subset=["beta"])
+    gwama = aligned["gwama"].reindex(ours.index)
+    assert gwama.beta.notna().all() and ours.index.isin(palindromic).sum() > 500
+    sign = ours.to_truth * gwama.to_truth
+    assert close(ours.beta.to_numpy(), (sign * gwama.beta).to_numpy(), 1e-6).all()
+    assert close(ours.standard_error.to_numpy(), gwama.se.to_numpy(), 1e-6).all()
+    assert (ours.n_studies == gwama.n_studies).all()
+
+
+def test_non_aligned_inputs_still_drop_strand_flipped_palindromes_near_one_half(
+    run: dict,
+) -> None:
+    """METAL's and GWAMA's silent case: in inputs without a reference-aligned sidecar,
+    palindromic rows near MAF 0.5 seen by several inputs are dropped (and counted)."""
+    record = yaml.safe_load((run["root"] / "fixed.tsv.gz-meta.yaml").read_text())
+    dropped = sum(i["dropped"].get("palindromic_ambiguous", 0) for i in record["inputs"])
+    assert dropped > 50 and not any(i["reference_aligned"] for i in record["inputs"])
+    cats = run["categories"]
+    tricky = cats.index[cats.palindromic & cats.flipped & ~cats.bad]
+    kept = run["fixed"].reindex(tricky).dropna(subset=["beta"])
+    kept = kept[kept.n_studies > 1]
+    frequency = np.where(
+        kept.to_truth > 0, kept.effect_allele_frequency, 1 - kept.effect_allele_frequency
+    )
+    assert (np.abs(frequency - 0.5) > 0.05).all(), "what is kept was placed by frequency"

@@ -225,7 +225,8 @@ def test_the_coordinator_gets_the_frequencies_with_rows_and_hears_the_gwas_was_w
     released = small_node.root / "results" / STUDY_ID / "nodes" / "fi"
     assert sorted(path.name for path in released.iterdir()) == [
         "allele_frequencies.tsv.gz",
-        "allele_frequencies.tsv.gz.yaml",
+        "allele_frequencies.tsv.gz-meta.yaml",
+        "allele_frequencies.tsv.gz.tbi",
         "qc_metrics.json",
     ]
     table = sumstats.read_table(released / "allele_frequencies.tsv.gz")

@@ -17,10 +17,12 @@ from federation.cli import main
 from federation.meta.inputs import DropReason
 from federation.meta.runner import MetaOptions, Scheme, run_meta
 from federation.sumstats import (
+    BGZF_EOF,
     FIXED_EFFECTS_COLUMNS,
     MANDATORY_COLUMNS,
     META_EXTRAS,
     NEG_LOG10_P,
+    RANDOM_EFFECTS_COLUMNS,
 )
 
 GOOD = {
@@ -351,3 +353,162 @@ def test_slicing_a_dense_bin_changes_nothing(
     run_meta(inputs, sliced, MetaOptions(random_effects=True, **UNDECLARED))
     assert whole.read_bytes() == sliced.read_bytes()
     assert read(whole).base_pair_location.is_monotonic_increasing
+
+
+# ------------------------------------------------------------------ declared inputs
+
+
+def declared(path: Path, rows: list[dict], **sidecar_fields) -> Path:
+    """A GWAS-SSF input with a sidecar, as a node releases it (GRCh38, quantitative, aligned)."""
+    write(path, rows)
+    fields = {
+        "genome_assembly": "GRCh38",
+        "trait_type": "quantitative",
+        "reference_aligned": True,
+        **sidecar_fields,
+    }
+    Path(f"{path}-meta.yaml").write_text(yaml.safe_dump(fields))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "first", "second"),
+    [("genome_assembly", "GRCh37", "GRCh38"), ("trait_type", "quantitative", "binary")],
+)
+def test_meta_refuses_inputs_of_mixed_builds_or_trait_types_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture, field: str, first: str, second: str
+) -> None:
+    a = declared(tmp_path / "a.tsv.gz", [{}], **{field: first})
+    b = declared(tmp_path / "b.tsv.gz", [{}], **{field: second})
+    out = tmp_path / "meta.tsv.gz"
+    assert main(["meta", str(a), str(b), "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and field in message
+    assert str(a) in message and str(b) in message and first in message and second in message
+    assert not out.exists()
+
+
+def test_meta_refuses_an_input_without_a_sidecar_unless_build_and_trait_type_are_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    a = declared(tmp_path / "a.tsv.gz", [{}])
+    bare = write(tmp_path / "bare.tsv.gz", [{"base_pair_location": 2000}])
+    out = tmp_path / "meta.tsv.gz"
+    assert main(["meta", str(a), str(bare), "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "bare.tsv.gz-meta.yaml" in message and "--assume-build" in message
+    assert main(["meta", str(a), str(bare), "--out", str(out), "--assume-build", "GRCh38"]) == 2
+    assert main(["meta", str(a), str(bare), "--out", str(out), *UNDECLARED_ARGS]) == 0
+    inputs = sidecar(out)["inputs"]
+    assert [(i["sidecar"], i["reference_aligned"]) for i in inputs] == [
+        (True, True),
+        (False, False),
+    ]
+    wrong = ["--assume-build", "GRCh37", "--trait-type", "quantitative"]
+    assert main(["meta", str(a), str(bare), "--out", str(out), *wrong]) == 2, "GRCh37 vs GRCh38"
+
+
+def test_the_old_sidecar_name_is_still_read(tmp_path: Path) -> None:
+    a = declared(tmp_path / "a.tsv.gz", [{}])
+    Path(f"{a}-meta.yaml").rename(Path(f"{a}.yaml"))
+    run_meta([a], tmp_path / "meta.tsv.gz", MetaOptions())
+    assert sidecar(tmp_path / "meta.tsv.gz")["genome_assembly"] == "GRCh38"
+
+
+@pytest.mark.parametrize("random_effects", [False, True])
+def test_both_models_are_in_their_own_columns_and_no_column_repeats_another(
+    tmp_path: Path, random_effects: bool
+) -> None:
+    rng = np.random.default_rng(3)
+    ses = {"a": 0.03, "b": 0.05, "c": 0.08}  # unequal: random and fixed weights differ
+    paths = [
+        declared(
+            tmp_path / f"{k}.tsv.gz",
+            [
+                {"base_pair_location": 1000 + i, "beta": b, "standard_error": se}
+                for i, b in enumerate(rng.normal(0.1, 0.2, 30))
+            ],
+        )
+        for k, se in ses.items()
+    ]
+    out = tmp_path / "meta.tsv.gz"
+    run_meta(paths, out, MetaOptions(random_effects=random_effects))
+    table = read(out)
+    other = FIXED_EFFECTS_COLUMNS if random_effects else RANDOM_EFFECTS_COLUMNS
+    same = RANDOM_EFFECTS_COLUMNS if random_effects else FIXED_EFFECTS_COLUMNS
+    assert set(other) <= set(table.columns) and not set(same) & set(table.columns)
+    numeric = table.select_dtypes("number")
+    for i, left in enumerate(numeric.columns):
+        for right in numeric.columns[i + 1 :]:
+            assert not numeric[left].equals(numeric[right]), f"{left} repeats {right}"
+    # The fixed-effects estimate (inverse variance) is where the sidecar says it is.
+    beta = np.array([read_beta(p) for p in paths])
+    w = 1 / np.array(list(ses.values()))[:, None] ** 2
+    fixed = (w * beta).sum(axis=0) / w.sum(axis=0)
+    fixed_column = "beta_fixed" if random_effects else "beta"
+    assert np.allclose(table[fixed_column], fixed, rtol=1e-8)
+    meta_ = sidecar(out)
+    assert meta_["primary_model"].startswith("random" if random_effects else "fixed")
+    assert meta_["columns"][meta_["primary_model"]] == ["beta", "standard_error", "p_value"]
+    assert meta_["columns"][next(m for m in meta_["columns"] if m != meta_["primary_model"])] == [
+        *other
+    ]
+
+
+def read_beta(path: Path) -> np.ndarray:
+    return pd.read_csv(path, sep="\t").beta.to_numpy()
+
+
+def test_meta_output_is_bgzf_with_a_tabix_index(tmp_path: Path) -> None:
+    a = declared(
+        tmp_path / "a.tsv.gz",
+        [{"chromosome": c, "base_pair_location": p} for c in ("1", "2") for p in (10, 20, 30)],
+    )
+    out = tmp_path / "meta.tsv.gz"
+    run_meta([a], out, MetaOptions())
+    data = out.read_bytes()
+    assert data[:4] == b"\x1f\x8b\x08\x04" and data[12:14] == b"BC", "a BGZF block header"
+    assert data.endswith(BGZF_EOF)
+    assert Path(f"{out}.tbi").is_file()
+    import pysam
+
+    with pysam.TabixFile(str(out)) as tabix:
+        rows = [line.split("\t")[:2] for line in tabix.fetch("2", 15, 30)]
+    assert rows == [["2", "20"], ["2", "30"]]
+    assert sidecar(out)["data_file_md5sum"] == __import__("hashlib").md5(data).hexdigest()
+
+
+def test_pooled_rows_missing_a_node_are_exactly_the_incomplete_ones(tmp_path: Path) -> None:
+    """Three nodes suppress different variants; a pooled row is complete iff all three have it."""
+    present = {"fi": {100, 200, 300}, "ee": {100, 200, 400}, "nl": {100, 300, 400, 500}}
+    paths = []
+    for node, positions in present.items():
+        frame = pd.DataFrame(
+            {
+                "chromosome": "1",
+                "base_pair_location": sorted(positions),
+                "ref": "A",
+                "alt": "G",
+                "variant_id": [f"1_{p}_A_G" for p in sorted(positions)],
+                "allele_count": 50,
+                "allele_number": 1000,
+                "allele_frequency": 0.05,
+                "n_samples": 500,
+                "node_id": node,
+            }
+        )
+        paths.append(tmp_path / f"{node}.tsv.gz")
+        with gzip.open(paths[-1], "wt") as handle:
+            frame.to_csv(handle, sep="\t", index=False)
+    out = tmp_path / "af.tsv.gz"
+    assert main(["meta", *map(str, paths), "--out", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t")
+    pooled = table[table.node_id == "pooled"].set_index("base_pair_location")
+    holders = {p: sum(p in s for s in present.values()) for p in range(100, 600, 100)}
+    assert pooled.n_nodes.to_dict() == holders
+    assert pooled.allele_number.to_dict() == {p: 1000 * k for p, k in holders.items()}
+    assert set(pooled.index[~pooled.complete.astype(bool)]) == {
+        p for p, k in holders.items() if k < 3
+    }
+    assert table[table.node_id != "pooled"].complete.isna().all()
+    assert sidecar(out)["n_incomplete"] == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from federation import sumstats
 from federation.errors import DisclosureError
 from federation.files import sha256_file
 from federation.release.tables import (
+    RELEASED_BINARY_GWAS_COLUMNS,
     RELEASED_GWAS_COLUMNS,
     neg_log10_p,
     release_allele_frequencies,
@@ -23,6 +25,7 @@ from federation.release.tables import (
 )
 from federation.settings import node_from_dict
 from federation.spec import study_from_dict
+from tests import gwas_ssf
 
 STUDY = study_from_dict(
     {
@@ -280,3 +283,51 @@ def test_study_cannot_loosen_node_policy(node, tmp_path):
     with pytest.raises(DisclosureError, match="would loosen"):
         release_qc_metrics(node, loose, tmp_path / "qc.json", tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_binary_release_is_read_as_it_is_by_gwas_ssf_tabix_and_the_catalog_model(node, tmp_path):
+    """The GWAS Catalog's validator accepts the file, its sidecar is `<file>-meta.yaml` and fits
+    the Catalog's metadata model, tabix answers a region query, and every row carries the
+    analysis's case and control counts; alleles are declared REF/ALT of the build (VCF)."""
+    private = _gwas_private(44, 1000, np.arange(400, 444), binary=True)
+    # gwas-ssf validate wants every autosome: two variants on each.
+    private["chromosome"] = [str(1 + i // 2) for i in range(44)]
+    private["base_pair_location"] = 1000 + 100 * (np.arange(44) % 2)
+    out = _release(node, tmp_path, private, analysis_id="b", n_cases=350)
+    table = sumstats.read_table(out)
+    assert tuple(table.columns) == RELEASED_BINARY_GWAS_COLUMNS
+    assert set(table["n_cases"]) == {350} and set(table["n_controls"]) == {650}
+    assert table["variant_id"].tolist() == [
+        f"{c}_{p}_{r}_{a}"
+        for c, p, r, a in zip(
+            table.chromosome,
+            table.base_pair_location,
+            table.other_allele,
+            table.effect_allele,
+            strict=True,
+        )
+    ]
+    gwas_ssf.validate(out)
+    sidecar = Path(f"{out}-meta.yaml")
+    assert sidecar == sumstats.sidecar_path(out) and sidecar.is_file()
+    assert gwas_ssf.metadata_fields(sidecar) == ["GWAS-SSF", "v1.0", "b.tsv.gz", "GRCh38"]
+    metadata = sumstats.read_sidecar(out)
+    assert metadata["samples"] == [
+        {"sample_size": 1000, "case_control_study": True, "case_count": 350, "control_count": 650}
+    ]
+    assert metadata["trait_description"] == ["t2d"] and metadata["reference_aligned"] is True
+    first = table.iloc[0]
+    region = f"{first.chromosome}:{first.base_pair_location}-{first.base_pair_location}"
+    done = subprocess.run(["tabix", str(out), region], capture_output=True, text=True, check=True)
+    assert [line.split("\t")[1] for line in done.stdout.splitlines()] == [
+        str(first.base_pair_location)
+    ]
+
+
+def test_plink_genotypes_without_a_reference_check_are_not_declared_aligned(tmp_path):
+    plink = node_from_dict(
+        {"node_id": "fi", "genotypes": {"format": "plink", "path": "g"}, "phenotypes": "p.tsv"},
+        tmp_path,
+    )
+    out = _release(plink, tmp_path, _gwas_private(3, 1000, [400, 400, 400]))
+    assert sumstats.read_sidecar(out)["reference_aligned"] is False

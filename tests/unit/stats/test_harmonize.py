@@ -176,3 +176,56 @@ def test_unique_codes_is_np_unique(values: list[int], force_sort: bool) -> None:
     expected_uniques, expected_inverse = np.unique(array, return_inverse=True)
     np.testing.assert_array_equal(uniques, expected_uniques)
     np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))
+
+
+def run_aligned(rows: list[tuple], aligned_inputs: set[int]):
+    """rows: (input, position, effect, other, frequency); `aligned_inputs` are reference-aligned."""
+    columns = list(zip(*rows, strict=True))
+    inputs = np.array(columns[0], dtype=np.int64)
+    return align(
+        inputs,
+        np.array(columns[1], dtype=np.int64),
+        np.array(columns[2], dtype=object),
+        np.array(columns[3], dtype=object),
+        np.array(columns[4], dtype=float),
+        np.ones(len(rows), dtype=bool),
+        (0.4, 0.6),
+        np.isin(inputs, list(aligned_inputs)),
+    )
+
+
+def test_palindromes_of_reference_aligned_inputs_are_kept_even_at_maf_one_half() -> None:
+    a = run_aligned([(0, 100, "T", "A", 0.48), (1, 100, "T", "A", 0.55)], {0, 1})
+    assert list(a.fate) == [RowFate.KEPT, RowFate.KEPT]
+    assert list(a.sign) == [1, 1] and not a.strand_flipped.any()
+
+
+def test_palindromes_of_reference_aligned_inputs_are_kept_without_a_frequency() -> None:
+    a = run_aligned([(0, 100, "C", "G", np.nan), (1, 100, "C", "G", np.nan)], {0, 1})
+    assert list(a.fate) == [RowFate.KEPT, RowFate.KEPT]
+
+
+def test_a_non_aligned_input_with_a_flipped_palindrome_near_one_half_is_still_dropped() -> None:
+    """METAL's silent case: the non-aligned input reports the other strand (T/A written as A/T
+    with the frequency of the other allele); near 0.5 nothing can tell, so it is dropped."""
+    a = run_aligned(
+        [(0, 100, "T", "A", 0.45), (1, 100, "T", "A", 0.46), (2, 100, "A", "T", 0.45)], {0, 1}
+    )
+    assert list(a.fate) == [RowFate.KEPT, RowFate.KEPT, RowFate.PALINDROMIC_AMBIGUOUS]
+
+
+def test_a_non_aligned_flipped_palindrome_is_placed_by_the_aligned_rows_frequency() -> None:
+    """Input 2 is on the other strand: its effect allele A is the aligned inputs' T. The two
+    aligned rows say T is minor (0.2); input 2 says its A has 0.2: a strand flip, turned round
+    onto the aligned label, whatever the majority of non-aligned rows says."""
+    a = run_aligned(
+        [(0, 100, "T", "A", 0.2), (1, 100, "T", "A", 0.22), (2, 100, "A", "T", 0.2)], {0, 1}
+    )
+    assert list(a.fate) == [RowFate.KEPT] * 3
+    assert list(a.strand_flipped) == [False, False, True]
+    assert a.sign[2] == a.sign[0]  # after the flip, its effect allele is the aligned rows' T
+
+
+def test_without_aligned_inputs_the_frequency_rule_is_as_before() -> None:
+    a = run_aligned([(0, 100, "T", "A", 0.48), (1, 100, "T", "A", 0.55)], set())
+    assert list(a.fate) == [RowFate.PALINDROMIC_AMBIGUOUS] * 2

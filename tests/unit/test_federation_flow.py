@@ -145,6 +145,8 @@ class FakePipeline:
     before_run: Callable[[Path, Path], None] | None = None
     during_run: Callable[[RunControl], None] | None = None
     withheld: dict[str, set[str]] = field(default_factory=dict)  # node -> analysis ids
+    builds: dict[str, str] = field(default_factory=dict)  # node -> declared build (GRCh38)
+    empty: bool = False  # every GWAS released with a header and no row
 
     def __call__(
         self,
@@ -187,12 +189,14 @@ class FakePipeline:
         metadata = {
             "study_id": study.study_id,
             "node_id": node.node_id,
-            "genome_assembly": "GRCh38",
+            "genome_assembly": self.builds.get(node.node_id, "GRCh38"),
         }
         for analysis in study.gwas:
             table = _fake_gwas(node.node_id, rng, analysis.trait_type.value == "binary")
             if analysis.id in withheld:
                 continue
+            if self.empty:
+                table = table.iloc[:0]
             files.append(
                 sumstats.write_table(
                     table,
@@ -401,6 +405,41 @@ def test_the_coordinator_keeps_each_nodes_signed_audit_head_and_it_catches_a_rew
         append_event(log, "task_seen", node_id="fi", task_id="nothing to see")
     assert main(["audit", "verify", str(log)]) == 0  # consistent without the anchor
     assert main(["audit", "verify", str(log), "--anchor", str(anchors)]) == 1
+
+
+@pytest.mark.parametrize("case", ["mixed_builds", "empty_releases"])
+def test_the_coordinator_never_says_meta_analysed_over_nothing(
+    federation: Federation,
+    fake_pipeline: FakePipeline,
+    capsys: pytest.CaptureFixture,
+    case: str,
+) -> None:
+    """A node declaring GRCh37 among GRCh38 ones, or releases with a header and no row: the
+    GWAS meta-analyses are refused, the study is `failed` and `study collect` exits 1."""
+    if case == "mixed_builds":
+        fake_pipeline.builds["ee"] = "GRCh37"
+    else:
+        fake_pipeline.empty = True
+    coordinator = federation.coordinator()
+    coordinator.submit(federation.study_path)
+    for node in NODES:
+        federation.agent(node).run_once()
+    lines: list[str] = []
+    collection = Coordinator(
+        load_coordinator(federation.configs.coordinator), progress=lines.append
+    ).collect(STUDY_ID)
+    assert collection.released == sorted(NODES)
+    assert {path.name for path in collection.meta_files} <= {"allele_frequencies.tsv.gz"}
+    ledger = CoordinatorLedger(load_coordinator(federation.configs.coordinator).ledger_path)
+    assert ledger.study(STUDY_ID).status is StudyStatus.FAILED
+    failed = [line for line in lines if "meta-analysis of 'quant_trait_gwas' failed" in line]
+    expected = "GRCh37" if case == "mixed_builds" else "no usable variant"
+    assert failed and expected in failed[0]
+    code = main(
+        ["study", "collect", STUDY_ID, "--coordinator", str(federation.configs.coordinator)]
+    )
+    assert code == 1
+    assert "failed" in capsys.readouterr().out
 
 
 def test_quorum_two_of_three_meta_analyses_and_names_the_silent_node(

@@ -82,6 +82,7 @@ class NodeSettings:
     hail: HailOptions
     resources: NodeResources = NodeResources()
     reference_fasta: Path | None = None
+    dbsnp_vcf: Path | None = None  # bgzipped, tabix-indexed: released GWAS files get `rsid`
     disclosure: dict[str, Any] = field(default_factory=dict)
     federation: NodeFederation | None = None
     config_dir: Path | None = None
@@ -145,6 +146,7 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         ),
         resources=_resources(resources, resolve, label),
         reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,
+        dbsnp_vcf=resolve(data["dbsnp_vcf"]) if "dbsnp_vcf" in data else None,
         disclosure=dict(data.get("disclosure", {})),
         federation=_federation(data["federation"], resolve, work_dir, label)
         if "federation" in data

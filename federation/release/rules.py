@@ -230,7 +230,9 @@ TEXT_COLUMNS = {
     "alt": ALLELE,
     "p_value": P_VALUE_TEXT,
     "node_id": NODE_ID,
+    "rsid": re.compile(r"rs[0-9]{1,12}"),  # dbSNP IDs (`release/rsids.py`); missing where none
 }
+NULLABLE_TEXT_COLUMNS = frozenset({"rsid"})
 
 
 def cell_values(frame: pd.DataFrame, max_variant_id_length: int) -> RuleOutcome:
@@ -241,6 +243,8 @@ def cell_values(frame: pd.DataFrame, max_variant_id_length: int) -> RuleOutcome:
         values = frame[column]
         if column in TEXT_COLUMNS:
             pattern = TEXT_COLUMNS[str(column)]
+            if column in NULLABLE_TEXT_COLUMNS:
+                values = values.dropna()
             bad = ~values.astype(str).map(lambda text, p=pattern: bool(p.fullmatch(text)))
             if bad.any():
                 problems.append(f"{column}: {int(bad.sum())} cells outside {pattern.pattern}")

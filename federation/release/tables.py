@@ -21,6 +21,7 @@ from federation import sumstats
 from federation.files import atomic_write_json
 from federation.jsonio import parse_json_strictly
 from federation.release.gate import ReleaseWithheld, node_policy, opened_gate
+from federation.release.rsids import rsids
 from federation.release.rules import (
     DisclosurePolicy,
     DisclosureReport,
@@ -328,6 +329,10 @@ def release_gwas(
         )
         released = _gwas_table(private, keep, analysis, n_parameters, policy, case_control)
         allowed = RELEASED_BINARY_GWAS_COLUMNS if binary else RELEASED_GWAS_COLUMNS
+        if node.dbsnp_vcf is not None:
+            alleles = {"other_allele": "ref", "effect_allele": "alt"}
+            released[sumstats.RSID] = rsids(released.rename(columns=alleles), node.dbsnp_vcf)
+            allowed = (*allowed, sumstats.RSID)
         outcomes.insert(0, allowed_columns(released, allowed))
         catalog = {
             "trait": analysis.trait,

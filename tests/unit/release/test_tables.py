@@ -331,3 +331,42 @@ def test_plink_genotypes_without_a_reference_check_are_not_declared_aligned(tmp_
     )
     out = _release(plink, tmp_path, _gwas_private(3, 1000, [400, 400, 400]))
     assert sumstats.read_sidecar(out)["reference_aligned"] is False
+
+
+def _dbsnp(tmp_path: Path, records: list[tuple[str, int, str, str, str]]) -> Path:
+    """A small dbSNP-like VCF, bgzipped and tabix-indexed (htslib via pysam)."""
+    import pysam
+
+    header = ["##fileformat=VCFv4.2", *(f"##contig=<ID=chr{c}>" for c in ("2", "10"))]
+    header.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    lines = [f"chr{c}\t{p}\t{i}\t{r}\t{a}\t.\t.\t." for c, p, i, r, a in records]
+    plain = tmp_path / "dbsnp.vcf"
+    plain.write_text("\n".join([*header, *lines]) + "\n")
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    return tmp_path / "dbsnp.vcf.gz"
+
+
+def test_a_node_naming_a_dbsnp_vcf_releases_rsids_matched_on_position_and_alleles(tmp_path):
+    vcf = _dbsnp(
+        tmp_path,
+        [
+            ("2", 1000, "rs111", "A", "G"),  # the first variant: same REF/ALT
+            ("2", 1100, "rs222", "A", "C,G"),  # multi-allelic record: its second ALT matches
+            ("10", 1200, "rs333", "A", "T"),  # same position, other ALT: no match
+            ("10", 1300, "rs444", "A", "G"),
+        ],
+    )
+    with_dbsnp = node_from_dict(
+        {
+            "node_id": "fi",
+            "genotypes": {"format": "vcf", "path": "g.vcf.bgz"},
+            "phenotypes": "p.tsv",
+            "dbsnp_vcf": str(vcf),
+        },
+        tmp_path,
+    )
+    out = _release(with_dbsnp, tmp_path, _gwas_private(4, 1000, [400, 400, 400, 400]))
+    table = sumstats.read_table(out)
+    by_position = dict(zip(table.base_pair_location, table.rsid, strict=True))
+    assert by_position[1000] == "rs111" and by_position[1100] == "rs222"
+    assert by_position[1300] == "rs444" and pd.isna(by_position[1200])

@@ -37,10 +37,11 @@ def study_exit_code(view: StudyView) -> ExitCode:
     """0 done, 1 failed, 3 refused somewhere (or cancelled), 4 still waiting for nodes."""
     if view.status == "cancelled":
         return ExitCode.REFUSED
-    if view.status == "failed":  # e.g. the meta-analysis refused its inputs or found no row
-        return ExitCode.FAILED
     withheld = any(node.withheld_analyses for node in view.nodes)
-    return outcome_exit_code([node.status for node in view.nodes], withheld_analyses=withheld)
+    code = outcome_exit_code([node.status for node in view.nodes], withheld_analyses=withheld)
+    if view.status == "failed" and code is ExitCode.OK:
+        return ExitCode.FAILED  # every node released, but the meta-analysis refused or was empty
+    return code
 
 
 @study_app.command("submit")

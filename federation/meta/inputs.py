@@ -156,9 +156,8 @@ def declare_inputs(
     the trait type (`--trait-type`) are given; it is then taken as not reference-aligned.
     Inputs that declare different builds or trait types are refused: their positions or
     effect scales do not combine. SpecError with one line naming the files and values.
-    `require_sidecar=False` (allele-frequency tables, whose alleles come from the reference
-    anyway) lets an input without a declared build through, as `NR`, next to others that
-    declare one; declared builds must still agree.
+    `require_sidecar=False` (allele-frequency tables): inputs without a declared build pass
+    unchecked and are left out of the result; those that declare one must still agree.
     """
     if trait_type is not None and trait_type not in TRAIT_TYPES:
         raise SpecError(

@@ -33,11 +33,11 @@ class RelatednessResult:
 
 def kinship_variants(mt: hl.MatrixTable) -> hl.MatrixTable:
     """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate."""
-    autosomal = mt.filter_rows(mt.locus.in_autosome())
-    stats = hl.variant_qc(autosomal).variant_qc
+    autosomal = hl.variant_qc(mt.filter_rows(mt.locus.in_autosome()))
+    stats = autosomal.variant_qc
     autosomal = autosomal.filter_rows(
         (stats.call_rate >= MIN_CALL_RATE) & (hl.min(stats.AF) >= MIN_MAF)
-    )
+    ).drop("variant_qc")
     n_variants = autosomal.count_rows()
     if n_variants > MAX_VARIANTS:
         per_million = int(MAX_VARIANTS / n_variants * 1_000_000)

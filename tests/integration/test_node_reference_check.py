@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.node_runs import run_node
+from tests.integration.node_runs import NodeRun, run_node
 from tests.unit.test_fasta import write_fasta
 
 pytestmark = [pytest.mark.integration]
@@ -68,19 +68,23 @@ def _study(build: str) -> dict:
     }
 
 
+def _run_declared(builds: Path, root: Path, build: str) -> NodeRun:
+    """The cohort (REF from the 'GRCh37' sequence) declared as `build`, with its FASTA."""
+    return run_node(
+        root,
+        "fi",
+        {"format": "vcf", "path": str(builds / "genotypes.vcf")},
+        builds / "phenotypes.tsv",
+        _study(build),
+        reference_genome=build,
+        reference_fasta=str(builds / f"{build.lower()}.fa"),
+    )
+
+
 def test_a_grch37_cohort_declared_grch38_is_refused_naming_the_likely_build(
     builds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    genotypes = {"format": "vcf", "path": str(builds / "genotypes.vcf")}
-    run = run_node(
-        tmp_path,
-        "fi",
-        genotypes,
-        builds / "phenotypes.tsv",
-        _study("GRCh38"),
-        reference_genome="GRCh38",
-        reference_fasta=str(builds / "grch38.fa"),
-    )
+    run = _run_declared(builds, tmp_path, "GRCh38")
     error = capsys.readouterr().err
     assert run.exit_code != 0
     assert "REF alleles differ from 'grch38.fa'" in error
@@ -91,15 +95,6 @@ def test_a_grch37_cohort_declared_grch38_is_refused_naming_the_likely_build(
 def test_the_same_cohort_declared_with_its_own_build_passes_the_check(
     builds: Path, tmp_path: Path
 ) -> None:
-    genotypes = {"format": "vcf", "path": str(builds / "genotypes.vcf")}
-    run = run_node(
-        tmp_path,
-        "fi",
-        genotypes,
-        builds / "phenotypes.tsv",
-        _study("GRCh37"),
-        reference_genome="GRCh37",
-        reference_fasta=str(builds / "grch37.fa"),
-    )
+    run = _run_declared(builds, tmp_path, "GRCh37")
     assert run.exit_code == 0
     assert run.outcome("af")["outcome"] == "released"

@@ -437,3 +437,57 @@ def test_samples_dropped_for_missing_phenotypes_are_audited_exactly_and_released
     assert sidecar["missing_genotypes"] == "mean"
     [record] = [r for r in _audit(audit) if r["event"] == "analysis_samples"]
     assert record["samples_dropped"] == dropped and record["samples_analysed"] == 220
+
+
+# ------------------------- a GWAS that leaves a few QC samples out, after the AF release
+
+
+def _left_out_release(tmp_path, left_out, uncalled_together, profiles=True):
+    """AF on 300 samples with 6% missing calls (its worst row misses ~25), then a GWAS on all
+    but `left_out` of them (a missing covariate); `uncalled_together` of the left-out miss the
+    same variant, the others have every call. The GWAS step's profiles come with it or not."""
+    rng = np.random.default_rng(99)
+    cohort = random_cohort(rng, 300, COMMON, binary=False, missing=0.06)
+    cohort.genotypes[:left_out] = rng.binomial(2, 0.3, size=(left_out, len(COMMON)))
+    cohort.genotypes[:uncalled_together, 1] = np.nan
+    node, audit = make_node(tmp_path), tmp_path / "audit.jsonl"
+    study = make_study("s1")
+    af = write_inputs(cohort, tmp_path / "af", binary=False)
+    release_af_of(node, study, af, tmp_path / "out", audit)
+    analysed = cohort.subset(np.arange(300) >= left_out)
+    gwas = write_inputs(analysed, tmp_path / "gwas", binary=False)
+    if profiles:
+        no_calls = {
+            sample: [int(j) for j in np.flatnonzero(np.isnan(cohort.genotypes[i]))]
+            for i, sample in enumerate(cohort.sample_ids[:left_out])
+        }
+        profile = gwas.samples.with_suffix(".nocalls.json")
+        profile.write_text(json.dumps({"samples": no_calls}))
+    worst_af_row = int((np.isnan(cohort.genotypes)).sum(axis=0).max())
+    return lambda: release_gwas_of(
+        node, study, gwas, "trait", tmp_path / "out", audit
+    ), worst_af_row
+
+
+@pytest.mark.parametrize(
+    ("left_out", "uncalled_together", "smallest"),
+    [(12, 0, 12), (12, 2, 10), (12, 3, 9), (9, 0, 9), (10, 1, 9), (11, 1, 10)],
+)
+def test_left_out_samples_are_a_cell_of_their_own_called_members(
+    tmp_path, left_out, uncalled_together, smallest
+):
+    """The attacker's difference of the AF and GWAS releases is the left-out cell; it is
+    released when its members called at every variant number min_cell_size (10) or more."""
+    release, worst = _left_out_release(tmp_path, left_out, uncalled_together)
+    assert worst - uncalled_together > left_out - 10  # inheriting `worst` would refuse all
+    if smallest >= 10:
+        assert release().exists()
+    else:
+        with pytest.raises(ReleaseWithheld, match=f"min_cell_size: observed {smallest}, limit 10"):
+            release()
+
+
+def test_without_the_profiles_left_out_samples_inherit_the_cohort_no_calls(tmp_path):
+    release, worst = _left_out_release(tmp_path, 12, 0, profiles=False)
+    with pytest.raises(ReleaseWithheld, match=f"min_cell_size: observed {12 - worst}, limit"):
+        release()

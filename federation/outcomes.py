@@ -44,6 +44,7 @@ class RefusalCategory(StrEnum):
     CONTENT_NOT_ALLOWED = "content_not_allowed"
     POLICY_LOOSENING = "policy_loosening"
     CHECK_FAILED = "check_failed"
+    NO_USABLE_DATA = "no_usable_data"  # no sample with every value, or no row left to release
     WITHHELD_AT_REVIEW = "withheld_at_review"  # the gate passed it, the node's reviewers did not
 
     @property
@@ -67,6 +68,8 @@ REMEDIES = {
     "policy; remove the disclosure settings or make them stricter",
     RefusalCategory.CHECK_FAILED: "a disclosure check could not complete; the node admin has "
     "the reason",
+    RefusalCategory.NO_USABLE_DATA: "no sample had the trait and every covariate, or no "
+    "variant was left to release; check the phenotype columns and their missing-value codes",
     RefusalCategory.WITHHELD_AT_REVIEW: "the node's output reviewers did not approve the "
     "release; ask the node which change would pass its review",
 }

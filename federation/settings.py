@@ -38,6 +38,29 @@ class HailOptions:
     tmp_dir: Path | None = None
 
 
+# Hail's and KING's second-degree cut-off: kinship 2^-3.5 (Manichaikul et al. 2010, Table 1).
+SECOND_DEGREE_KINSHIP = 0.0884
+DEFAULT_SEX_CODING = {"0": "female", "1": "male"}
+
+
+@dataclass(frozen=True)
+class PhenotypeCoding:
+    """How the node's phenotype table writes missing values and sex (NA, empty and '.' are
+    always missing; `quantitative_missing` adds codes such as PLINK's -9 for quantitative traits)."""
+
+    quantitative_missing: tuple[float, ...] = ()
+    sex_column: str = "sex"
+    sex_coding: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SEX_CODING))
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """The REF-allele check against `reference_fasta` (`analyses.reference`)."""
+
+    max_mismatch_rate: float = 0.02  # strand-ambiguous or damaged sites: a few percent at most
+    sample_variants: int = 2000
+
+
 @dataclass(frozen=True)
 class NodeResources:
     """What the node gives the pipeline: passed by the agent (and `run-pipeline`) to every run."""
@@ -83,6 +106,9 @@ class NodeSettings:
     resources: NodeResources = NodeResources()
     reference_fasta: Path | None = None
     dbsnp_vcf: Path | None = None  # bgzipped, tabix-indexed: released GWAS files get `rsid`
+    phenotype_coding: PhenotypeCoding = PhenotypeCoding()
+    kinship_max: float = SECOND_DEGREE_KINSHIP
+    reference_check: ReferenceCheck = ReferenceCheck()
     disclosure: dict[str, Any] = field(default_factory=dict)
     federation: NodeFederation | None = None
     config_dir: Path | None = None
@@ -147,6 +173,12 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         resources=_resources(resources, resolve, label),
         reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,
         dbsnp_vcf=resolve(data["dbsnp_vcf"]) if "dbsnp_vcf" in data else None,
+        phenotype_coding=_phenotype_coding(data["phenotype_coding"]),
+        kinship_max=float(data["relatedness"]["kinship_max"]),
+        reference_check=ReferenceCheck(
+            max_mismatch_rate=float(data["reference_check"]["max_mismatch_rate"]),
+            sample_variants=int(data["reference_check"]["sample_variants"]),
+        ),
         disclosure=dict(data.get("disclosure", {})),
         federation=_federation(data["federation"], resolve, work_dir, label)
         if "federation" in data
@@ -154,6 +186,14 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         config_dir=base_dir,
         privacy_ledger=resolve(ledger["path"]) if "path" in ledger else None,
         privacy_secret=resolve(ledger["secret_file"]) if "secret_file" in ledger else None,
+    )
+
+
+def _phenotype_coding(data: dict[str, Any]) -> PhenotypeCoding:
+    return PhenotypeCoding(
+        quantitative_missing=tuple(float(code) for code in data["quantitative_missing"]),
+        sex_column=data["sex_column"],
+        sex_coding={str(value): sex for value, sex in data["sex_coding"].items()},
     )
 
 

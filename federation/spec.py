@@ -33,6 +33,13 @@ class MissingCovariates(StrEnum):
     MEAN = "mean"  # the covariate's mean over the analysed samples: the cohort stays whole
 
 
+class MissingGenotypes(StrEnum):
+    """What a regression does with a sample that has no call at a variant."""
+
+    MEAN = "mean"  # the variant's mean dosage over the analysed samples (Hail's default)
+    EXCLUDE = "exclude"  # left out of that variant's fit, as plink2 --glm does
+
+
 class LogisticTest(StrEnum):
     WALD = "wald"
     FIRTH = "firth"
@@ -45,6 +52,8 @@ class QcThresholds:
     hwe_p_min: float
     maf_min: float
     sex_check: bool
+    relatedness: bool = True
+    kinship_max: float | None = None  # None: the node's relatedness.kinship_max
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class GwasAnalysis:
     covariates: tuple[str, ...]
     principal_components: int
     missing_covariates: MissingCovariates = MissingCovariates.EXCLUDE
+    missing_genotypes: MissingGenotypes = MissingGenotypes.MEAN
 
     @property
     def covariate_columns(self) -> tuple[str, ...]:
@@ -120,6 +130,12 @@ def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
             f"study config 'analyses.{entry['id']}.model': 'logistic' for quantitative trait "
             f"'{entry['trait']}'; use model: linear or trait_type: binary"
         )
+    missing_genotypes = MissingGenotypes(entry["missing_genotypes"])
+    if missing_genotypes is MissingGenotypes.EXCLUDE and model is Model.LOGISTIC:
+        raise SpecError(
+            f"study config 'analyses.{entry['id']}.missing_genotypes': 'exclude' is available for "
+            "linear models only; use missing_genotypes: mean for a logistic model"
+        )
     return GwasAnalysis(
         id=entry["id"],
         trait=entry["trait"],
@@ -129,6 +145,7 @@ def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
         covariates=tuple(entry["covariates"]),
         principal_components=int(entry["principal_components"]),
         missing_covariates=MissingCovariates(entry["missing_covariates"]),
+        missing_genotypes=missing_genotypes,
     )
 
 

@@ -10,6 +10,7 @@ rule release_gwas:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
         samples=PRIVATE / "gwas" / "{analysis}.samples.txt",
+        nocalls=PRIVATE / "gwas" / "{analysis}.samples.nocalls.json",  # read beside samples
         counts=WORK / "qc_counts.json",
         node_config=NODE_CONFIG,
         study_config=STUDY_CONFIG,

@@ -11,6 +11,8 @@ rule gwas:
         table=PRIVATE / "gwas" / "{analysis}.tsv.bgz",
         design=PRIVATE / "gwas" / "{analysis}.design.json",
         samples=PRIVATE / "gwas" / "{analysis}.samples.txt",
+        # no-call profiles of the QC samples the analysis leaves out, for the cell guard
+        nocalls=PRIVATE / "gwas" / "{analysis}.samples.nocalls.json",
     log:
         LOGS / "gwas.{analysis}.log",
     conda:

@@ -1,7 +1,7 @@
 """Sample and variant quality control on a node's cohort.
 
-Order matters: samples are matched to phenotypes and filtered first (call rate, then the
-sex check), and variant statistics are computed on the samples that remain. Variants are
+Order matters: samples are matched to phenotypes and filtered first (call rate, the sex
+check, then one of each related pair: `analyses.relatedness`), and variant statistics are computed on the samples that remain. Variants are
 annotated rather than dropped one rule at a time, so each is counted under the first rule
 it fails and the counts add up.
 """
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import hail as hl
 import pandas as pd
 
+from federation.analyses.relatedness import not_estimated, remove_related
 from federation.errors import SpecError
 from federation.spec import QcThresholds
 
@@ -30,8 +31,11 @@ class QcCounts:
     phenotype_rows_without_genotypes: int
     samples_low_call_rate: int
     samples_sex_mismatch: int
+    samples_related: int
     samples_passed: int
     sex_check: str
+    relatedness_method: str
+    kinship_max: float | None
     variants_input: int
     variants_low_call_rate: int
     variants_monomorphic: int
@@ -84,7 +88,10 @@ def _sex_check(mt: hl.MatrixTable, thresholds: QcThresholds) -> tuple[hl.MatrixT
 
 
 def run_qc(
-    mt: hl.MatrixTable, phenotypes: pd.DataFrame, thresholds: QcThresholds
+    mt: hl.MatrixTable,
+    phenotypes: pd.DataFrame,
+    thresholds: QcThresholds,
+    node_kinship_max: float,
 ) -> tuple[hl.MatrixTable, QcCounts]:
     """Return the QC'd MatrixTable (rows annotated `pass_gwas`) and the counts of what was removed.
 
@@ -111,6 +118,11 @@ def run_qc(
     mean_sample_call_rate, low_call = sample_summary.mean, sample_summary.low
     mt = mt.filter_cols(mt.call_rate >= thresholds.sample_call_rate_min).drop("call_rate")
     mt, sex_mismatches, sex_status = _sex_check(mt, thresholds)
+    if thresholds.relatedness:
+        kinship_max = min(node_kinship_max, thresholds.kinship_max or node_kinship_max)
+        mt, related = remove_related(mt, kinship_max)
+    else:
+        related = not_estimated()
     samples_passed = mt.count_cols()
     if samples_passed == 0:
         raise SpecError(
@@ -145,8 +157,11 @@ def run_qc(
         phenotype_rows_without_genotypes=orphan_rows,
         samples_low_call_rate=low_call,
         samples_sex_mismatch=sex_mismatches,
+        samples_related=related.samples_removed,
         samples_passed=samples_passed,
         sex_check=sex_status,
+        relatedness_method=related.method,
+        kinship_max=related.kinship_max,
         variants_input=variants_input,
         variants_low_call_rate=failures.get("low_call_rate", 0),
         variants_monomorphic=failures.get("monomorphic", 0),

@@ -7,6 +7,7 @@ step leaves nothing that a later step or a rerun could mistake for a result.
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -16,14 +17,24 @@ import hail as hl
 from federation.analyses.allele_freq import allele_frequencies
 from federation.analyses.export import export_private_table
 from federation.analyses.genotypes import load_genotypes
-from federation.analyses.gwas import analysis_samples, principal_components, run_gwas
+from federation.analyses.gwas import (
+    GwasDesign,
+    analysis_samples,
+    count_exclusions,
+    principal_components,
+    run_gwas,
+)
+from federation.analyses.nocalls import write_no_call_profiles
 from federation.analyses.qc import run_qc
+from federation.analyses.reference import check_reference
 from federation.analyses.session import HailSettings, hail_session
-from federation.files import atomic_write, atomic_write_json
-from federation.pipeline.phenotypes import read_phenotypes
+from federation.files import atomic_path, atomic_write, atomic_write_json
+from federation.pipeline.phenotypes import study_phenotypes
 from federation.pipeline.preflight import check_node_inputs
 from federation.settings import NodeSettings
-from federation.spec import GwasAnalysis, StudySpec
+from federation.spec import GwasAnalysis, StudySpec, TraitType
+
+NO_CALL_PROFILE_SUFFIX = ".nocalls.json"  # beside the cohort file; release/tables.py reads it
 
 
 def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
@@ -59,11 +70,12 @@ def qc_step(
     samples_path: Path | None = None,
 ) -> None:
     check_node_inputs(node, study)
-    phenotypes = read_phenotypes(node.phenotypes)
+    phenotypes = study_phenotypes(node.phenotypes, node.phenotype_coding, study)
     work_dir = out_mt.parent
     with hail_session(_hail_settings(node, work_dir), stop_at_end=False):
         mt = load_genotypes(node)
-        mt, counts = run_qc(mt, phenotypes, study.qc)
+        check_reference(mt, node)  # before any analysis: the declared build must fit
+        mt, counts = run_qc(mt, phenotypes, study.qc, node.kinship_max)
         tmp = out_mt.with_name(".partial-" + out_mt.name)
         mt.write(str(tmp), overwrite=True)
         _write_samples(hl.read_matrix_table(str(tmp)), samples_path)  # columns only: cheap
@@ -92,8 +104,32 @@ def gwas_step(
         pcs = None
         if analysis.principal_components:
             pcs = principal_components(mt, analysis.principal_components, study.pca).persist()
+        exclusions = count_exclusions(mt, analysis)
+        qc_samples = set(mt.s.collect())
         mt = analysis_samples(mt, analysis, pcs)
         _write_samples(mt, samples_path)
-        fit, design = run_gwas(mt, analysis)
-        export_private_table(fit, out)
-    atomic_write_json(design_path, {"analysis": analysis.id, **asdict(design)})
+        analysed = set(mt.s.collect())
+        if samples_path is not None:
+            profiles = samples_path.with_suffix(NO_CALL_PROFILE_SUFFIX)
+            write_no_call_profiles(lambda: load_genotypes(node), qc_samples - analysed, profiles)
+        if analysed:
+            fit, design = run_gwas(mt, analysis)
+            export_private_table(fit, out)
+        else:
+            design = _no_samples(analysis)
+            _write_empty_table(out)
+    atomic_write_json(
+        design_path, {"analysis": analysis.id, **asdict(design), **asdict(exclusions)}
+    )
+
+
+def _no_samples(analysis: GwasAnalysis) -> GwasDesign:
+    """The design of an analysis no sample could enter (the release refuses it: no_usable_data)."""
+    binary = analysis.trait_type is TraitType.BINARY
+    return GwasDesign(0, 0 if binary else None, 0 if binary else None, 0)
+
+
+def _write_empty_table(out: Path) -> None:
+    """A private table with no rows (nothing was fitted); the release refuses it unread."""
+    with atomic_path(out) as tmp, gzip.open(tmp, "wt") as handle:
+        handle.write("")

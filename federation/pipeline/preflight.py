@@ -14,8 +14,8 @@ from federation.errors import SpecError
 from federation.pipeline.phenotypes import (
     check_binary,
     check_variance,
-    read_phenotypes,
     require_columns,
+    study_phenotypes,
 )
 from federation.settings import NodeSettings
 from federation.spec import StudySpec, TraitType
@@ -72,11 +72,13 @@ def check_node_inputs(node: NodeSettings, study: StudySpec) -> None:
             f"study '{study.study_id}' 'reference_genome': {study.reference_genome} but node "
             f"'{node.node_id}' holds {node.reference_genome} data; run a {node.reference_genome} study"
         )
-    phenotypes = read_phenotypes(node.phenotypes)
+    phenotypes = study_phenotypes(node.phenotypes, node.phenotype_coding, study)
     for analysis in study.gwas:
         where = f"study '{study.study_id}' analysis '{analysis.id}'"
         require_columns(phenotypes, (analysis.trait, *analysis.covariates), where, node.phenotypes)
         complete = phenotypes[[analysis.trait, *analysis.covariates]].dropna()
+        if complete.empty:
+            continue  # no usable sample: the analysis is refused as such (no_usable_data)
         if analysis.trait_type is TraitType.BINARY:
             check_binary(complete[analysis.trait], analysis.trait, where)
         check_variance(complete, analysis.covariates, where)

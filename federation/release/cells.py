@@ -11,16 +11,25 @@ cohorts that contain it, in the order they were first released (samples in no co
 `EMPTY`). Equal signatures mean equal patterns, so a release is checked by looking up the
 signatures of its own members only - O(|cohort|), whatever the number of earlier releases.
 
-Per cell the ledger keeps its size, `missing` (the most no-calls any released row of a
-cohort containing the cell had: at such a variant the cell's sum covers `size - missing`
-members at least) and the distinct phenotypes released on cohorts containing it (the
-per-person phenotype budget). Everything here is pure: no I/O, no database.
+Per cell the ledger keeps its size, `missing` (an upper bound of the no-calls among the
+cell's members at any released row of a cohort containing it: at such a variant the cell's
+sum covers `size - missing` members at least) and the distinct phenotypes released on
+cohorts containing it (the per-person phenotype budget).
+
+A release that splits a cell leaves a part outside its cohort. That part's sums could only be
+separated from now on, and its members' own no-calls bound them: when the release step knows
+every outside member's no-call profile (the variants of the node's genotypes where they have
+no call; the GWAS step writes them for the samples it leaves out), the part's `missing` is
+the most of them uncalled at any one variant (`observed_missing`), if that is below the
+inherited bound. Without profiles it inherits the cell's bound (never lower). Everything here
+is pure: no I/O, no database.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 SIGNATURE_BYTES = 16  # 128 bits: no two patterns collide among any node's cohorts
@@ -62,17 +71,40 @@ class CellCheck:
     cells_touched: int
 
 
+def observed_missing(
+    members: Iterable[bytes], no_calls: Mapping[bytes, frozenset[int]]
+) -> int | None:
+    """The most of `members` without a call at any one variant, from their no-call profiles
+    (salted sample hash -> variant indices); None unless every member has a profile."""
+    uncalled: Counter[int] = Counter()
+    for member in members:
+        profile = no_calls.get(member)
+        if profile is None:
+            return None
+        uncalled.update(profile)
+    return max(uncalled.values(), default=0)
+
+
+def outside_missing(cell: Cell, observed: Mapping[bytes, int]) -> int:
+    """The no-call bound of the part of `cell` a release leaves outside its cohort: the
+    observed one where known and lower, else the cell's own (both are upper bounds)."""
+    return min(cell.missing, observed.get(cell.signature, cell.missing))
+
+
 def check_release(
     touched: Mapping[bytes, int],
     cells: Mapping[bytes, Cell],
     new_cohort: bool,
     phenotype: str | None,
     min_cell_size: int,
+    observed: Mapping[bytes, int] | None = None,
 ) -> CellCheck:
     """Check a release whose members have the signatures counted in `touched` (signature ->
     members of the cohort that have it; EMPTY for samples never released). `cells` holds the
     ledger's cells for those signatures. A cohort released before (`new_cohort` False) splits
-    nothing: its members' signatures already carry it."""
+    nothing: its members' signatures already carry it. `observed`: signature -> the no-call
+    bound of the cell's outside part from its members' profiles (`observed_missing`)."""
+    observed = observed or {}
     effective: list[int] = []
     raw: list[int] = []
     allowance: int | None = None
@@ -88,7 +120,7 @@ def check_release(
         effective.append(inside - cell.missing)
         raw.append(inside)
         if outside:
-            effective.append(outside - cell.missing)
+            effective.append(outside - outside_missing(cell, observed))
             raw.append(outside)
         room = inside - min_cell_size
         allowance = room if allowance is None else min(allowance, room)
@@ -109,9 +141,12 @@ def updated_cells(
     new_cohort: bool,
     phenotype: str | None,
     missing: int,
+    observed: Mapping[bytes, int] | None = None,
 ) -> tuple[dict[bytes, bytes], list[Cell], list[bytes]]:
     """The ledger's change for a recorded release: (old -> new signature of the cohort's
-    members, cells to write, cells to delete). `missing` is the most no-calls of a released row."""
+    members, cells to write, cells to delete). `missing` is the most no-calls of a released
+    row; `observed` as in `check_release`."""
+    observed = observed or {}
     moves: dict[bytes, bytes] = {}
     write: list[Cell] = []
     delete: list[bytes] = []
@@ -123,7 +158,10 @@ def updated_cells(
         write.append(Cell(target, inside, max(cell.missing, missing), cell.phenotypes | added))
         if new_cohort and signature != EMPTY:
             if cell.size > inside:
-                write.append(Cell(signature, cell.size - inside, cell.missing, cell.phenotypes))
+                outside = Cell(
+                    signature, cell.size - inside, outside_missing(cell, observed), cell.phenotypes
+                )
+                write.append(outside)
             else:
                 delete.append(signature)
     return moves, write, delete

@@ -28,7 +28,13 @@ from federation import sumstats
 from federation.audit import append_event
 from federation.errors import DisclosureError
 from federation.outcomes import RefusalCategory, ReleaseOutcome, record_outcome
-from federation.release.ledger import Cohort, PrivacyLedger, read_sample_ids, request_key
+from federation.release.ledger import (
+    Cohort,
+    NoCalls,
+    PrivacyLedger,
+    read_sample_ids,
+    request_key,
+)
 from federation.release.rules import (
     DisclosurePolicy,
     DisclosureReport,
@@ -40,6 +46,7 @@ from federation.release.rules import (
     guarded_rows,
     max_missing_calls,
     min_cell_size,
+    min_rows_released,
     phenotypes_per_person,
 )
 from federation.settings import NodeSettings
@@ -134,6 +141,8 @@ class Gate:
     label: str
     out_path: Path
     audit_log: Path
+    # No-call profiles of the samples the analysis left out (`release.cells`); empty: none.
+    no_calls: NoCalls = field(default_factory=dict, repr=False)
 
     @property
     def outputs(self) -> dict[str, Path]:
@@ -196,7 +205,7 @@ class Gate:
         if not report.released:
             self.withhold(report)
         allowance = self.ledger.preview(
-            self.cohort, phenotype, policy.min_cell_size
+            self.cohort, phenotype, policy.min_cell_size, self.no_calls
         ).cells.allowance
         row_missing = no_calls.reindex(released.index).to_numpy(dtype=np.int64)
         missing_outcome, keep = guarded_rows(
@@ -225,7 +234,7 @@ class Gate:
         files = {path.name: path for path in sumstats.table_files(staged)}
         try:
             with self.ledger.reserve(
-                self.key, self.cohort, phenotype, policy.min_cell_size
+                self.key, self.cohort, phenotype, policy.min_cell_size, self.no_calls
             ) as reservation:
                 if reservation.repeat is None:
                     cells = reservation.check.cells
@@ -246,6 +255,8 @@ class Gate:
                             cells.most_phenotypes,
                             policy.max_phenotypes_per_person,
                         ),
+                        # after the guard: rows it dropped are its refusal, not an empty result
+                        min_rows_released(len(released)),
                     ]
                     report = DisclosureReport(label, tuple(outcomes), rows_in, len(released))
                     if report.released:
@@ -271,6 +282,28 @@ class Gate:
         )
         LOG.debug("%s: %d of %d rows released", label, len(released), rows_in)
         return self.out_path
+
+
+def withhold_unanalysed(
+    node: NodeSettings,
+    study: StudySpec,
+    analysis_id: str,
+    report: DisclosureReport,
+    out_path: Path,
+    audit_log: Path,
+) -> None:
+    """Refuse an analysis that had nothing to analyse (no cohort reaches the ledger): audit,
+    record the outcome with the report's category, write nothing."""
+    append_event(audit_log, "release_withheld", node_id=node.node_id, **report.audit_record())
+    remove_outputs(out_path)
+    category = report.category or RefusalCategory.CHECK_FAILED
+    record_outcome(
+        node.work_dir, study.study_id, analysis_id, ReleaseOutcome.WITHHELD, category.value
+    )
+    reasons = "; ".join(report.withheld_reasons())
+    raise ReleaseWithheld(
+        f"node '{node.node_id}': {report.release}: {reasons}; nothing released", category
+    )
 
 
 @dataclass(frozen=True)

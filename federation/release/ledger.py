@@ -42,7 +42,14 @@ from federation.audit import append_event
 from federation.errors import DisclosureError
 from federation.files import atomic_path, sha256_file
 from federation.jsonio import canonical_json, parse_json_strictly
-from federation.release.cells import EMPTY, Cell, CellCheck, check_release, updated_cells
+from federation.release.cells import (
+    EMPTY,
+    Cell,
+    CellCheck,
+    check_release,
+    observed_missing,
+    updated_cells,
+)
 from federation.sqlite import Migration, connect, migrate, now_utc, transaction
 
 SECRET_BYTES = 32
@@ -98,6 +105,10 @@ MIGRATIONS = (
         """,
     ),
 )
+
+
+# Salted sample hash -> indices of the node's variants where that sample has no call.
+NoCalls = Mapping[bytes, frozenset[int]]
 
 
 @dataclass(frozen=True)
@@ -260,15 +271,18 @@ class PrivacyLedger:
         )
         return ledger
 
+    def _sample_hash(self, sample: str) -> bytes:
+        return hmac.new(self._secret, b"sample\0" + sample.encode(), hashlib.sha256).digest()
+
     def cohort(self, sample_ids: Iterable[str]) -> Cohort:
         ids = sorted(set(sample_ids))
         joined = "\n".join(ids).encode()
         commitment = hmac.new(self._secret, b"cohort\0" + joined, hashlib.sha256).hexdigest()
-        hashes = frozenset(
-            hmac.new(self._secret, b"sample\0" + sample.encode(), hashlib.sha256).digest()
-            for sample in ids
-        )
-        return Cohort(commitment, len(ids), hashes)
+        return Cohort(commitment, len(ids), frozenset(self._sample_hash(s) for s in ids))
+
+    def no_call_profiles(self, profiles: Mapping[str, Iterable[int]]) -> NoCalls:
+        """Sample ID -> variant indices without a call, keyed by salted sample hash instead."""
+        return {self._sample_hash(sample): frozenset(v) for sample, v in profiles.items()}
 
     # ------------------------------------------------------------------ lookups
 
@@ -301,24 +315,38 @@ class PrivacyLedger:
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
 
-    def preview(self, cohort: Cohort, phenotype: str | None, min_cell_size: int) -> LedgerCheck:
+    def preview(
+        self,
+        cohort: Cohort,
+        phenotype: str | None,
+        min_cell_size: int,
+        no_calls: NoCalls | None = None,
+    ) -> LedgerCheck:
         """The cell check as it stands now, without the write lock (`reserve` checks again
-        under it): the release step uses it to drop rows with too many no-calls first."""
+        under it): the release step uses it to drop rows with too many no-calls first.
+        `no_calls`: profiles of samples outside the cohort (`release.cells`)."""
         with self._connect() as connection:
-            return _check(connection, cohort, phenotype, min_cell_size)
+            return _check(connection, cohort, phenotype, min_cell_size, no_calls)
 
     # ------------------------------------------------------------------ decide and record
 
     @contextmanager
     def reserve(
-        self, key: str, cohort: Cohort, phenotype: str | None, min_cell_size: int
+        self,
+        key: str,
+        cohort: Cohort,
+        phenotype: str | None,
+        min_cell_size: int,
+        no_calls: NoCalls | None = None,
     ) -> Iterator[Reservation]:
         """Check and record under one write lock, so two release steps running at once cannot
         both pass the cell guard or the budget with what the other is releasing."""
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                reservation = Reservation(self, connection, key, cohort, phenotype, min_cell_size)
+                reservation = Reservation(
+                    self, connection, key, cohort, phenotype, min_cell_size, no_calls
+                )
                 yield reservation
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -371,16 +399,42 @@ def _cohort_id(connection: sqlite3.Connection, commitment: str) -> int | None:
     return None if row is None else int(row["id"])
 
 
+def _observed(
+    connection: sqlite3.Connection, cells: Mapping[bytes, Cell], no_calls: NoCalls | None
+) -> dict[bytes, int]:
+    """Signature -> the no-call bound of the cell's members outside the candidate cohort,
+    where all of them have profiles (`cells.observed_missing`); only cells with a bound > 0."""
+    if not no_calls:
+        return {}
+    observed = {}
+    for signature, cell in cells.items():
+        if cell.missing == 0:
+            continue  # nothing to refine
+        outside = connection.execute(
+            "SELECT sample_hash FROM cell_samples WHERE signature = ? "
+            "AND sample_hash NOT IN (SELECT sample_hash FROM candidate)",
+            (signature,),
+        ).fetchall()
+        bound = observed_missing((bytes(row["sample_hash"]) for row in outside), no_calls)
+        if bound is not None:
+            observed[signature] = bound
+    return observed
+
+
 def _check(
-    connection: sqlite3.Connection, cohort: Cohort, phenotype: str | None, min_cell_size: int
+    connection: sqlite3.Connection,
+    cohort: Cohort,
+    phenotype: str | None,
+    min_cell_size: int,
+    no_calls: NoCalls | None = None,
 ) -> LedgerCheck:
     _fill_candidate(connection, cohort.member_hashes)
     touched = _touched(connection)
     new_cohort = _cohort_id(connection, cohort.commitment) is None
-    cells = check_release(
-        touched, _cells(connection, touched), new_cohort, phenotype, min_cell_size
-    )
-    return LedgerCheck(cells, new_cohort)
+    cells = _cells(connection, touched)
+    observed = _observed(connection, cells, no_calls) if new_cohort else {}
+    check = check_release(touched, cells, new_cohort, phenotype, min_cell_size, observed)
+    return LedgerCheck(check, new_cohort)
 
 
 def _apply(
@@ -389,11 +443,14 @@ def _apply(
     new_cohort: bool,
     phenotype: str | None,
     missing: int,
+    no_calls: NoCalls | None = None,
 ) -> None:
     """Move the members in `candidate` to their new cells and write the cells' new state."""
     touched = _touched(connection)
+    cells = _cells(connection, touched)
+    observed = _observed(connection, cells, no_calls) if new_cohort else {}
     moves, write, delete = updated_cells(
-        touched, _cells(connection, touched), cohort_id, new_cohort, phenotype, missing
+        touched, cells, cohort_id, new_cohort, phenotype, missing, observed
     )
     if new_cohort:
         connection.execute(
@@ -463,12 +520,13 @@ class Reservation:
         cohort: Cohort,
         phenotype: str | None,
         min_cell_size: int,
+        no_calls: NoCalls | None = None,
     ) -> None:
         self._ledger, self._connection, self._cohort = ledger, connection, cohort
-        self.key, self.phenotype = key, phenotype
+        self.key, self.phenotype, self._no_calls = key, phenotype, no_calls
         self.repeat = ledger._stored(connection, key)
         self.files: list[StoredFile] | None = None
-        self.check = _check(connection, cohort, phenotype, min_cell_size)
+        self.check = _check(connection, cohort, phenotype, min_cell_size, no_calls)
 
     def record(
         self,
@@ -493,7 +551,7 @@ class Reservation:
                 "INSERT INTO members VALUES (?, ?)",
                 ((cohort_id, h) for h in sorted(cohort.member_hashes)),
             )
-        _apply(connection, cohort_id, new_cohort, self.phenotype, max_missing)
+        _apply(connection, cohort_id, new_cohort, self.phenotype, max_missing, self._no_calls)
         if self.phenotype is not None:
             connection.execute(
                 "INSERT OR IGNORE INTO phenotypes VALUES (?, ?, ?)",

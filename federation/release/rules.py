@@ -113,7 +113,13 @@ RULE_CATEGORIES = {
     "column_allow_list": RefusalCategory.CONTENT_NOT_ALLOWED,
     "private_column_allow_list": RefusalCategory.CONTENT_NOT_ALLOWED,
     "cell_values": RefusalCategory.CONTENT_NOT_ALLOWED,
+    "min_usable_samples": RefusalCategory.NO_USABLE_DATA,
+    "min_rows_released": RefusalCategory.NO_USABLE_DATA,
 }
+# A release needs at least one sample and one row: an empty table is not a result, and a
+# researcher must not read "released" over nothing.
+MIN_USABLE_SAMPLES = 1
+MIN_ROWS_RELEASED = 1
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,23 @@ def cohort_listed(n_analysed: int, n_listed: int) -> RuleOutcome:
         n_analysed,
         n_listed,
         Verdict.PASS if n_analysed == n_listed else Verdict.WITHHOLD,
+    )
+
+
+def min_usable_samples(n_usable: int, limit: int = MIN_USABLE_SAMPLES) -> RuleOutcome:
+    """An analysis needs samples with the trait and every covariate (after QC)."""
+    return RuleOutcome(
+        "min_usable_samples",
+        limit,
+        n_usable,
+        Verdict.PASS if n_usable >= limit else Verdict.WITHHOLD,
+    )
+
+
+def min_rows_released(rows: int, limit: int = MIN_ROWS_RELEASED) -> RuleOutcome:
+    """A release with no row left after every rule is refused, never written as empty."""
+    return RuleOutcome(
+        "min_rows_released", limit, rows, Verdict.PASS if rows >= limit else Verdict.WITHHOLD
     )
 
 

@@ -10,6 +10,7 @@ node audit log says why.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ import numpy as np
 import pandas as pd
 
 from federation import sumstats
+from federation.audit import append_event
 from federation.files import atomic_write_json
 from federation.jsonio import parse_json_strictly
-from federation.release.gate import ReleaseWithheld, node_policy, opened_gate
+from federation.release.gate import (
+    ReleaseWithheld,
+    node_policy,
+    opened_gate,
+    withhold_unanalysed,
+)
 from federation.release.rsids import rsids
 from federation.release.rules import (
     DisclosurePolicy,
@@ -36,6 +43,7 @@ from federation.release.rules import (
     min_cohort,
     min_minor_allele_count,
     min_residual_df,
+    min_usable_samples,
     private_columns,
     round_count,
 )
@@ -101,11 +109,14 @@ ROUNDED_QC_COUNTS = (
     "phenotype_rows_without_genotypes",
     "samples_low_call_rate",
     "samples_sex_mismatch",
+    "samples_related",
 )
 RELEASED_QC_FIELDS = (
     *ROUNDED_QC_COUNTS,
     "samples_passed",  # the QC cohort's exact size, as its allele-frequency N
     "sex_check",
+    "relatedness_method",
+    "kinship_max",
     "variants_input",
     "mean_sample_call_rate",
     "mean_variant_call_rate",
@@ -197,7 +208,65 @@ def _gwas_request(analysis: GwasAnalysis) -> dict[str, Any]:
         "covariates": list(analysis.covariates),
         "principal_components": analysis.principal_components,
         "missing_covariates": analysis.missing_covariates.value,
+        "missing_genotypes": analysis.missing_genotypes.value,
     }
+
+
+# What the GWAS step counted about missing phenotypes (analyses/gwas.py `Exclusions`): exact in
+# the node's audit log, rounded like the other counts of excluded samples in the sidecar.
+EXCLUSION_COUNTS = ("samples_missing_trait", "samples_missing_covariates", "samples_dropped")
+IMPUTED_COUNT = "samples_covariates_imputed"
+NO_CALL_PROFILE_SUFFIX = ".nocalls.json"  # beside the cohort file (analyses/steps.py)
+
+
+def _exclusions(
+    design: dict[str, Any], node: NodeSettings, study: StudySpec, analysis: GwasAnalysis, log: Path
+) -> dict[str, int]:
+    """Audit the exact numbers of samples dropped for missing phenotypes (or imputed), and
+    return them (the sidecar gets them rounded to `qc_count_rounding`)."""
+    exact = {key: int(design.get(key, 0)) for key in (*EXCLUSION_COUNTS, IMPUTED_COUNT)}
+    append_event(
+        log,
+        "analysis_samples",
+        node_id=node.node_id,
+        study_id=study.study_id,
+        analysis=analysis.id,
+        samples_analysed=int(design["n_samples"]),
+        **exact,
+    )
+    return exact
+
+
+def _refuse_without_samples(
+    node: NodeSettings,
+    study: StudySpec,
+    analysis: GwasAnalysis,
+    design_path: Path,
+    out_path: Path,
+    audit_log: Path,
+) -> None:
+    """Withhold (no_usable_data) an analysis whose design says no sample was analysed; its
+    cohort file is empty, so it never reaches the ledger. A design that cannot be read is
+    left to the gate, which reads it again and fails closed."""
+    try:
+        design = parse_json_strictly(design_path.read_bytes())
+        n_samples = int(design["n_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    usable = min_usable_samples(n_samples)
+    if usable.verdict is Verdict.WITHHOLD:
+        _exclusions(design, node, study, analysis, audit_log)
+        report = DisclosureReport(f"analysis '{analysis.id}'", (usable,), 0, 0)
+        withhold_unanalysed(node, study, analysis.id, report, out_path, audit_log)
+
+
+def no_call_profiles(samples_path: Path) -> dict[str, list[int]]:
+    """The no-call profiles the GWAS step wrote beside its cohort file ({} if none)."""
+    path = samples_path.with_suffix(NO_CALL_PROFILE_SUFFIX)
+    if not path.is_file():
+        return {}
+    document = parse_json_strictly(path.read_bytes())
+    return {str(sample): list(map(int, v)) for sample, v in document["samples"].items()}
 
 
 def _gwas_row_rules(
@@ -301,9 +370,13 @@ def release_gwas(
 ) -> Path:
     """Gate one association analysis of the cohort listed in `samples_path` into GWAS-SSF."""
     request = _gwas_request(analysis)
+    _refuse_without_samples(node, study, analysis, design_path, out_path, audit_log)
     with opened_gate(node, study, request, samples_path, out_path, audit_log) as gate:
         if gate.repeat():
             return out_path
+        design = parse_json_strictly(design_path.read_bytes())
+        excluded = _exclusions(design, node, study, analysis, audit_log)
+        gate = replace(gate, no_calls=gate.ledger.no_call_profiles(no_call_profiles(samples_path)))
         policy = gate.policy
         private = _read_private(private_path)
         binary = analysis.trait_type is TraitType.BINARY
@@ -311,7 +384,6 @@ def release_gwas(
         columns = private_columns(private, expected)
         if columns.verdict is Verdict.WITHHOLD:
             gate.withhold(DisclosureReport(gate.label, (columns,), len(private), 0))
-        design = parse_json_strictly(design_path.read_bytes())
         n_total, n_parameters = int(design["n_samples"]), int(design["n_parameters"])
         outcomes: list[RuleOutcome] = [
             columns,
@@ -350,6 +422,11 @@ def release_gwas(
                 "test": analysis.test.value if analysis.model is Model.LOGISTIC else "t",
                 "covariates": list(analysis.covariate_columns),
                 "missing_covariates": analysis.missing_covariates.value,
+                "missing_genotypes": analysis.missing_genotypes.value,
+                "samples_excluded": {
+                    key: round_count(value, policy.qc_count_rounding)
+                    for key, value in excluded.items()
+                },
                 "n": n_total,
                 "n_cases": design.get("n_cases"),
                 "n_controls": design.get("n_controls"),
@@ -357,7 +434,8 @@ def release_gwas(
                 "qc": released_qc_counts(qc_counts_path, policy),
             }
         )
-        no_calls = private["n"] - private["gate.n_called"]  # genotypes mean-imputed by Hail
+        # Members without a call at the row: mean-imputed there, or left out of its fit.
+        no_calls = n_total - private["gate.n_called"]
         return gate.finish(analysis.trait, outcomes, len(private), released, metadata, no_calls)
 
 

@@ -10,7 +10,14 @@ import yaml
 
 from federation.errors import SpecError
 from federation.settings import load_node, node_from_dict
-from federation.spec import LogisticTest, Model, TraitType, load_study, study_from_dict
+from federation.spec import (
+    LogisticTest,
+    MissingGenotypes,
+    Model,
+    TraitType,
+    load_study,
+    study_from_dict,
+)
 
 MINIMAL_STUDY = {
     "study_id": "s1",
@@ -39,6 +46,56 @@ def test_study_defaults_and_models():
     assert binary.model is Model.LOGISTIC and binary.test is LogisticTest.FIRTH
     assert study.max_principal_components == 3
     assert [a.id for a in study.allele_frequencies] == ["af"]
+    assert quantitative.missing_genotypes is MissingGenotypes.MEAN
+    assert study.qc.relatedness and study.qc.kinship_max is None  # the node's threshold
+
+
+def test_missing_genotypes_exclude_is_a_linear_option():
+    study = study_from_dict(_with(lambda d: d["analyses"][1].update(missing_genotypes="exclude")))
+    assert study.gwas[0].missing_genotypes is MissingGenotypes.EXCLUDE
+
+
+def test_node_phenotype_coding_relatedness_and_reference_check_from_yaml(tmp_path: Path):
+    (tmp_path / "node.yaml").write_text(
+        "node_id: fi\ngenotypes: {format: vcf, path: g.vcf.bgz}\nphenotypes: p.tsv\n"
+        "phenotype_coding:\n  quantitative_missing: [-9]\n  sex_column: isFemale\n"
+        "  sex_coding: {'true': female, 'false': male}\n"
+        "relatedness: {kinship_max: 0.177}\nreference_check: {max_mismatch_rate: 0.05}\n"
+    )
+    node = load_node(tmp_path / "node.yaml")
+    assert node.phenotype_coding.quantitative_missing == (-9.0,)
+    assert node.phenotype_coding.sex_column == "isFemale"
+    assert node.phenotype_coding.sex_coding == {"true": "female", "false": "male"}
+    assert node.kinship_max == 0.177 and node.reference_check.max_mismatch_rate == 0.05
+
+
+def test_node_defaults_code_sex_zero_female_and_relate_at_second_degree(tmp_path: Path):
+    node = node_from_dict(
+        {"node_id": "fi", "genotypes": {"format": "vcf", "path": "g"}, "phenotypes": "p"}, tmp_path
+    )
+    assert node.phenotype_coding.sex_column == "sex"
+    assert node.phenotype_coding.sex_coding == {"0": "female", "1": "male"}
+    assert node.phenotype_coding.quantitative_missing == ()
+    assert node.kinship_max == 0.0884
+
+
+@pytest.mark.parametrize(
+    ("coding", "expected"),
+    [
+        ({"sex_coding": {"1": "woman"}}, ["sex_coding", "woman"]),
+        ({"quantitative_missing": ["minus nine"]}, ["quantitative_missing", "minus nine"]),
+    ],
+)
+def test_bad_phenotype_coding_is_refused(tmp_path: Path, coding, expected):
+    document = {
+        "node_id": "fi",
+        "genotypes": {"format": "vcf", "path": "g"},
+        "phenotypes": "p",
+        "phenotype_coding": coding,
+    }
+    with pytest.raises(SpecError) as error:
+        node_from_dict(document, tmp_path)
+    assert all(part in str(error.value) for part in expected), str(error.value)
 
 
 def _with(change):
@@ -65,6 +122,15 @@ def _with(change):
         (lambda d: d["analyses"][2].update(model="linear"), ["model", "linear", "logistic"]),
         (lambda d: d["analyses"].append({"id": "q", "type": "allele_frequency"}), ["'q'", "twice"]),
         (lambda d: d.update(disclosure={"min_mac_gwas": -1}), ["min_mac_gwas", "-1"]),
+        (
+            lambda d: d["analyses"][2].update(missing_genotypes="exclude"),
+            ["missing_genotypes", "exclude", "linear models only", "mean"],
+        ),
+        (
+            lambda d: d["analyses"][1].update(missing_genotypes="drop"),
+            ["missing_genotypes", "drop"],
+        ),
+        (lambda d: d.update(qc={"kinship_max": 0.6}), ["kinship_max", "0.6"]),
     ],
 )
 def test_bad_study_is_one_line_naming_field_and_value(change, expected):

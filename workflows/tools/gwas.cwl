@@ -108,6 +108,11 @@ outputs:
   cohort_samples:
     type: File
     format: edam:format_1964  # plain text, one sample ID per line
-    doc: The analysed samples' IDs, for the privacy ledger of release-gwas (node-private).
+    doc: |
+      The analysed samples' IDs, for the privacy ledger of release-gwas (node-private), with
+      the no-call profiles of the QC samples the analysis leaves out (for the cell guard).
+    secondaryFiles:
+      - pattern: ^.nocalls.json
+        required: true
     outputBinding:
       glob: $(inputs.analysis).samples.txt

@@ -68,6 +68,9 @@ inputs:
     type: File
     format: edam:format_1964  # plain text, one sample ID per line
     doc: The analysed samples' IDs from the gwas step (checked against the node's privacy ledger).
+    secondaryFiles:
+      - pattern: ^.nocalls.json
+        required: false
     inputBinding:
       prefix: --samples
   audit_log:

@@ -78,7 +78,9 @@ def test_a_gate_without_the_cell_guard_fails_the_tracker_and_recovery_cases(monk
     cases = {"differencing guard", "four-cohort tracker", "N and allele counts"}
     results = {r.name: r for r in run_selftest(only=cases) if r.name in cases}
     assert not results["differencing guard"].passed
-    assert "expected it withheld" in results["differencing guard"].detail
+    # Without the guard, its row rule still drops every row: refused as empty, not as a cell.
+    assert "refused, but for another reason" in results["differencing guard"].detail
+    assert "min_rows_released" in results["differencing guard"].detail
     assert "withheld: none" in results["four-cohort tracker"].detail
     # With C released the attacker recovers the tracker's target: the case says so.
     assert "1 samples' allele counts recovered" in results["N and allele counts"].detail

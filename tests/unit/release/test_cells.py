@@ -7,11 +7,20 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from federation.node.selftest_cases import recovered_samples
-from federation.release.cells import EMPTY, Cell, check_release, extend, updated_cells
+from federation.release.cells import (
+    EMPTY,
+    Cell,
+    check_release,
+    extend,
+    observed_missing,
+    outside_missing,
+    updated_cells,
+)
 from federation.release.ledger import PrivacyLedger
 
 
@@ -105,3 +114,45 @@ def test_after_the_guard_every_cell_is_empty_or_at_least_k_and_least_squares_fin
         membership = np.array([[i in cohort for i in range(n)] for cohort in released], float)
         sums = membership @ genotypes  # the released allele counts, exact
         assert recovered_samples(membership, sums, genotypes) == []
+
+
+# ------------------------------------------- the outside part of a split: observed no-calls
+
+BIG = Cell(b"q" * 16, 1000, missing=23)  # the QC cohort after an AF release (23 no-calls)
+
+
+def test_a_split_off_cell_inherits_the_cohort_no_calls_without_profiles():
+    check = check_release({BIG.signature: 990}, {BIG.signature: BIG}, True, "ldl", 10)
+    assert check.smallest_cell == 10 - 23  # the over-cautious bound: refused
+
+
+@pytest.mark.parametrize(
+    ("left_out", "observed", "smallest"),
+    [(10, 1, 9), (10, 0, 10), (11, 1, 10), (12, 1, 11), (9, 0, 9)],
+)
+def test_a_split_off_cell_keeps_its_size_minus_its_own_no_calls(left_out, observed, smallest):
+    """Below, at and above min_cell_size 10: the outside part counts only its own members'
+    no-calls at any one variant (an attacker differencing two releases gets those sums)."""
+    touched = {BIG.signature: BIG.size - left_out}
+    check = check_release(touched, {BIG.signature: BIG}, True, "ldl", 10, {BIG.signature: observed})
+    assert check.smallest_cell == smallest
+    _, write, _ = updated_cells(
+        touched, {BIG.signature: BIG}, 5, True, "ldl", 0, {BIG.signature: observed}
+    )
+    assert {c.signature: c.missing for c in write}[BIG.signature] == observed
+
+
+def test_observed_no_calls_never_raise_the_inherited_bound():
+    touched = {BIG.signature: 970}
+    check = check_release(touched, {BIG.signature: BIG}, True, None, 10, {BIG.signature: 40})
+    assert check.smallest_cell == 30 - 23
+    assert outside_missing(BIG, {BIG.signature: 40}) == 23
+
+
+def test_observed_missing_counts_members_without_a_call_at_the_same_variant():
+    profiles = {b"a": frozenset({1, 5}), b"b": frozenset({5}), b"c": frozenset()}
+    assert observed_missing([b"a", b"b", b"c"], profiles) == 2  # both miss variant 5
+    assert observed_missing([b"a", b"c"], profiles) == 1
+    assert observed_missing([b"c"], profiles) == 0
+    assert observed_missing([], profiles) == 0
+    assert observed_missing([b"a", b"unknown"], profiles) is None  # a member without profile

@@ -265,7 +265,8 @@ def test_suppressed_rows_look_exactly_like_qc_failed_rows(tmp_path):
         ):
             assert word not in text
     # The node audit log does know the difference (it stays on the node).
-    rules = _audit(tmp_path / "suppressed" / "audit.jsonl")[0]["rules"]
+    written = [r for r in _audit(tmp_path / "suppressed" / "audit.jsonl") if "rules" in r]
+    rules = written[0]["rules"]
     assert next(r for r in rules if r["rule"] == "min_mac_gwas")["rows_suppressed"] == 1
 
 
@@ -369,3 +370,124 @@ def test_configured_ledger_location_is_used(tmp_path):
     assert (tmp_path / "state" / "ledger.sqlite").is_file()
     assert (tmp_path / "secrets" / "ledger.key").stat().st_mode & 0o777 == 0o600
     assert not (node.work_dir / "privacy-ledger.sqlite").exists()
+
+
+# ------------------------------------------- missing phenotypes: counted, refused when empty
+
+
+def test_an_analysis_without_usable_samples_is_withheld_as_no_usable_data(tmp_path, base):
+    from federation.outcomes import RefusalCategory, read_outcomes
+
+    cohort, node, audit = base
+    inputs = write_inputs(cohort, tmp_path / "in", binary=False)
+    inputs.design.write_text(
+        json.dumps(
+            {
+                "n_samples": 0,
+                "n_parameters": 0,
+                "samples_qc": 220,
+                "samples_dropped": 220,
+                "samples_missing_covariates": 220,
+            }
+        )
+    )
+    inputs.samples.write_text("")  # the GWAS step analysed nobody
+    with pytest.raises(ReleaseWithheld, match="min_usable_samples: observed 0, limit 1") as e:
+        release_gwas_of(node, make_study("s1"), inputs, "trait", tmp_path / "out", audit)
+    assert e.value.category is RefusalCategory.NO_USABLE_DATA
+    decided = read_outcomes(node.work_dir, "s1")["gwas_trait"]
+    assert not decided.released and decided.category is RefusalCategory.NO_USABLE_DATA
+    events = [record["event"] for record in _audit(audit)]
+    assert events[-2:] == ["analysis_samples", "release_withheld"]
+    assert _audit(audit)[-2]["samples_dropped"] == 220
+    assert not (tmp_path / "out" / "gwas_trait.tsv.gz").exists()
+
+
+def test_a_release_left_with_no_rows_is_withheld_as_no_usable_data(tmp_path, base):
+    from federation.outcomes import RefusalCategory
+
+    cohort, node, audit = base
+    inputs = write_inputs(cohort, tmp_path / "in", binary=False)
+    study = make_study("s1", min_mac_gwas=10_000)  # no variant has that many minor alleles
+    with pytest.raises(ReleaseWithheld, match="min_rows_released: observed 0, limit 1") as e:
+        release_gwas_of(node, study, inputs, "trait", tmp_path / "out", audit)
+    assert e.value.category is RefusalCategory.NO_USABLE_DATA
+    assert not (tmp_path / "out" / "gwas_trait.tsv.gz").exists()
+
+
+@pytest.mark.parametrize(("dropped", "rounded"), [(12, 10), (13, 15), (2, 0)])
+def test_samples_dropped_for_missing_phenotypes_are_audited_exactly_and_released_rounded(
+    tmp_path, base, dropped, rounded
+):
+    cohort, node, audit = base
+    inputs = write_inputs(cohort, tmp_path / "in", binary=False)
+    design = json.loads(inputs.design.read_text())
+    counts = {
+        "samples_qc": 220 + dropped,
+        "samples_missing_trait": 0,
+        "samples_missing_covariates": dropped,
+        "samples_dropped": dropped,
+        "samples_covariates_imputed": 0,
+    }
+    inputs.design.write_text(json.dumps({**design, **counts}))
+    out = release_gwas_of(node, make_study("s1"), inputs, "trait", tmp_path / "out", audit)
+    sidecar = sumstats.read_sidecar(out)
+    assert sidecar["samples_excluded"]["samples_dropped"] == rounded
+    assert sidecar["samples_excluded"]["samples_missing_covariates"] == rounded
+    assert sidecar["missing_genotypes"] == "mean"
+    [record] = [r for r in _audit(audit) if r["event"] == "analysis_samples"]
+    assert record["samples_dropped"] == dropped and record["samples_analysed"] == 220
+
+
+# ------------------------- a GWAS that leaves a few QC samples out, after the AF release
+
+
+def _left_out_release(tmp_path, left_out, uncalled_together, profiles=True):
+    """AF on 300 samples with 6% missing calls (its worst row misses ~25), then a GWAS on all
+    but `left_out` of them (a missing covariate); `uncalled_together` of the left-out miss the
+    same variant, the others have every call. The GWAS step's profiles come with it or not."""
+    rng = np.random.default_rng(99)
+    cohort = random_cohort(rng, 300, COMMON, binary=False, missing=0.06)
+    cohort.genotypes[:left_out] = rng.binomial(2, 0.3, size=(left_out, len(COMMON)))
+    cohort.genotypes[:uncalled_together, 1] = np.nan
+    node, audit = make_node(tmp_path), tmp_path / "audit.jsonl"
+    study = make_study("s1")
+    af = write_inputs(cohort, tmp_path / "af", binary=False)
+    release_af_of(node, study, af, tmp_path / "out", audit)
+    analysed = cohort.subset(np.arange(300) >= left_out)
+    gwas = write_inputs(analysed, tmp_path / "gwas", binary=False)
+    if profiles:
+        no_calls = {
+            sample: [int(j) for j in np.flatnonzero(np.isnan(cohort.genotypes[i]))]
+            for i, sample in enumerate(cohort.sample_ids[:left_out])
+        }
+        profile = gwas.samples.with_suffix(".nocalls.json")
+        profile.write_text(json.dumps({"samples": no_calls}))
+    worst_af_row = int((np.isnan(cohort.genotypes)).sum(axis=0).max())
+    return lambda: release_gwas_of(
+        node, study, gwas, "trait", tmp_path / "out", audit
+    ), worst_af_row
+
+
+@pytest.mark.parametrize(
+    ("left_out", "uncalled_together", "smallest"),
+    [(12, 0, 12), (12, 2, 10), (12, 3, 9), (9, 0, 9), (10, 1, 9), (11, 1, 10)],
+)
+def test_left_out_samples_are_a_cell_of_their_own_called_members(
+    tmp_path, left_out, uncalled_together, smallest
+):
+    """The attacker's difference of the AF and GWAS releases is the left-out cell; it is
+    released when its members called at every variant number min_cell_size (10) or more."""
+    release, worst = _left_out_release(tmp_path, left_out, uncalled_together)
+    assert worst - uncalled_together > left_out - 10  # inheriting `worst` would refuse all
+    if smallest >= 10:
+        assert release().exists()
+    else:
+        with pytest.raises(ReleaseWithheld, match=f"min_cell_size: observed {smallest}, limit 10"):
+            release()
+
+
+def test_without_the_profiles_left_out_samples_inherit_the_cohort_no_calls(tmp_path):
+    release, worst = _left_out_release(tmp_path, 12, 0, profiles=False)
+    with pytest.raises(ReleaseWithheld, match=f"min_cell_size: observed {12 - worst}, limit"):
+        release()

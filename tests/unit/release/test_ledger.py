@@ -307,3 +307,57 @@ def test_a_ledger_from_before_the_cell_guard_gets_its_cells_on_upgrade(tmp_path)
     assert len(MIGRATIONS) == 2
     assert _check(upgraded, _ids(0, 212)).smallest_cell == 3
     assert _check(upgraded, _ids(0, 200), "bmi").most_phenotypes == 2
+
+
+# ----------------------------- the missing-covariate split: no-calls of the left-out members
+
+
+def _af_then_gwas(tmp_path: Path, left_out: int, profiles: dict[str, list[int]]) -> CellCheck:
+    """An AF release of 1,000 samples whose worst row misses 23 calls, then the preview of a
+    GWAS that leaves `left_out` of them out (a missing covariate), with their profiles."""
+    ledger = _ledger(tmp_path)
+    everyone = _ids(0, 1000)
+    _release(ledger, tmp_path, everyone, None, "af", missing=23)
+    cohort = ledger.cohort(everyone[left_out:])
+    return ledger.preview(cohort, "ldl", LIMIT, ledger.no_call_profiles(profiles)).cells
+
+
+def test_left_out_samples_without_profiles_inherit_the_cohort_no_calls(tmp_path):
+    assert _af_then_gwas(tmp_path, 10, {}).smallest_cell == 10 - 23
+
+
+@pytest.mark.parametrize(
+    ("left_out", "missing_at_variant_7", "smallest"),
+    [(10, 0, 10), (10, 1, 9), (11, 1, 10), (9, 0, 9), (20, 3, 17)],
+)
+def test_left_out_samples_count_their_own_no_calls(
+    tmp_path, left_out, missing_at_variant_7, smallest
+):
+    """At, below and above min_cell_size 10: the cell of left-out samples an attacker gets
+    by differencing the AF and the GWAS cohorts holds its called members only."""
+    profiles = {sample: [] for sample in _ids(0, left_out)}
+    for sample in _ids(0, missing_at_variant_7):
+        profiles[sample] = [7, 100 + int(sample[-3:])]
+    assert _af_then_gwas(tmp_path, left_out, profiles).smallest_cell == smallest
+
+
+def test_one_left_out_member_without_a_profile_keeps_the_inherited_bound(tmp_path):
+    profiles = {sample: [] for sample in _ids(1, 20)}  # FIN000000 has none
+    assert _af_then_gwas(tmp_path, 20, profiles).smallest_cell == 20 - 23
+
+
+def test_the_recorded_outside_cell_keeps_its_observed_no_calls_for_later_releases(tmp_path):
+    ledger = _ledger(tmp_path)
+    everyone = _ids(0, 1000)
+    _release(ledger, tmp_path, everyone, None, "af", missing=23)
+    profiles = ledger.no_call_profiles({sample: [] for sample in _ids(0, 12)})
+    cohort = ledger.cohort(everyone[12:])
+    data = tmp_path / "gwas.tsv.gz"
+    data.write_bytes(b"gwas")
+    with ledger.reserve("gwas", cohort, "ldl", LIMIT, profiles) as reservation:
+        assert reservation.check.cells.smallest_cell == 12
+        reservation.record("analysis 'gwas'", ["1:1:A:G"], {"a.tsv.gz": data}, 4)
+    # A later cohort with the 12 and half the rest: the 12 count 12 (their stored bound is
+    # 0, not 23); the halves of the 988 keep 23 (now max(23, 4)).
+    later = _check(ledger, everyone[:12] + everyone[12:500])
+    assert later.smallest_cell == 12 and later.smallest_raw_cell == 12

@@ -26,6 +26,8 @@ from federation.release.rules import (
     min_cohort,
     min_minor_allele_count,
     min_residual_df,
+    min_rows_released,
+    min_usable_samples,
     phenotypes_per_person,
     private_columns,
     round_count,
@@ -326,3 +328,15 @@ def test_environment_overrides_are_detected_never_applied():
         "federation_disclosure_min_cell_size",
     ]
     assert DisclosurePolicy() == POLICY  # the policy has no way to read them
+
+
+@pytest.mark.parametrize("rule", [min_usable_samples, min_rows_released])
+@pytest.mark.parametrize(
+    ("count", "verdict"), [(0, Verdict.WITHHOLD), (1, Verdict.PASS), (2, Verdict.PASS)]
+)
+def test_nothing_to_release_is_refused_as_no_usable_data(rule, count, verdict):
+    outcome = rule(count)
+    assert outcome.verdict is verdict and outcome.threshold == 1
+    report = DisclosureReport("analysis 'q'", (outcome,), count, count)
+    expected = None if verdict is Verdict.PASS else RefusalCategory.NO_USABLE_DATA
+    assert report.category is expected

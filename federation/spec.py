@@ -45,6 +45,8 @@ class QcThresholds:
     hwe_p_min: float
     maf_min: float
     sex_check: bool
+    info_min: float = 0.3  # imputed inputs: the usual MaCH r² / minimac R2 floor
+    excluded_chromosomes: tuple[str, ...] = ("Y", "MT")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ class StudySpec:
         )
 
 
+def _qc(entry: dict[str, Any]) -> QcThresholds:
+    return QcThresholds(
+        **{**entry, "excluded_chromosomes": tuple(entry.get("excluded_chromosomes", ("Y", "MT")))}
+    )
+
+
 def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
     trait_type = TraitType(entry["trait_type"])
     default_model = Model.LINEAR if trait_type is TraitType.QUANTITATIVE else Model.LOGISTIC
@@ -161,7 +169,7 @@ def study_from_dict(document: Any, label: str = "study config") -> StudySpec:
         title=data.get("title", data["study_id"]),
         reference_genome=data["reference_genome"],
         engine=data["engine"],
-        qc=QcThresholds(**data["qc"]),
+        qc=_qc(data["qc"]),
         pca=PcaSettings(**data["pca"]),
         allele_frequencies=tuple(
             AlleleFrequencyAnalysis(id=e["id"])

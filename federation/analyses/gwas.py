@@ -4,6 +4,8 @@ Covariates enter with an explicit intercept. Besides the estimates, each variant
 counts the disclosure gate needs (analysed N, alternate allele count, minor-allele carriers
 among cases and controls); the gate uses them and the release never contains them.
 Missing genotypes are mean-imputed by Hail's regression methods; QC keeps call rates high.
+The genotype is the ALT dosage (imputed, or the hard call's ALT count), with males coded 0/2
+on non-PAR chrX (`sex_chromosomes.coded_dosage`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import hail as hl
 
 from federation.analyses.export import variant_fields
+from federation.analyses.sex_chromosomes import coded_dosage
 from federation.errors import SpecError
 from federation.spec import (
     GwasAnalysis,
@@ -105,8 +108,8 @@ def analysis_samples(
 def _gate_counts(mt: hl.MatrixTable, binary_trait: str | None) -> hl.StructExpression:
     """Per-variant counts on the analysed samples: called N, alt count and, for binary traits,
     minor-allele carriers among cases and controls."""
-    n_called = hl.agg.count_where(hl.is_defined(mt.GT))
-    alt_count = hl.agg.sum(mt.GT.n_alt_alleles())
+    n_called = hl.agg.count_where(hl.is_defined(mt.x))
+    alt_count = hl.agg.sum(mt.x)
     counts = {"n_called": n_called, "alt_allele_count": alt_count}
     if binary_trait is not None:
         is_case = mt.model[binary_trait] == 1.0
@@ -135,10 +138,11 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
     """Fit the analysis' model per variant. `mt` must already hold only the analysed samples."""
     binary = analysis.trait_type is TraitType.BINARY
     mt = mt.filter_rows(mt.pass_gwas)
+    mt = mt.annotate_entries(x=coded_dosage(mt))
     mt = mt.annotate_rows(gate=_gate_counts(mt, analysis.trait if binary else None))
     y = mt.model[analysis.trait]
     covariates = [1.0, *[mt.model[name] for name in analysis.covariate_columns]]
-    x = mt.GT.n_alt_alleles()
+    x = mt.x
 
     n_samples = mt.count_cols()
     if n_samples == 0:

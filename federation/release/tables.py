@@ -104,6 +104,9 @@ RELEASED_QC_FIELDS = (
     "samples_passed",  # the QC cohort's exact size, as its allele-frequency N
     "sex_check",
     "variants_input",
+    "variants_excluded_chromosomes",
+    "info_min",  # imputed inputs: the imputation-quality floor applied
+    "variants_low_info",
     "mean_sample_call_rate",
     "mean_variant_call_rate",
 )

@@ -19,14 +19,14 @@ def allele_frequencies(mt: hl.MatrixTable) -> hl.Table:
     AN counts called alleles only (2 per called diploid genotype, 1 per hemizygous male), as
     plink2 --freq does.
     """
-    mt = mt.annotate_entries(alleles=allele_counts(mt))
+    mt = mt.annotate_entries(counted=allele_counts(mt))  # `alleles` is the row key
     counts = mt.annotate_rows(
         counts=hl.struct(
-            allele_count=hl.agg.sum(mt.alleles.alt),
-            allele_number=hl.agg.sum(mt.alleles.alleles),
+            allele_count=hl.agg.sum(mt.counted.alt),
+            allele_number=hl.agg.sum(mt.counted.alleles),
             homozygote_count=hl.agg.count_where(mt.GT.is_hom_var()),
             homozygote_ref_count=hl.agg.count_where(mt.GT.is_hom_ref()),
-            n_samples=hl.agg.count_where(hl.is_defined(mt.alleles)),
+            n_samples=hl.agg.count_where(hl.is_defined(mt.counted)),
         )
     ).rows()
     counts = counts.select(**variant_fields(counts), **counts.counts)

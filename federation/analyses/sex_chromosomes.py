@@ -31,7 +31,9 @@ X_CONTIGS = ("X", "chrX")
 def in_x_nonpar(locus: hl.LocusExpression) -> hl.BooleanExpression:
     """chrX outside the build's PARs (the intervals of federation.genome, both ends in)."""
     regions = PSEUDOAUTOSOMAL_REGIONS[locus.dtype.reference_genome.name]
-    in_par = hl.any([(locus.position >= start) & (locus.position <= end) for start, end in regions])
+    in_par = hl.bool(False)
+    for start, end in regions:
+        in_par = in_par | ((locus.position >= start) & (locus.position <= end))
     return hl.literal(set(X_CONTIGS)).contains(locus.contig) & ~in_par
 
 

@@ -114,6 +114,8 @@ class NodeSettings:
     config_dir: Path | None = None
     privacy_ledger: Path | None = None  # None: work_dir/privacy-ledger.sqlite
     privacy_secret: Path | None = None  # None: work_dir/privacy-ledger.secret
+    genotype_sample: Path | None = None  # BGEN's .sample; None: the .bgen path with .sample
+    dosage_field: str | None = None  # VCF: DS or GP for imputed dosages; None: GT hard calls
 
 
 def check_reference_genome(name: str, label: str) -> str:
@@ -154,13 +156,14 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         return path if path.is_absolute() else (base_dir / path).resolve()
 
     hail = data["hail"]
+    genotypes = data["genotypes"]
     resources = data["resources"]
     ledger = data.get("privacy_ledger", {})
     work_dir = resolve(data.get("work_dir", "work"))
     return NodeSettings(
         node_id=data["node_id"],
-        genotype_format=data["genotypes"]["format"],
-        genotype_path=resolve(data["genotypes"]["path"]),
+        genotype_format=genotypes["format"],
+        genotype_path=resolve(genotypes["path"]),
         phenotypes=resolve(data["phenotypes"]),
         reference_genome=check_reference_genome(data["reference_genome"], label),
         work_dir=work_dir,
@@ -186,6 +189,8 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
         config_dir=base_dir,
         privacy_ledger=resolve(ledger["path"]) if "path" in ledger else None,
         privacy_secret=resolve(ledger["secret_file"]) if "secret_file" in ledger else None,
+        genotype_sample=resolve(genotypes["sample"]) if "sample" in genotypes else None,
+        dosage_field=genotypes.get("dosage_field"),
     )
 
 

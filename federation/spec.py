@@ -54,6 +54,8 @@ class QcThresholds:
     sex_check: bool
     relatedness: bool = True
     kinship_max: float | None = None  # None: the node's relatedness.kinship_max
+    info_min: float = 0.3  # imputed inputs: the usual MaCH r² / minimac R2 floor
+    excluded_chromosomes: tuple[str, ...] = ("Y", "MT")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,12 @@ class StudySpec:
         raise SpecError(
             f"study '{self.study_id}': no GWAS analysis '{analysis_id}' (known: {known})"
         )
+
+
+def _qc(entry: dict[str, Any]) -> QcThresholds:
+    return QcThresholds(
+        **{**entry, "excluded_chromosomes": tuple(entry.get("excluded_chromosomes", ("Y", "MT")))}
+    )
 
 
 def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
@@ -178,7 +186,7 @@ def study_from_dict(document: Any, label: str = "study config") -> StudySpec:
         title=data.get("title", data["study_id"]),
         reference_genome=data["reference_genome"],
         engine=data["engine"],
-        qc=QcThresholds(**data["qc"]),
+        qc=_qc(data["qc"]),
         pca=PcaSettings(**data["pca"]),
         allele_frequencies=tuple(
             AlleleFrequencyAnalysis(id=e["id"])

@@ -54,6 +54,8 @@ def get_genotype_inputs(wildcards):
     if NODE.genotype_format == "plink":
         prefix = str(path).removesuffix(".bed")
         return [prefix + suffix for suffix in (".bed", ".bim", ".fam")]
+    if NODE.genotype_format == "bgen":
+        return [str(path), str(NODE.genotype_sample or path.with_suffix(".sample"))]
     return [str(path)]
 
 

@@ -48,6 +48,8 @@ inputs:
         required: false
       - pattern: ^.fam
         required: false
+      - pattern: ^.sample  # a BGEN's Oxford sample file
+        required: false
   phenotypes:
     type: File
     format: edam:format_3475  # TSV

@@ -7,6 +7,8 @@ Missing genotypes are mean-imputed by Hail's regression methods (`missing_genoty
 or, for linear models with `missing_genotypes: exclude`, the sample is left out of that
 variant's fit, as plink2 does. Samples without the trait or a covariate are left out of the
 analysis (or get the covariate's mean), and `count_exclusions` says how many.
+The genotype is the ALT dosage (imputed, or the hard call's ALT count), with males coded 0/2
+on non-PAR chrX (`sex_chromosomes.coded_dosage`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import hail as hl
 
 from federation.analyses.export import variant_fields
+from federation.analyses.sex_chromosomes import coded_dosage
 from federation.errors import SpecError
 from federation.spec import (
     GwasAnalysis,
@@ -144,8 +147,8 @@ def count_exclusions(mt: hl.MatrixTable, analysis: GwasAnalysis) -> Exclusions:
 def _gate_counts(mt: hl.MatrixTable, binary_trait: str | None) -> hl.StructExpression:
     """Per-variant counts on the analysed samples: called N, alt count and, for binary traits,
     minor-allele carriers among cases and controls."""
-    n_called = hl.agg.count_where(hl.is_defined(mt.GT))
-    alt_count = hl.agg.sum(mt.GT.n_alt_alleles())
+    n_called = hl.agg.count_where(hl.is_defined(mt.x))
+    alt_count = hl.agg.sum(mt.x)
     counts = {"n_called": n_called, "alt_allele_count": alt_count}
     if binary_trait is not None:
         is_case = mt.model[binary_trait] == 1.0
@@ -196,10 +199,11 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
     """Fit the analysis' model per variant. `mt` must already hold only the analysed samples."""
     binary = analysis.trait_type is TraitType.BINARY
     mt = mt.filter_rows(mt.pass_gwas)
+    mt = mt.annotate_entries(x=coded_dosage(mt))
     mt = mt.annotate_rows(gate=_gate_counts(mt, analysis.trait if binary else None))
     y = mt.model[analysis.trait]
     covariates = [1.0, *[mt.model[name] for name in analysis.covariate_columns]]
-    x = mt.GT.n_alt_alleles()
+    x = mt.x
 
     n_samples = mt.count_cols()
     if n_samples == 0:

@@ -14,6 +14,7 @@ import hail as hl
 import pandas as pd
 
 from federation.analyses.relatedness import not_estimated, remove_related
+from federation.analyses.sex_chromosomes import exclude_chromosomes, hwe_p_value
 from federation.errors import SpecError
 from federation.spec import QcThresholds
 
@@ -45,6 +46,12 @@ class QcCounts:
     variants_passed_gwas: int
     mean_sample_call_rate: float
     mean_variant_call_rate: float
+    # Variants on chromosomes the study leaves out (chrY, MT by default), before any rule.
+    variants_excluded_chromosomes: int = 0
+    # Imputed inputs: the study's INFO floor and the variants below it (the first rule);
+    # None and 0 for hard calls, which carry no imputation quality.
+    info_min: float | None = None
+    variants_low_info: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -130,13 +137,19 @@ def run_qc(
             "check the genotypes or lower qc.sample_call_rate_min"
         )
 
+    mt, excluded_variants = exclude_chromosomes(mt, thresholds.excluded_chromosomes)
+    imputed = "imputation_quality" in mt.row
     mt = hl.variant_qc(mt)
+    mt = mt.annotate_rows(hwe_p=hwe_p_value(mt, mt.variant_qc.p_value_hwe))
     qc = mt.variant_qc
     maf = hl.min(qc.AF[0], qc.AF[1])
     fails = hl.case()
+    if imputed:  # a variant with no quality (monomorphic) is left to the later rules
+        low_info = hl.coalesce(mt.imputation_quality < thresholds.info_min, False)
+        fails = fails.when(low_info, "low_info")
     fails = fails.when(qc.call_rate < thresholds.variant_call_rate_min, "low_call_rate")
     fails = fails.when((qc.AC[1] == 0) | (qc.AC[0] == 0), "monomorphic")
-    fails = fails.when(qc.p_value_hwe < thresholds.hwe_p_min, "hwe")
+    fails = fails.when(mt.hwe_p < thresholds.hwe_p_min, "hwe")
     fails = fails.when(maf < thresholds.maf_min, "low_maf")
     mt = mt.annotate_rows(qc_failure=fails.or_missing())
     summary = mt.aggregate_rows(
@@ -148,9 +161,11 @@ def run_qc(
     failures = {key: value for key, value in summary.failures.items() if key is not None}
     # Rare variants pass QC for allele frequencies; the MAF floor applies to association only.
     mt = mt.filter_rows(hl.is_missing(mt.qc_failure) | (mt.qc_failure == "low_maf"))
-    mt = mt.annotate_rows(pass_gwas=hl.is_missing(mt.qc_failure)).drop("variant_qc", "qc_failure")
+    mt = mt.annotate_rows(pass_gwas=hl.is_missing(mt.qc_failure)).drop(
+        "variant_qc", "qc_failure", "hwe_p"
+    )
     low_maf = failures.get("low_maf", 0)
-    passed_af = variants_input - sum(failures.values()) + low_maf
+    passed_af = variants_input - excluded_variants - sum(failures.values()) + low_maf
     counts = QcCounts(
         samples_genotyped=samples_genotyped,
         samples_with_phenotypes=matched,
@@ -171,5 +186,8 @@ def run_qc(
         variants_passed_gwas=passed_af - low_maf,
         mean_sample_call_rate=float(mean_sample_call_rate),
         mean_variant_call_rate=float(summary.mean_call_rate),
+        variants_excluded_chromosomes=excluded_variants,
+        info_min=thresholds.info_min if imputed else None,
+        variants_low_info=failures.get("low_info", 0),
     )
     return mt, counts

@@ -8,6 +8,15 @@ fixed sample-to-node assignment. Balding-Nichols puts every variant on chr1 with
 A/C; the caller's layout (`GenotypeDesign`) moves them onto chr1-22 with real alleles.
 The model's `C` (allele index 1) becomes the alternate allele, so `af` is the ALT frequency.
 
+Sex chromosomes are drawn like autosomes and then made to fit the sample's sex on export:
+a male's non-PAR chrX genotype becomes hemizygous (one of his two drawn alleles, chosen by a
+parity of sample and variant index, so ALT with probability p), written as a homozygous diploid call
+as PLINK 1 stores it; chrY is male-only (females missing) and MT homoplasmic. Imputed
+exports mix each true genotype with the node's Hardy-Weinberg prior by the variant's
+accuracy a: GP = a * onehot(genotype) + (1 - a) * prior (for hemizygous males the prior is
+on 0 and 2 copies), DS = GP1 + 2 GP2 rounded to 1/16384, the grid plink2 stores dosages on,
+so plink2 and Hail read identical dosages from the VCF.
+
 Everything random is keyed by the run's seed, so a seed gives the same bytes on every run.
 The cohort is generated once, checkpointed, and each node is exported from the checkpoint.
 """
@@ -23,12 +32,14 @@ import hail as hl
 import numpy as np
 
 from federation.analyses.session import HailSettings, hail_session
+from federation.analyses.sex_chromosomes import in_x_nonpar
 from federation.errors import PipelineError
 
 # Ancestral ALT frequencies: mostly common variants (what survives a GWAS array's QC), with a
 # tail below 5% so MAF and minor-allele-count filters have something to remove.
 ANCESTRAL_AF_RANGE = (0.02, 0.98)
 REFERENCE_GENOME = "GRCh38"
+DOSAGE_GRID = 16384  # plink2 stores dosages as multiples of 1/16384
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +59,7 @@ class GenotypeDesign:
     low_call_rate_samples: frozenset[int]  # sample indices with `low_call_missing_rate`
     low_call_rate_variants: frozenset[int]  # variant indices with `low_call_missing_rate`
     low_call_missing_rate: float
+    imputation_accuracy: tuple[float, ...] | None = None  # per variant: write imputed files
 
     @property
     def node_of_sample(self) -> list[int]:
@@ -79,26 +91,78 @@ class SyntheticGenotypes:
         return np.array([by_index[index] for index in variant_indices], dtype=float).T
 
     def export_node(self, node_index: int, directory: Path, is_female: Sequence[bool]) -> None:
-        """Write `genotypes.vcf.bgz` (+ .tbi) and `genotypes.bed/.bim/.fam` for one node.
+        """Write `genotypes.vcf.bgz` (+ .tbi) and `genotypes.bed/.bim/.fam` for one node, and
+        with imputation accuracies `genotypes.imputed.vcf.bgz` and `genotypes.bgen/.sample`.
 
         `is_female` has one entry per sample of the whole cohort (PLINK's .fam records sex).
         """
         mt = self._mt.filter_cols(self._mt.node == node_index)
-        mt = mt.select_entries(GT=hl.or_missing(~mt.call_missing, mt.true_GT))
         female = hl.literal(list(is_female), hl.tarray(hl.tbool))
+        mt = mt.annotate_cols(female=female[mt.sample_idx])
+        mt = mt.annotate_entries(true_GT=_fit_to_sex(mt))
+        mt = mt.select_entries(GT=hl.or_missing(~mt.call_missing, mt.true_GT))
         directory.mkdir(parents=True, exist_ok=True)
+        if self.design.imputation_accuracy is not None:
+            _export_imputed(mt, self.design.imputation_accuracy, directory)
         vcf = mt.select_rows(rsid=mt.variant_id).select_cols()
         hl.export_vcf(vcf, str(directory / "genotypes.vcf.bgz"), tabix=True)
         hl.export_plink(
             mt,
             str(directory / "genotypes"),
             ind_id=mt.s,
-            is_female=female[mt.sample_idx],
+            is_female=mt.female,
             varid=mt.variant_id,
         )
         # Hadoop's local file system leaves .crc checksum files; they are not part of the cohort.
         for checksum in directory.glob(".*.crc"):
             checksum.unlink()
+
+
+def _fit_to_sex(mt: hl.MatrixTable) -> hl.CallExpression:
+    """Hemizygous males on non-PAR chrX (as a homozygous call), chrY male-only, MT homoplasmic."""
+    gt = mt.true_GT
+    # One of a heterozygote's two alleles, by the parity of variant and sample index: fixed
+    # for a seed, unrelated to the genotype, so ALT with probability 1/2.
+    alternate = (mt.variant_index + mt.sample_idx) % 2 == 0
+    keep_alt = hl.if_else(gt.is_het(), alternate, gt.is_hom_var())
+    homozygous = hl.if_else(keep_alt, hl.call(1, 1), hl.call(0, 0))
+    return (
+        hl.case()
+        .when(in_x_nonpar(mt.locus) & ~mt.female, homozygous)
+        .when(mt.locus.contig == "chrY", hl.or_missing(~mt.female, homozygous))
+        .when(mt.locus.contig == "chrM", homozygous)
+        .default(gt)
+    )
+
+
+def _export_imputed(mt: hl.MatrixTable, accuracy: Sequence[float], directory: Path) -> None:
+    """GT:DS:GP VCF with INFO/R2 (the accuracy squared, what MaCH r² estimates here) and a
+    BGEN 1.2 (8-bit GP, as Hail writes it) with its .sample."""
+    a = hl.literal(list(accuracy), hl.tarray(hl.tfloat64))[hl.int32(mt.variant_index)]
+    p = mt.af[mt.node]
+    hemizygous = in_x_nonpar(mt.locus) & ~mt.female
+    prior = hl.if_else(
+        hemizygous | (mt.locus.contig == "chrY") | (mt.locus.contig == "chrM"),
+        hl.array([1 - p, 0.0, p]),
+        hl.array([(1 - p) ** 2, 2 * p * (1 - p), p**2]),
+    )
+    truth = hl.range(3).map(lambda k: hl.float64(mt.GT.n_alt_alleles() == k))
+    gp = hl.or_missing(
+        hl.is_defined(mt.GT), hl.range(3).map(lambda k: a * truth[k] + (1 - a) * prior[k])
+    )
+    mt = mt.annotate_entries(GP=gp)
+    mt = mt.annotate_entries(DS=hl.round((mt.GP[1] + 2 * mt.GP[2]) * DOSAGE_GRID) / DOSAGE_GRID)
+    # R2 with 4 decimals, as minimac writes it.
+    vcf = mt.select_rows(
+        rsid=mt.variant_id, info=hl.struct(R2=hl.float64(hl.format("%.4f", a * a)))
+    )
+    hl.export_vcf(
+        vcf.select_cols().select_entries("GT", "DS", "GP"),
+        str(directory / "genotypes.imputed.vcf.bgz"),
+        tabix=True,
+    )
+    bgen = mt.select_cols()
+    hl.export_bgen(bgen, str(directory / "genotypes"), gp=bgen.GP, varid=bgen.variant_id)
 
 
 def _pin_randomness(seed: int) -> None:

@@ -11,6 +11,7 @@ import gzip
 from pathlib import Path
 
 from federation.errors import SpecError
+from federation.pipeline.genotype_files import bgen_sample_file, bgen_sample_ids, check_format
 from federation.pipeline.phenotypes import (
     check_binary,
     check_variance,
@@ -53,16 +54,17 @@ def plink_sample_ids(prefix: Path) -> list[str]:
 def genotype_sample_ids(node: NodeSettings) -> list[str] | None:
     """Sample IDs of the genotype file, or None where only Hail can tell (MatrixTable)."""
     path = node.genotype_path
-    if node.genotype_format == "vcf":
-        if not path.is_file():
-            raise SpecError(f"node config 'genotypes.path': VCF '{path}' not found; check the path")
+    if node.genotype_format == "plink":  # the .fam is named first: the IDs come from it
+        samples = plink_sample_ids(path)
+        check_format("plink", path)
+        return samples
+    genotype_format = check_format(node.genotype_format, path)
+    if genotype_format == "vcf":
         return vcf_sample_ids(path)
-    if node.genotype_format == "plink":
+    if genotype_format == "plink":
         return plink_sample_ids(path)
-    if not path.exists():
-        raise SpecError(
-            f"node config 'genotypes.path': Hail MatrixTable '{path}' not found; check the path"
-        )
+    if genotype_format == "bgen":
+        return bgen_sample_ids(bgen_sample_file(path, node.genotype_sample))
     return None
 
 

@@ -118,6 +118,9 @@ RELEASED_QC_FIELDS = (
     "relatedness_method",
     "kinship_max",
     "variants_input",
+    "variants_excluded_chromosomes",
+    "info_min",  # imputed inputs: the imputation-quality floor applied
+    "variants_low_info",
     "mean_sample_call_rate",
     "mean_variant_call_rate",
 )

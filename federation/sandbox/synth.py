@@ -1,7 +1,12 @@
 """Synthetic national cohorts with planted causal variants (`federation synth`).
 
 One Balding-Nichols population per node (Hail, `analyses/synth_genotypes.py`), laid out over
-GRCh38 autosomes in proportion to their lengths, with real A/C/G/T alleles. Phenotypes are
+GRCh38 autosomes in proportion to their lengths, with real A/C/G/T alleles. On request a
+cohort also has chrX variants (some in each pseudo-autosomal region, males hemizygous
+outside them) and a few chrY and MT ones, and/or imputed genotypes: each variant gets an
+imputation accuracy, and the dosages and genotype probabilities written beside the hard
+calls (a VCF with GT:DS:GP and INFO/R2, and a BGEN with its .sample) mix the true genotype
+with the node's Hardy-Weinberg prior by that accuracy. Phenotypes are
 simulated here with numpy: a quantitative and a binary trait driven by a few causal
 variants, age and sex. `truth.json` records what was planted so every later stage can be
 checked against it.
@@ -123,6 +128,20 @@ LOW_CALL_FRACTION = 0.005
 LOW_CALL_MISSING_RATE = 0.25
 # One numpy stream per purpose (seeded with [seed, stream]): one draw never shifts another.
 STREAM_LAYOUT, STREAM_LOW_CALL, STREAM_CAUSAL, STREAM_PHENOTYPES = 1, 2, 3, 4
+STREAM_SEX_CHROMOSOMES, STREAM_IMPUTATION = 5, 6
+# Chromosomes after the autosomes, numbered on in the layout as Hail orders GRCh38 contigs.
+OTHER_CHROMOSOMES = {23: "X", 24: "Y", 25: "MT"}
+GRCH38_CONTIGS = {23: "chrX", 24: "chrY", 25: "chrM"}
+# chrX variants: this share in PAR1 and PAR2 each (GRCh38, see federation.genome), the rest
+# outside; chrY variants on its male-specific region; MT over its whole 16,569 bases.
+PAR_SHARE = 0.15
+GRCH38_X_NONPAR = (2_781_480, 155_701_382)
+GRCH38_Y_MSY = (2_781_480, 56_887_902)
+GRCH38_MT_LENGTH = 16_569
+Y_AND_MT_VARIANTS = 5  # each: enough to show they are excluded
+# Imputation accuracy per variant, uniform: MaCH r² of the written dosages is about its
+# square (0.36-1), so an INFO floor of 0.3-0.9 has variants on both sides.
+IMPUTATION_ACCURACY = (0.6, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,10 +153,21 @@ class VariantLayout:
     refs: np.ndarray
     alts: np.ndarray
 
+    def chromosome_names(self) -> list[str]:
+        """Bare GWAS-SSF names: '1'..'22', 'X', 'Y', 'MT'."""
+        return [OTHER_CHROMOSOMES.get(n, str(n)) for n in self.chromosomes.tolist()]
+
+    def contigs(self) -> list[str]:
+        """Hail's GRCh38 contig names: 'chr1'..'chr22', 'chrX', 'chrY', 'chrM'."""
+        return [GRCH38_CONTIGS.get(n, f"chr{n}") for n in self.chromosomes.tolist()]
+
     def variant_ids(self) -> list[str]:
-        """`chr:pos:ref:alt` with a bare chromosome number, as in GWAS-SSF."""
-        columns = (self.chromosomes, self.positions, self.refs, self.alts)
-        return [":".join(map(str, row)) for row in zip(*(c.tolist() for c in columns), strict=True)]
+        """`chr:pos:ref:alt` with a bare chromosome name, as in GWAS-SSF."""
+        columns = (
+            self.chromosome_names(),
+            *(c.tolist() for c in (self.positions, self.refs, self.alts)),
+        )
+        return [":".join(map(str, row)) for row in zip(*columns, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -182,6 +212,20 @@ class NodeCohort:
     @property
     def phenotypes(self) -> Path:
         return self.directory / "phenotypes.tsv"
+
+    @property
+    def imputed_vcf(self) -> Path:
+        """With `imputed`: GT:DS:GP and INFO/R2 (+ .tbi)."""
+        return self.directory / "genotypes.imputed.vcf.bgz"
+
+    @property
+    def bgen(self) -> Path:
+        """With `imputed`: BGEN 1.2, 8-bit probabilities; its samples in `bgen_sample`."""
+        return self.directory / "genotypes.bgen"
+
+    @property
+    def bgen_sample(self) -> Path:
+        return self.directory / "genotypes.sample"
 
 
 @dataclass(frozen=True)
@@ -282,6 +326,50 @@ def variant_layout(n_variants: int, rng: np.random.Generator) -> VariantLayout:
         positions=np.concatenate(positions).astype(np.int64),
         refs=BASES[ref_index],
         alts=BASES[alt_index],
+    )
+
+
+def _sorted_positions(low: int, high: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(high - low + 1, size=count, replace=False) + low)
+
+
+def sex_chromosome_layout(x_variants: int, rng: np.random.Generator) -> VariantLayout:
+    """`x_variants` on chrX (PAR_SHARE in each PAR, at least one), Y_AND_MT_VARIANTS on chrY
+    and MT each, in genomic order; alleles drawn as for the autosomes."""
+    from federation.genome import PSEUDOAUTOSOMAL_REGIONS
+
+    par1, par2 = PSEUDOAUTOSOMAL_REGIONS["GRCh38"]
+    in_par = max(1, round(PAR_SHARE * x_variants))
+    x_positions = np.sort(
+        np.concatenate(
+            [
+                _sorted_positions(*par1, in_par, rng),
+                _sorted_positions(*GRCH38_X_NONPAR, x_variants - 2 * in_par, rng),
+                _sorted_positions(*par2, in_par, rng),
+            ]
+        )
+    )
+    positions = np.concatenate(
+        [
+            x_positions,
+            _sorted_positions(*GRCH38_Y_MSY, Y_AND_MT_VARIANTS, rng),
+            _sorted_positions(1, GRCH38_MT_LENGTH, Y_AND_MT_VARIANTS, rng),
+        ]
+    )
+    chromosomes = np.repeat([23, 24, 25], [x_variants, Y_AND_MT_VARIANTS, Y_AND_MT_VARIANTS])
+    ref_index = rng.integers(0, 4, size=len(positions))
+    alt_index = (ref_index + rng.integers(1, 4, size=len(positions))) % 4
+    return VariantLayout(
+        chromosomes, positions.astype(np.int64), BASES[ref_index], BASES[alt_index]
+    )
+
+
+def joined_layout(first: VariantLayout, second: VariantLayout) -> VariantLayout:
+    return VariantLayout(
+        *(
+            np.concatenate([getattr(first, name), getattr(second, name)])
+            for name in ("chromosomes", "positions", "refs", "alts")
+        )
     )
 
 
@@ -404,6 +492,8 @@ class CohortPlan:
     variant_ids: list[str]
     low_call_samples: list[int]  # cohort-wide sample indices
     low_call_variants: list[int]
+    x_variants: int = 0  # chrX variants after the autosomes (then chrY and MT ones)
+    imputation_accuracy: np.ndarray | None = None  # per variant, when imputed files are written
 
     def node_rows(self) -> list[slice]:
         """Each node's rows in cohort-wide (sample-ordered) arrays."""
@@ -418,7 +508,7 @@ class CohortPlan:
             node_sizes=self.sizes,
             node_fst=self.fst,
             sample_ids=tuple(self.sample_ids),
-            contigs=tuple(f"chr{number}" for number in self.layout.chromosomes.tolist()),
+            contigs=tuple(self.layout.contigs()),
             positions=tuple(self.layout.positions.tolist()),
             refs=tuple(self.layout.refs.tolist()),
             alts=tuple(self.layout.alts.tolist()),
@@ -427,6 +517,9 @@ class CohortPlan:
             low_call_rate_samples=frozenset(self.low_call_samples),
             low_call_rate_variants=frozenset(self.low_call_variants),
             low_call_missing_rate=LOW_CALL_MISSING_RATE,
+            imputation_accuracy=None
+            if self.imputation_accuracy is None
+            else tuple(self.imputation_accuracy.tolist()),
         )
 
     def causal_variant(
@@ -434,7 +527,7 @@ class CohortPlan:
     ) -> CausalVariant:
         layout = self.layout
         return CausalVariant(
-            chromosome=str(layout.chromosomes[index]),
+            chromosome=layout.chromosome_names()[index],
             position=int(layout.positions[index]),
             ref=str(layout.refs[index]),
             alt=str(layout.alts[index]),
@@ -457,6 +550,8 @@ class CohortPlan:
                 "samples_per_node": self.requested_samples,
                 "variants": len(self.variant_ids),
                 "missing_rate": self.missing_rate,
+                "x_variants": self.x_variants,
+                "imputed": self.imputation_accuracy is not None,
                 "genotype_model": "balding_nichols",
                 "n_causal": N_CAUSAL,
                 "quant_variance_per_causal": QUANT_VARIANCE_PER_CAUSAL,
@@ -491,12 +586,28 @@ def plan_cohort(
     variants: int,
     seed: int,
     missing_rate: float = 0.0,
+    x_variants: int = 0,
+    imputed: bool = False,
 ) -> CohortPlan:
-    """Check the request (SpecError on bad input) and lay out nodes, samples and variants."""
+    """Check the request (SpecError on bad input) and lay out nodes, samples and variants.
+
+    `variants` are autosomal; `x_variants` > 0 adds chrX, chrY and MT variants after them.
+    """
     sizes = node_sample_sizes(samples_per_node, nodes)
     check_request(variants, seed, missing_rate)
     node_ids = NODE_IDS[:nodes]
     layout = variant_layout(variants, np.random.default_rng([seed, STREAM_LAYOUT]))
+    if x_variants:
+        extra = sex_chromosome_layout(
+            x_variants, np.random.default_rng([seed, STREAM_SEX_CHROMOSOMES])
+        )
+        layout = joined_layout(layout, extra)
+    accuracy = None
+    if imputed:
+        accuracy_rng = np.random.default_rng([seed, STREAM_IMPUTATION])
+        accuracy = np.round(
+            accuracy_rng.uniform(*IMPUTATION_ACCURACY, size=len(layout.positions)), 4
+        )
     low_call_rng = np.random.default_rng([seed, STREAM_LOW_CALL])
     low_samples, low_variants = low_call_rate_indices(sizes, variants, missing_rate, low_call_rng)
     requested = [int(n) for n in np.atleast_1d(samples_per_node)]
@@ -516,6 +627,8 @@ def plan_cohort(
         variant_ids=layout.variant_ids(),
         low_call_samples=low_samples,
         low_call_variants=low_variants,
+        x_variants=x_variants,
+        imputation_accuracy=accuracy,
     )
 
 
@@ -576,6 +689,9 @@ def synthesize(
     missing_rate: float = 0.0,
     force: bool = False,
     progress: Callable[[str], None] = _progress_to_stderr,
+    *,
+    x_variants: int = 0,
+    imputed: bool = False,
 ) -> SynthResult:
     """Write `nodes` synthetic national cohorts and `truth.json` to `out_dir`, in one JVM.
 
@@ -583,7 +699,7 @@ def synthesize(
     NODE_SIZE_MULTIPLIERS) or one size per node. Bad input raises SpecError before any
     file is written; `force` replaces an existing cohort (never another directory).
     """
-    plan = plan_cohort(nodes, samples_per_node, variants, seed, missing_rate)
+    plan = plan_cohort(nodes, samples_per_node, variants, seed, missing_rate, x_variants, imputed)
     out_dir = out_dir.absolute()
     staging = staging_directory(out_dir, force)
     cohorts = tuple(
@@ -597,7 +713,9 @@ def synthesize(
         with synthetic_genotypes(plan.genotype_design(), staging.parent / "hail") as genotypes:
             ancestral_af, node_af = genotypes.allele_frequencies()
             causal_rng = np.random.default_rng([seed, STREAM_CAUSAL])
-            excluded = np.isin(np.arange(variants), plan.low_call_variants)
+            # Causal variants are autosomal: the planted effects assume diploid genotypes.
+            excluded = np.isin(np.arange(len(plan.variant_ids)), plan.low_call_variants)
+            excluded |= plan.layout.chromosomes > len(GRCH38_AUTOSOME_LENGTHS)
             causal = choose_causal_variants(
                 plan.layout, ancestral_af, node_af, excluded, causal_rng
             )
@@ -610,7 +728,8 @@ def synthesize(
                 genotypes.export_node(index, node_dir, is_female=(phenotypes.sex == 0).tolist())
                 write_phenotypes(node_dir / "phenotypes.tsv", plan.sample_ids, phenotypes, rows)
                 progress(
-                    f"synth: {cohort.node_id}: {cohort.n_samples} samples, {variants} variants"
+                    f"synth: {cohort.node_id}: {cohort.n_samples} samples, "
+                    f"{len(plan.variant_ids)} variants"
                 )
         causal_variants = tuple(
             plan.causal_variant(int(i), ancestral_af[i], node_af[i], b, o)
@@ -622,4 +741,6 @@ def synthesize(
     except BaseException:
         shutil.rmtree(staging.parent, ignore_errors=True)
         raise
-    return SynthResult(out_dir, seed, variants, cohorts, causal_variants, out_dir / "truth.json")
+    return SynthResult(
+        out_dir, seed, len(plan.variant_ids), cohorts, causal_variants, out_dir / "truth.json"
+    )

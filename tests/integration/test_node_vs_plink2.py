@@ -32,13 +32,16 @@ from federation import sumstats
 from federation.pipeline.runs import PipelineRun
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.sandbox.synth import SynthResult
+from tests.integration.plink2_checks import (
+    RELATIVE,
+    assert_se_and_p,
+    worst,
+)
 
 pytestmark = [
     pytest.mark.integration,
 ]
 
-RELATIVE = 1e-4  # beta and SE, relative
-NEG_LOG10_P_ABSOLUTE = 1e-3
 MIN_COMPARED_FRACTION = 0.9
 # Rows where plink2's single-precision logistic fit misses the float64 one; a handful in
 # thousands (betas within ~1e-3 of zero) is expected, more would point at something else.
@@ -147,26 +150,11 @@ def _compared(aligned: pd.DataFrame) -> pd.DataFrame:
     return compared
 
 
-def _worst(values: np.ndarray, frame: pd.DataFrame) -> str:
-    at = int(np.nanargmax(values))
-    return f"max {values[at]:.3g} at {frame.variant_id.iloc[at]}"
-
-
-def _assert_se_and_p(compared: pd.DataFrame) -> str:
-    se = anchor.relative_difference(compared.standard_error, compared.plink2_se)
-    nlp = np.abs(compared.neg_log_10_p_value.to_numpy() - compared.plink2_nlp.to_numpy())
-    assert np.all(se <= RELATIVE), f"SE differs from plink2: {_worst(se, compared)}"
-    assert np.all(nlp <= NEG_LOG10_P_ABSOLUTE), (
-        f"-log10 p differs from plink2: {_worst(nlp, compared)}"
-    )
-    return f"SE {se.max():.2g} (relative), -log10 p {nlp.max():.2g} (absolute)"
-
-
 def test_linear_gwas_agrees_with_plink2(comparison: Comparison) -> None:
     compared = _compared(comparison.quant)
     beta = anchor.relative_difference(compared.beta, compared.plink2_beta)
-    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {_worst(beta, compared)}"
-    others = _assert_se_and_p(compared)
+    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {worst(beta, compared)}"
+    others = assert_se_and_p(compared)
     print(
         f"\nlinear: {len(compared)} of {len(comparison.quant)} released rows compared; max "
         f"difference from plink2: beta {beta.max():.2g} (relative), {others}"
@@ -213,7 +201,7 @@ def logistic_refit(y: np.ndarray, covariates: np.ndarray, dosage: np.ndarray) ->
 
 def test_logistic_wald_gwas_agrees_with_plink2(comparison: Comparison) -> None:
     compared = _compared(comparison.binary)
-    others = _assert_se_and_p(compared)
+    others = assert_se_and_p(compared)
     beta = anchor.relative_difference(compared.beta, compared.plink2_beta)
     off = compared[beta > RELATIVE]
     refit_note = ""
@@ -232,7 +220,7 @@ def test_logistic_wald_gwas_agrees_with_plink2(comparison: Comparison) -> None:
         ours_error = np.abs(off.beta.to_numpy() - refit)
         plink2_error = np.abs(off.plink2_beta.to_numpy() - refit)
         assert np.all(ours_error <= RELATIVE * np.abs(refit)), (
-            f"ours differs from a float64 refit: {_worst(ours_error / np.abs(refit), off)}"
+            f"ours differs from a float64 refit: {worst(ours_error / np.abs(refit), off)}"
         )
         assert np.all(plink2_error > ours_error), "plink2 closer to the float64 refit than ours"
         refit_note = (
@@ -326,8 +314,8 @@ def test_mean_imputed_covariates_keep_the_cohort_and_match_plink2_on_imputed_val
     )
     compared = _compared(aligned)
     beta = anchor.relative_difference(compared.beta, compared.plink2_beta)
-    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {_worst(beta, compared)}"
-    _assert_se_and_p(compared)
+    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {worst(beta, compared)}"
+    assert_se_and_p(compared)
     assert (compared.plink2_obs == sidecar["n"]).all()
 
 

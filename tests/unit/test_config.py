@@ -185,7 +185,8 @@ def test_unknown_reference_genome(tmp_path: Path, name, suggestion):
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        ({**NODE, "genotypes": {"format": "bgen", "path": "x"}}, "bgen"),
+        ({**NODE, "genotypes": {"format": "gen", "path": "x"}}, "gen"),
+        ({**NODE, "genotypes": {"format": "vcf", "path": "x", "dosage_field": "HDS"}}, "HDS"),
         ({k: v for k, v in NODE.items() if k != "phenotypes"}, "phenotypes"),
         ({**NODE, "hail": {"driver_memory": "lots"}}, "driver_memory"),
         ({**NODE, "disclosure": {"min_mac_af": "ten"}}, "min_mac_af"),

@@ -65,6 +65,8 @@ inputs:
         required: false
       - pattern: ^.fam
         required: false
+      - pattern: ^.sample  # a BGEN's Oxford sample file
+        required: false
     inputBinding:
       prefix: --genotypes
   phenotypes:

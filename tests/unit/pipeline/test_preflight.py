@@ -16,6 +16,7 @@ import yaml
 
 from federation.cli import main
 from federation.errors import SpecError
+from federation.pipeline.genotype_files import PLINK_BED_MAGIC
 from federation.pipeline.preflight import check_node_inputs, vcf_sample_ids
 from federation.settings import load_node
 from federation.spec import load_study
@@ -193,7 +194,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Node], None], tuple[str, ...]]] = {
     "study on another build": (study_on_other_build, ("GRCh37", "GRCh38", "reference_genome")),
     "binary trait coded 1/2": (binary_trait_coded_1_2, ("binary_trait", "cases as 1")),
     "genotypes not found": (genotypes_not_found, ("genotypes.path", "not found")),
-    "not a VCF": (not_a_vcf, ("no #CHROM header line",)),
+    "not a VCF": (not_a_vcf, ("genotypes.path", "is not a VCF")),
 }
 
 
@@ -225,6 +226,7 @@ def test_header_only_bgzip_vcf_has_no_samples(tmp_path: Path) -> None:
 
 def test_plink_fam_ids_are_checked(node: Node) -> None:
     (node.root / "g.fam").write_text("0 x1 0 0 1 -9\n0 x2 0 0 2 -9\n")
+    (node.root / "g.bed").write_bytes(PLINK_BED_MAGIC)
     node.node["genotypes"] = {"format": "plink", "path": str(node.root / "g")}
     node_path, study_path = node.write()
     with pytest.raises(SpecError, match="none of 2 genotyped samples .*'x1'"):

@@ -291,3 +291,35 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
         main(["synth", "--out", str(tmp_path / "c"), "--nodes", "2", "--samples-per-node", "x"])
         == 2
     )
+
+
+def test_sex_chromosome_layout_puts_variants_in_both_pars_between_them_and_on_y_and_mt():
+    from federation.genome import PSEUDOAUTOSOMAL_REGIONS, in_x_nonpar, in_x_par
+
+    layout = synth.sex_chromosome_layout(200, rng())
+    names = layout.chromosome_names()
+    assert names.count("X") == 200
+    assert names.count("Y") == names.count("MT") == synth.Y_AND_MT_VARIANTS
+    x = [int(p) for p, n in zip(layout.positions, names, strict=True) if n == "X"]
+    par1, par2 = (
+        sum(start <= p <= end for p in x) for start, end in PSEUDOAUTOSOMAL_REGIONS["GRCh38"]
+    )
+    assert par1 == par2 == round(synth.PAR_SHARE * 200)
+    assert sum(in_x_nonpar("GRCh38", "X", p) for p in x) == 200 - par1 - par2
+    assert all(in_x_par("GRCh38", "X", p) or in_x_nonpar("GRCh38", "X", p) for p in x)
+    assert (np.diff(x) > 0).all()
+    assert layout.contigs()[-1] == "chrM" and "chrX" in layout.contigs()
+
+
+def test_an_imputed_plan_gives_every_variant_an_accuracy_and_keeps_causal_ones_autosomal():
+    plan = synth.plan_cohort(1, 50, 100, seed=3, x_variants=40, imputed=True)
+    assert plan.imputation_accuracy is not None
+    assert len(plan.imputation_accuracy) == len(plan.variant_ids) == 100 + 40 + 10
+    low, high = synth.IMPUTATION_ACCURACY
+    assert ((plan.imputation_accuracy >= low) & (plan.imputation_accuracy <= high)).all()
+    assert plan.variant_ids[100].startswith("X:") and plan.variant_ids[-1].startswith("MT:")
+    design = plan.genotype_design()
+    assert design.contigs[100] == "chrX" and design.contigs[-1] == "chrM"
+    # the autosomal layout is the one a plan without sex chromosomes has
+    plain = synth.plan_cohort(1, 50, 100, seed=3)
+    assert plan.variant_ids[:100] == plain.variant_ids

@@ -356,10 +356,23 @@ def synthesize_cohort(out: Path, samples: int, variants: int, seed: int) -> Path
     return result.nodes[0].directory
 
 
-def scaling(out: Path, seed: int, cores: int) -> int:
-    """Ours and the floor at `SCALING_SIZES`; a table, then the fitted fixed + per-genotype costs."""
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'1000x10000,5000x100000' -> ((1000, 10000), (5000, 100000))."""
+    sizes = []
+    for item in text.split(","):
+        samples, _, variants = item.strip().partition("x")
+        if not (samples.isdigit() and variants.isdigit()):
+            raise argparse.ArgumentTypeError(f"--sizes: '{item}' is not SAMPLESxVARIANTS")
+        sizes.append((int(samples), int(variants)))
+    return tuple(sizes)
+
+
+def scaling(
+    out: Path, seed: int, cores: int, sizes: Sequence[tuple[int, int]] = SCALING_SIZES
+) -> int:
+    """Ours and the floor at `sizes`; a table, then the fitted fixed + per-genotype costs."""
     rows = []
-    for samples, variants in SCALING_SIZES:
+    for samples, variants in sizes:
         cohort_dir = synthesize_cohort(
             out / f"cohort-{samples}x{variants}", samples, variants, seed
         )
@@ -381,6 +394,8 @@ def scaling(out: Path, seed: int, cores: int) -> int:
             flush=True,
         )
     genotypes = [samples * variants for samples, variants, _, _ in rows]
+    if len(set(genotypes)) < 2:
+        return 0  # one size: nothing to fit
     for label, index in (("ours", 2), ("floor", 3)):
         fixed, slope = fit_fixed_and_per_genotype(
             genotypes, [row[index].wall_seconds for row in rows]
@@ -406,10 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scaling", action="store_true", help="ours and the floor at four sizes, with a fit"
     )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=SCALING_SIZES,
+        help="with --scaling: SAMPLESxVARIANTS,... (default 1k/5k x 10k/100k)",
+    )
     args = parser.parse_args(argv)
     if args.scaling:
         out = args.out or Path(tempfile.mkdtemp(prefix="bench-node-scaling-"))
-        return scaling(out, args.seed, args.cores)
+        return scaling(out, args.seed, args.cores, args.sizes)
     if not plink2_available():
         print("plink2 not found on PATH (Debian package plink2)", file=sys.stderr)
         return 2

@@ -303,34 +303,18 @@ SCALING_SIZES = ((1000, 10_000), (1000, 100_000), (5000, 10_000), (5000, 100_000
 GOAL_OVER_FLOOR = 1.3  # the goal: the whole node run within 1.3x of the Hail floor
 
 
+def _configs(node_path: Path, study_path: Path) -> list[str]:
+    return ["--node-config", str(node_path), "--study-config", str(study_path)]
+
+
 def pipeline_command(node_path: Path, study_path: Path, cores: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "federation",
-        "node",
-        "run-pipeline",
-        "--node-config",
-        str(node_path),
-        "--study-config",
-        str(study_path),
-        "--cores",
-        str(cores),
-    ]
+    run_pipeline = [sys.executable, "-m", "federation", "node", "run-pipeline"]
+    return [*run_pipeline, *_configs(node_path, study_path), "--cores", str(cores)]
 
 
 def floor_command(node_path: Path, study_path: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "bench.hail_floor",
-        "--node-config",
-        str(node_path),
-        "--study-config",
-        str(study_path),
-        "--out",
-        str(out),
-    ]
+    floor = [sys.executable, "-m", "bench.hail_floor"]
+    return [*floor, *_configs(node_path, study_path), "--out", str(out)]
 
 
 def fit_fixed_and_per_genotype(

@@ -54,6 +54,8 @@ SLURM_PROFILE = {
     "printshellcmds": True,
     "slurm-status-command": "squeue",
     "slurm-no-account": True,
+    # The plugin waits 40 s before asking for a job's state: 4 minutes over a run's stages.
+    "slurm-init-seconds-before-status-checks": 5,
     "default-resources": {"slurm_partition": PARTITION, "runtime": 30, "mem_mb": 3000},
     "set-resources": {
         "qc": {"cpus_per_task": 2, "mem_mb": 6000},

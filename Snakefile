@@ -17,3 +17,13 @@ rule all:
     input:
         get_released_files(),
     default_target: True
+
+
+# The run's shared Hail driver (federation/analyses/driver.py), if one was started, ends with
+# the run; without one these do nothing.
+onsuccess:
+    shutdown_driver()
+
+
+onerror:
+    shutdown_driver()

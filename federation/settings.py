@@ -36,6 +36,8 @@ class HailOptions:
     master: str = "local[2]"  # the Spark master (resources.spark_master replaces it)
     driver_memory: str = "4g"
     tmp_dir: Path | None = None
+    executor_memory: str | None = None  # on a Spark cluster; None: Spark's default
+    executor_cores: int | None = None  # on a Spark cluster; None: all of a worker's cores
 
 
 # Hail's and KING's second-degree cut-off: kinship 2^-3.5 (Manichaikul et al. 2010, Table 1).
@@ -172,6 +174,8 @@ def node_from_dict(document: Any, base_dir: Path, label: str = "node config") ->
             master=resources.get("spark_master", hail["master"]),
             driver_memory=hail["driver_memory"],
             tmp_dir=resolve(hail["tmp_dir"]) if "tmp_dir" in hail else None,
+            executor_memory=resources.get("spark_executor_memory"),
+            executor_cores=resources.get("spark_executor_cores"),
         ),
         resources=_resources(resources, resolve, label),
         reference_fasta=resolve(data["reference_fasta"]) if "reference_fasta" in data else None,

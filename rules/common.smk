@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from federation.pipeline.driver_client import shutdown_driver
 from federation.outcomes import outcomes_dir
 from federation.settings import load_node
 from federation.spec import load_study

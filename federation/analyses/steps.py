@@ -42,6 +42,8 @@ def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
     return HailSettings(
         master=node.hail.master,
         driver_memory=node.hail.driver_memory,
+        executor_memory=node.hail.executor_memory,
+        executor_cores=node.hail.executor_cores,
         tmp_dir=str(tmp),
         log_path=str(work_dir / "hail.log"),
         reference_genome=node.reference_genome,

@@ -44,6 +44,35 @@ def _configs(
     return node, load_study(study_config)
 
 
+def _hail_step(
+    step: str,
+    node_config: Path,
+    study_config: Path | None = None,
+    genotypes: Path | None = None,
+    phenotypes: Path | None = None,
+    analysis: str | None = None,
+    **paths: Path | None,
+) -> None:
+    """Run a Hail step in the run's shared Hail driver if there is one, else in this process
+    (`federation.analyses.driver`); either way the same step entry point does the work."""
+    from federation.analyses.driver import StepRequest, run_step
+
+    def text(path: Path | None) -> str | None:
+        return str(path.absolute()) if path is not None else None
+
+    run_step(
+        StepRequest(
+            step=step,
+            node_config=str(node_config.absolute()),
+            study_config=text(study_config),
+            genotypes=text(genotypes),
+            phenotypes=text(phenotypes),
+            analysis=analysis,
+            paths={name: text(path) for name, path in paths.items()},
+        )
+    )
+
+
 @step_app.command("qc")
 def step_qc(
     node_config: NodeConfigOption,
@@ -55,10 +84,16 @@ def step_qc(
     samples: SamplesOutOption = None,
 ) -> None:
     """Import genotypes, match phenotypes, run sample and variant QC."""
-    from federation.analyses.steps import qc_step
-
-    node, study = _configs(node_config, study_config, genotypes, phenotypes)
-    qc_step(node, study, out_mt, counts, samples)
+    _hail_step(
+        "qc",
+        node_config,
+        study_config,
+        genotypes,
+        phenotypes,
+        out_mt=out_mt,
+        counts=counts,
+        samples=samples,
+    )
 
 
 @step_app.command("allele-freq")
@@ -68,10 +103,7 @@ def step_allele_freq(
     out: Annotated[Path, typer.Option(help="Private allele-count table (TSV).")],
 ) -> None:
     """Allele counts, numbers, frequencies and homozygote counts."""
-    from federation.analyses.steps import allele_frequency_step
-    from federation.settings import load_node
-
-    allele_frequency_step(load_node(node_config), qc_mt, out)
+    _hail_step("allele-freq", node_config, qc_mt=qc_mt, out=out)
 
 
 @step_app.command("gwas")
@@ -87,10 +119,18 @@ def step_gwas(
     samples: SamplesOutOption = None,
 ) -> None:
     """Linear or logistic regression per variant, with covariates and optional PCs."""
-    from federation.analyses.steps import gwas_step
-
-    node, study = _configs(node_config, study_config, genotypes, phenotypes)
-    gwas_step(node, study, study.gwas_analysis(analysis), qc_mt, out, design, samples)
+    _hail_step(
+        "gwas",
+        node_config,
+        study_config,
+        genotypes,
+        phenotypes,
+        analysis=analysis,
+        qc_mt=qc_mt,
+        out=out,
+        design=design,
+        samples=samples,
+    )
 
 
 @contextmanager

@@ -5,22 +5,32 @@ state and makes the run exactly what an admin gets from the command line. The no
 resources (node.yaml `resources`) choose the profile (`profiles/local`, `profiles/slurm` or the
 node's own) and override its cores and memory budget. The released files are staged inside
 the node's work directory and published (`runs.finish`) only when every rule succeeded.
+
+When the profile runs jobs on this machine, the run's Hail steps share one Hail driver
+(`analyses.driver`: one JVM per run instead of one per step); a cluster executor (Slurm) runs
+each step as its own job with its own session. Stage progress comes from `pipeline.progress`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from federation.errors import SpecError
 from federation.files import REPO_ROOT
+from federation.pipeline.driver_client import DRIVER_ENV, DRIVER_LOG_ENV, shutdown_driver
 from federation.pipeline.preflight import check_node_inputs
+from federation.pipeline.progress import StageProgress, append_node_log, stage_plan
 from federation.pipeline.runs import (
     RELEASE_DIR,
     PipelineRun,
@@ -37,7 +47,7 @@ from federation.spec import StudySpec, load_study
 SNAKEFILE = REPO_ROOT / "Snakefile"
 # A profile naming an executor needs its plugin installed: say so before Snakemake starts.
 EXECUTOR_PLUGINS = {"slurm": "snakemake_executor_plugin_slurm"}
-PROGRESS_LINE = re.compile(r"^(\d+ of \d+ steps \(\d+%\) done|(local)?rule \w+:)")
+LOCAL_EXECUTORS = ("local", "dryrun", "touch")  # jobs run on this machine, as our children
 FAILED_RULE = re.compile(r"^Error in rule (\w+):")
 RULE_LOG = re.compile(r"^\s+log: (\S+)")
 
@@ -60,10 +70,22 @@ def _failure_message(node: NodeSettings, output: list[str], log_path: Path) -> s
     return f"node '{node.node_id}': {where} failed: {reason}"
 
 
+def profile_executor(resources: NodeResources) -> str:
+    """The Snakemake executor the node's profile names ("local" when it names none)."""
+    profile = yaml.safe_load((resources.profile_dir / "config.yaml").read_text()) or {}
+    return str(profile.get("executor") or "local")
+
+
+def shares_hail_driver(resources: NodeResources) -> bool:
+    """Whether the run's Hail steps can share one driver: only when they run on this machine.
+    A cluster executor places each job on some compute node, where no driver of ours runs."""
+    return profile_executor(resources) in LOCAL_EXECUTORS
+
+
 def resource_options(resources: NodeResources, cores: int | None = None) -> list[str]:
     """Snakemake options for the node's resources: its profile, cores and memory budget."""
-    executor = yaml.safe_load((resources.profile_dir / "config.yaml").read_text()) or {}
-    plugin = EXECUTOR_PLUGINS.get(str(executor.get("executor", "")))
+    executor = {"executor": profile_executor(resources)}
+    plugin = EXECUTOR_PLUGINS.get(executor["executor"])
     if plugin is not None and importlib.util.find_spec(plugin) is None:
         raise SpecError(
             f"node config 'resources.profile': '{resources.profile}' runs jobs with executor "
@@ -74,6 +96,25 @@ def resource_options(resources: NodeResources, cores: int | None = None) -> list
     if resources.memory_mb is not None:
         options += ["--resources", f"mem_mb={resources.memory_mb}"]
     return options
+
+
+@contextmanager
+def _driver_stopped(driver_dir: Path | None) -> Iterator[None]:
+    """Whatever happens to the run, its Hail driver (if one started) is asked to stop and its
+    socket directory removed; the run's guard has already stopped it if Snakemake died."""
+    try:
+        yield
+    finally:
+        if driver_dir is not None:
+            shutdown_driver(driver_dir / "hail.sock")
+            shutil.rmtree(driver_dir, ignore_errors=True)
+
+
+def study_stages(study: StudySpec) -> list[str]:
+    """The stages of `study`'s run, in the order they can start (for "what is next")."""
+    kinds = {analysis.id: "gwas" for analysis in study.gwas}
+    kinds |= {analysis.id: "allele_frequency" for analysis in study.allele_frequencies}
+    return stage_plan([(analysis_id, kinds[analysis_id]) for analysis_id in study.analysis_ids])
 
 
 def run_node_pipeline(
@@ -123,15 +164,27 @@ def run_node_pipeline(
         )
     command = [*snakemake, *options, *configs]
     output: list[str] = []
-    with open(log_path, "w") as log:
+    environment = dict(os.environ)
+    driver_dir = None
+    if shares_hail_driver(node.resources):
+        # A short private path: a Unix socket's path is limited to 108 bytes.
+        driver_dir = Path(tempfile.mkdtemp(prefix="federation-driver-"))
+        environment[DRIVER_ENV] = str(driver_dir / "hail.sock")
+        environment[DRIVER_LOG_ENV] = str(log_path.parent / "hail-driver.log")
+    stages = StageProgress(node.node_id, study_stages(study))
+    with open(log_path, "w") as log, _driver_stopped(driver_dir):
 
         def on_line(line: str) -> None:
             log.write(line)
             output.append(line.rstrip("\n"))
-            if progress and PROGRESS_LINE.match(line.strip()):
-                progress(f"[{node.node_id}] {line.strip()}")
+            for stage_line in stages.feed(line):
+                append_node_log(node.work_dir, stage_line)
+                if progress:
+                    progress(stage_line)
 
-        returncode = run_guarded(command, cwd=snakefile.parent, on_line=on_line, control=control)
+        returncode = run_guarded(
+            command, cwd=snakefile.parent, on_line=on_line, control=control, env=environment
+        )
     if returncode != 0:
         raise failed(node, study.study_id, _failure_message(node, output, log_path))
     return finish(node, study, work / RELEASE_DIR, log_path, control)

@@ -282,3 +282,30 @@ def test_oversized_yaml_is_refused(tmp_path: Path):
     path.write_text("study_id: s1\ndescription: '" + "x" * (2 << 20) + "'\n")
     with pytest.raises(SpecError, match="byte limit"):
         load_study(path)
+
+
+# ---------------------------------------------------------------- the node's Spark cluster
+
+
+def test_a_spark_cluster_and_its_executors_are_read_from_resources(tmp_path: Path):
+    resources = {
+        "spark_master": "spark://spark-head.example.org:7077",
+        "spark_executor_memory": "8g",
+        "spark_executor_cores": 4,
+    }
+    node = node_from_dict({**NODE, "resources": resources}, tmp_path)
+    assert node.hail.master == "spark://spark-head.example.org:7077"
+    assert (node.hail.executor_memory, node.hail.executor_cores) == ("8g", 4)
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"spark_master": "spark://head"}, "spark_master"),  # no port
+        ({"spark_executor_memory": "8 GB"}, "spark_executor_memory"),
+        ({"spark_executor_cores": 0}, "spark_executor_cores"),
+    ],
+)
+def test_a_bad_spark_setting_is_refused_naming_its_field(tmp_path: Path, resources, field):
+    with pytest.raises(SpecError, match=field):
+        node_from_dict({**NODE, "resources": resources}, tmp_path)

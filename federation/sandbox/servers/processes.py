@@ -70,12 +70,19 @@ class ManagedProcess:
         *,
         cwd: Path,
         wait_until_ready: Callable[[], None],
+        env: dict[str, str] | None = None,
     ) -> None:
-        """Spawn `command`, then call `wait_until_ready`; on any failure stop it again."""
+        """Spawn `command` (in `env`, default ours), then call `wait_until_ready`; on any
+        failure stop it again."""
         self.stop()  # reap a previous run that exited by itself, and close its log
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
-            command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until_ready()

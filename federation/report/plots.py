@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -43,6 +44,7 @@ COLOURS = ("#1f4e79", "#6fa8dc")  # alternating chromosome colours
 LEAD_COLOUR = "#c0392b"
 NO_LD_NOTE = "No LD colouring: no LD reference leaves a node"
 REGION_HALF_WIDTH_BP = 500_000  # regional plots show the lead ±500 kb
+DOT_SIZE = 1.6  # points: ~3 px at PNG_DPI, a little more than one thinning cell
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,18 @@ def save(figure: Figure, stem: Path) -> PlotFiles:
     return paths
 
 
+def dots(
+    axes: Any, x: np.ndarray, y: np.ndarray, colour: str, *, marker: str = "o", **style: Any
+) -> None:
+    """Many small points, rasterised inside an SVG. Drawn as one line's markers, not as a
+    scatter collection: Agg stamps one cached marker per point, ten times faster for 10⁵
+    points (bench/report_plots.py)."""
+    axes.plot(
+        x, y, linestyle="", marker=marker, markersize=DOT_SIZE, markeredgewidth=0,
+        color=colour, rasterized=True, **style,
+    )  # fmt: skip
+
+
 def genome_axis(
     chromosome: np.ndarray, position: np.ndarray
 ) -> tuple[np.ndarray, dict[int, float]]:
@@ -118,8 +132,9 @@ def manhattan(
     chromosome = np.asarray(chromosome)
     figure = Figure(figsize=MANHATTAN_SIZE, layout="constrained")
     axes = figure.add_subplot()
-    colour = np.asarray(COLOURS)[chromosome[kept] % 2]
-    axes.scatter(x[kept], y[kept], c=colour, s=3, linewidths=0, rasterized=True)
+    for parity, colour in enumerate(COLOURS):
+        drawn = kept[chromosome[kept] % 2 == parity]
+        dots(axes, x[drawn], y[drawn], colour)
     lead_rows = np.asarray(leads, dtype=np.int64)
     if lead_rows.size:
         axes.scatter(x[lead_rows], y[lead_rows], c=LEAD_COLOUR, s=18, marker="D", zorder=3)
@@ -166,15 +181,7 @@ def qq(
             continue
         expected = expected_neg_log10_p(observed.size)
         kept = thin_indices(expected, observed, width=600, height=600)
-        axes.scatter(
-            expected[kept],
-            observed[kept],
-            s=4,
-            c=colour,
-            label=label,
-            linewidths=0,
-            rasterized=True,
-        )
+        dots(axes, expected[kept], observed[kept], colour, label=label)
         top = max(top, float(expected[0]), float(observed[0]))
     axes.plot([0, top], [0, top], color="grey", lw=0.8)
     axes.set_xlabel("expected -log10 p")
@@ -258,9 +265,9 @@ def frequency_scatter(
         frequency = np.asarray(frequency, dtype=float)
         kept = thin_indices(pooled, frequency, keep_above=2.0, width=500, height=500)
         kept = kept[~flagged[kept]]
-        axes.scatter(
-            pooled[kept], frequency[kept], s=4, marker=markers[index % len(markers)],
-            alpha=0.5, linewidths=0, label=node, rasterized=True,
+        dots(
+            axes, pooled[kept], frequency[kept], f"C{index}", label=node,
+            marker=markers[index % len(markers)], alpha=0.5,
         )  # fmt: skip
         if flagged.any():
             axes.scatter(

@@ -59,6 +59,7 @@ from federation.settings import load_coordinator, load_node
 from federation.transport import open_transport
 from federation.transport.s3 import S3Transport, mailbox_bucket
 from tests.integration.browser import launch_chromium
+from tests.unit.report.checks import assert_forest_matches
 
 pytestmark = pytest.mark.integration
 
@@ -345,30 +346,12 @@ def test_the_report_forest_data_equal_the_node_files(
     local_run: FederatedRun, analysis: str
 ) -> None:
     section = next(s for s in report_data(local_run)["analyses"] if s["analysis"] == analysis)
-    meta = sumstats.read_table(local_run.meta_dir / f"{analysis}.tsv.gz")
+    node_files = {
+        node: local_run.released_dir(node) / f"{analysis}.tsv.gz" for node in local_run.outcomes
+    }
     assert section["leads"]
     for lead in section["leads"]:
-        rows = {row["label"]: row for row in lead["forest_rows"]}
-        for node in local_run.outcomes:
-            released = sumstats.read_table(local_run.released_dir(node) / f"{analysis}.tsv.gz")
-            mine = released[
-                (released.chromosome == str(lead["chromosome"]))
-                & (released.base_pair_location == lead["position"])
-            ].iloc[0]
-            sign = 1 if mine.effect_allele == lead["effect_allele"] else -1
-            assert {mine.effect_allele, mine.other_allele} == {
-                lead["effect_allele"],
-                lead["other_allele"],
-            }
-            assert rows[node]["beta"] == pytest.approx(sign * mine.beta, rel=1e-12)
-            assert rows[node]["se"] == pytest.approx(mine.standard_error, rel=1e-12)
-            assert rows[node]["n"] == mine.n
-        written = meta[
-            (meta.chromosome == str(lead["chromosome"]))
-            & (meta.base_pair_location == lead["position"])
-        ].iloc[0]
-        assert rows["fixed effects (IVW)"]["beta"] == pytest.approx(written.beta, rel=1e-8)
-        assert rows["fixed effects (IVW)"]["se"] == pytest.approx(written.standard_error, rel=1e-8)
+        assert_forest_matches(lead, node_files, local_run.meta_dir / f"{analysis}.tsv.gz")
 
 
 def test_the_report_renders_in_a_real_browser_on_a_phone(local_run: FederatedRun) -> None:

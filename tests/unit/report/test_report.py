@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from federation import sumstats
 from federation.cli import main
 from federation.report import plots
 from federation.report.build import render, write_report
@@ -23,6 +22,7 @@ from federation.report.forest import Lead, orientation
 from federation.report.inputs import find_sidecar, study_files
 from federation.report.thinning import thin_indices
 from tests.unit.report import results
+from tests.unit.report.checks import assert_forest_matches
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG_NAMESPACE = "{http://www.w3.org/2000/svg}svg"
@@ -147,27 +147,9 @@ def test_every_figure_of_the_report_is_a_valid_png_or_svg(report) -> None:
 def test_the_forest_data_are_the_node_files_on_the_meta_effect_allele(
     study: results.UnitStudy, report
 ) -> None:
-    meta = sumstats.read_table(study.directory / "meta" / f"{results.ANALYSIS}.tsv.gz")
+    meta = study.directory / "meta" / f"{results.ANALYSIS}.tsv.gz"
     for lead in report.leads[results.ANALYSIS]:
-        rows = {row["label"]: row for row in lead["forest_rows"]}
-        for node, path in study.node_files.items():
-            table = sumstats.read_table(path)
-            here = (table.chromosome == str(lead["chromosome"])) & (
-                table.base_pair_location == lead["position"]
-            )
-            mine = table[here].iloc[0]
-            same = mine.effect_allele == lead["effect_allele"]
-            assert rows[node]["beta"] == pytest.approx((1 if same else -1) * mine.beta, rel=1e-12)
-            assert rows[node]["se"] == pytest.approx(mine.standard_error, rel=1e-12)
-            assert rows[node]["n"] == mine.n
-        written = meta[
-            (meta.chromosome == str(lead["chromosome"]))
-            & (meta.base_pair_location == lead["position"])
-        ].iloc[0]
-        fixed = rows["fixed effects (IVW)"]
-        assert fixed["beta"] == pytest.approx(written.beta, rel=1e-8)
-        assert fixed["se"] == pytest.approx(written.standard_error, rel=1e-8)
-        assert rows["random effects (DL)"]["beta"] == pytest.approx(written.beta_random, rel=1e-8)
+        assert_forest_matches(lead, study.node_files, meta)
 
 
 def test_the_per_node_panel_shows_released_counts_and_harmonisation(report) -> None:

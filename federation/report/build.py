@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from federation import sumstats
 from federation.files import atomic_write
 from federation.meta.frequencies import POOLED_NODE_ID
+from federation.meta.inputs import is_frequency_table
 from federation.report import plots
 from federation.report.forest import Lead, node_rows, pooled_rows
 from federation.report.inputs import (
@@ -74,7 +75,7 @@ def write_report(directory: Path, provenance: Provenance | None = None) -> Repor
         "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "analyses": analyses,
         "frequencies": frequencies,
-        "nodes": _node_panel(files),
+        "nodes": _node_panel(files, frequencies["n_variants"] if frequencies else None),
         "provenance": _provenance_section(files, provenance),
         "clumping_rule": _clumping_rule(),
         "no_ld_note": plots.NO_LD_NOTE,
@@ -286,9 +287,9 @@ def _frequency_section(
 # ------------------------------------------------------------------ per-node panel
 
 
-def _node_panel(files: StudyFiles) -> list[dict[str, Any]]:
-    """Per node: N and variants released per analysis (against the meta's union), λGC,
-    QC counts and what harmonisation did to its rows."""
+def _node_panel(files: StudyFiles, pooled_variants: int | None) -> list[dict[str, Any]]:
+    """Per node: N and variants released per analysis (against the union of the meta-analysis
+    or of the pooled frequencies), λGC, QC counts and what harmonisation did to its rows."""
     union = {result.analysis: _meta_variants(result) for result in files.gwas}
     panel = []
     for release in files.nodes:
@@ -311,7 +312,8 @@ def _node_panel(files: StudyFiles) -> list[dict[str, Any]]:
                     "n": metadata.get("n"),
                     "variants_released": metadata.get("variants_released")
                     or (entry.rows_read if entry else None),
-                    "variants_union": union.get(analysis),
+                    "variants_union": union.get(analysis)
+                    or (pooled_variants if is_frequency_table(table_path) else None),
                     "lambda_gc": entry.lambda_gc if entry else None,
                     "rows_used": entry.rows_used if entry else None,
                     "allele_swaps": entry.allele_swaps if entry else None,

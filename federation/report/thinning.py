@@ -1,8 +1,8 @@
 """Thinning the points of a genome-wide scatter (Manhattan, QQ) before they are drawn.
 
 A Manhattan plot of 10⁷ variants draws mostly overlapping dots near the x axis. As Manhattan
-plotters do (e.g. LocusZoom's and PheWeb's binning of non-significant points, qqman's
-`-log10 p` cut-off), every point with -log10 p >= `keep_above` is kept, and of the rest one
+plotters for large scans do (PheWeb keeps its strong variants and bins the weak ones by
+position and -log10 p), every point with -log10 p >= `keep_above` is kept, and of the rest one
 point is kept per cell of a grid the size of the picture in pixels: what is drawn then looks
 the same at that resolution, and the number of points is bounded by the grid's size plus the
 strong points, whatever the number of variants. Linear time: no sort.

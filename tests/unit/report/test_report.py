@@ -161,6 +161,8 @@ def test_the_per_node_panel_shows_released_counts_and_harmonisation(report) -> N
         assert gwas["n"] == n
         assert gwas["variants_union"] == 3 * results.VARIANTS_PER_CHROMOSOME
         assert panel[node]["qc"]["samples_passed"] == n
+        frequencies = next(a for a in panel[node]["analyses"] if a["analysis"] != results.ANALYSIS)
+        assert frequencies["variants_union"] == 3 * results.VARIANTS_PER_CHROMOSOME
     swaps = {
         node: next(a for a in panel[node]["analyses"] if a["analysis"] == results.ANALYSIS)[
             "allele_swaps"

@@ -29,3 +29,4 @@ lint:
 bench: bootstrap
 	uv run python -m bench.node_pipeline
 	uv run python -m bench.meta
+	uv run python -m bench.report_plots

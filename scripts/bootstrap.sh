@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(openjdk-17-jre-headless plink2 plink1.9 gwama openssh-server tabix bcftools g++ slurm-wlm munge)
+DEBIAN_PACKAGES=(openjdk-17-jre-headless plink2 plink1.9 gwama openssh-server tabix bcftools g++ slurm-wlm munge chromium)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,4 +1,4 @@
-"""Commands anyone may run: version, synth, meta, demo, keys and audit-log checks."""
+"""Commands anyone may run: version, synth, meta, report, demo, keys and audit-log checks."""
 
 from __future__ import annotations
 
@@ -97,6 +97,34 @@ def meta(
         trait_type=trait_type,
     )
     typer.echo(summary)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[
+        Path, typer.Argument(help="A study's results directory: results/<study_id>.")
+    ],
+    coordinator: Annotated[
+        Path | None,
+        typer.Option(
+            "--coordinator",
+            help="The coordinator config: quorum, workflow digest and node states from its "
+            "ledger (else those the previous report recorded).",
+        ),
+    ] = None,
+) -> None:
+    """(Re)write a study's report.html, report.json and plots/ from its released aggregates
+    and meta-analysis outputs."""
+    from federation.report.build import write_report
+
+    provenance = None
+    if coordinator is not None:
+        from federation.coordinator.coordinator import Coordinator
+        from federation.settings import load_coordinator
+
+        provenance = Coordinator(load_coordinator(coordinator)).report_provenance(results_dir.name)
+    written = write_report(results_dir, provenance)
+    typer.echo(written.html)
 
 
 @app.command()

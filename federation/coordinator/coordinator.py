@@ -67,6 +67,7 @@ from federation.protocol.messages import (
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, load_private_key, load_public_key
+from federation.report.inputs import Provenance
 from federation.settings import CoordinatorSettings
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport
@@ -564,6 +565,8 @@ class Coordinator:
                         )
                     )
                 self.ledger.set_study_status(study_id, concluded, missing, sorted(results))
+                if meta_files:
+                    self.write_report(study_id)
         elif study.status != StudyStatus.FAILED:
             still_open = [task for task in tasks if task.status not in FINAL_STATUSES]
             if len(results) + len(still_open) < study.quorum:
@@ -573,6 +576,34 @@ class Coordinator:
                     f"{len(still_open)} open tasks cannot reach the quorum of {study.quorum}"
                 )
         return Collection(study_id, statuses, sorted(results), missing, meta_files)
+
+    def report_provenance(self, study_id: str) -> Provenance:
+        """What the ledger knows of a study that its files do not say (for the report)."""
+        study = self.ledger.study(study_id)
+        tasks = self.ledger.tasks(study_id)
+        digests = {str(task.envelope.get("workflow_digest")) for task in tasks} - {"None"}
+        return Provenance(
+            nodes=tuple(study.spec.nodes),
+            quorum=study.quorum,
+            workflow_digest=digests.pop() if len(digests) == 1 else None,
+            submitted_at=study.submitted_at,
+            node_states={task.node_id: task.status.value for task in tasks},
+        )
+
+    def write_report(self, study_id: str) -> Path | None:
+        """(Re)write results/<study_id>/report.html; a report that cannot be written is said
+        in the progress and the audit log, and never undoes the meta-analysis."""
+        from federation.report.build import write_report  # matplotlib: only when reporting
+
+        directory = self.settings.results_dir / study_id
+        try:
+            report = write_report(directory, self.report_provenance(study_id))
+        except FederationError as error:
+            self.progress(f"[coordinator] report of '{study_id}' not written: {error}")
+            self._audit("report_failed", study_id=study_id, reason=str(error))
+            return None
+        self.progress(f"[coordinator] study report -> {report.html}")
+        return report.html
 
     def _meta_dir(self, study_id: str) -> Path:
         return self.settings.results_dir / study_id / "meta"

@@ -17,6 +17,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
     DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
     DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
     DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
+    DIR/results/<study_id>/report.html, plots/   the study report (its path is the last line printed)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import TaskStatus
 from federation.protocol.signing import generate_keypair, load_private_key
+from federation.report.inputs import REPORT_HTML
 from federation.settings import load_coordinator
 
 if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
@@ -406,4 +408,7 @@ def run_demo(
         lines.append(
             f"    planted causal variants at p < 5e-8: {len(summary.planted_found)} of {total}"
         )
+    report = out_dir / "results" / DEMO_STUDY_ID / REPORT_HTML
+    if report.is_file():  # written by the coordinator after the meta-analysis
+        lines += ["", f"study report: {report}"]
     return "\n".join(lines)

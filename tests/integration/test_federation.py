@@ -3,7 +3,8 @@
 One federated run (local mailboxes) of the shared synthetic federation (3 nodes, 1,000 /
 1,400 / 1,200 samples x 5,000 variants) goes through the real pipeline: signed tasks, node
 policy, QC, allele frequencies, a linear and a logistic GWAS per node, the disclosure gate,
-signed results, collection and the IVW meta-analysis. The study has no principal components,
+signed results, collection and the IVW meta-analysis, and the study report the coordinator
+writes from them (its figures, lead loci, forest data, and the page in a real browser). The study has no principal components,
 so the pooled analysis below can fit exactly the same model: Hail over the union of the
 nodes' VCFs with age, sex and node indicators as covariates.
 
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 import federation.node.agent as agent_module
 from federation import sumstats
@@ -57,6 +60,8 @@ from federation.settings import load_coordinator, load_node
 from federation.transport import open_transport
 from federation.transport.s3 import S3Transport, mailbox_bucket
 from tests import gwas_ssf
+from tests.integration.browser import launch_chromium
+from tests.unit.report.checks import assert_forest_matches
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +71,7 @@ META_FILES = ("allele_frequencies.tsv.gz", "quant_trait_gwas.tsv.gz", "binary_tr
 MIN_BETA_CORRELATION = 0.99
 MIN_MAF = 0.05
 GENOME_WIDE = 5e-8
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 S3_RESTART_PAUSE_SECONDS = 1.0  # the server is away this long while a node uploads
 
 
@@ -320,6 +326,80 @@ def test_planted_variants_are_genome_wide_significant_in_both(
             else variant.log_or_binary_trait
         )
         assert np.sign(row["pooled_beta"]) == np.sign(row["beta"]) == np.sign(planted_effect)
+
+
+# ------------------------------------------------------------------ the study report
+
+
+def report_data(run: FederatedRun) -> dict[str, Any]:
+    return json.loads((run.root / "results" / STUDY_ID / "report.json").read_text())
+
+
+def test_the_coordinator_writes_the_study_report_with_valid_figures(
+    local_run: FederatedRun,
+) -> None:
+    study_dir = local_run.root / "results" / STUDY_ID
+    page = (study_dir / "report.html").read_text()
+    figures = sorted((study_dir / "plots").iterdir())
+    assert {path.suffix for path in figures} == {".png", ".svg"}
+    for path in figures:
+        assert f"plots/{path.name}" in page
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC
+            with Image.open(path) as image:
+                image.verify()
+        else:
+            assert ElementTree.parse(path).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    data = report_data(local_run)
+    assert sorted(section["analysis"] for section in data["analyses"]) == sorted(ANALYSES)
+    assert data["provenance"]["coordinator"]["quorum"] == 3
+    assert data["provenance"]["coordinator"]["workflow_digest"] == pipeline_workflow_digest()
+    assert sorted(node["node_id"] for node in data["nodes"]) == sorted(local_run.outcomes)
+    assert data["frequencies"]["n_variants"] > 4000
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_the_report_leads_are_the_planted_variants(
+    local_run: FederatedRun, synthetic_federation: SynthResult, analysis: str
+) -> None:
+    section = next(s for s in report_data(local_run)["analyses"] if s["analysis"] == analysis)
+    leads = {(str(lead["chromosome"]), lead["position"]) for lead in section["leads"]}
+    planted = {(v.chromosome, v.position) for v in synthetic_federation.causal_variants}
+    assert planted <= leads, f"{analysis}: planted {sorted(planted - leads)} not among the leads"
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_the_report_forest_data_equal_the_node_files(
+    local_run: FederatedRun, analysis: str
+) -> None:
+    section = next(s for s in report_data(local_run)["analyses"] if s["analysis"] == analysis)
+    node_files = {
+        node: local_run.released_dir(node) / f"{analysis}.tsv.gz" for node in local_run.outcomes
+    }
+    assert section["leads"]
+    for lead in section["leads"]:
+        assert_forest_matches(lead, node_files, local_run.meta_dir / f"{analysis}.tsv.gz")
+
+
+def test_the_report_renders_in_a_real_browser_on_a_phone(local_run: FederatedRun) -> None:
+    page_path = local_run.root / "results" / STUDY_ID / "report.html"
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_path.as_uri(), wait_until="load")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
+        )
+        assert len(images) >= 2 * len(ANALYSES) + 1
+        broken = [src for src, complete, width in images if not (complete and width > 0)]
+        assert not broken, f"images that did not load: {broken}"
+        for analysis in ANALYSES:
+            table = page.locator(f"table.leads[data-analysis='{analysis}']")
+            assert table.count() == 1 and table.locator("tr").count() >= 2
+        # Wide tables scroll inside their box: the page itself fits the phone's width.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+        assert all(url.startswith("file://") for url in requests), requests
 
 
 def test_the_same_federation_over_s3_gives_identical_meta_files(

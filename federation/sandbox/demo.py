@@ -36,6 +36,7 @@ from federation.coordinator.status import format_status
 from federation.errors import PolicyViolation, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
+from federation.meta.summary import top_variants
 from federation.node.agent import NodeAgent
 from federation.node.review import Verdict, format_summary, read_summary
 from federation.protocol import crypt
@@ -276,11 +277,7 @@ def _variant_key(chromosome: object, position: object, alleles: tuple[str, str])
 def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
     table = sumstats.read_table(meta_file)
     column = sumstats.NEG_LOG10_P
-    ranked = table.sort_values(column, ascending=False)
-    top = [
-        (str(row["variant_id"]), float(row[column]))
-        for _, row in ranked.head(TOP_HITS_SHOWN).iterrows()
-    ]
+    top = [(hit.variant_id, hit.neg_log10_p) for hit in top_variants(table, TOP_HITS_SHOWN)]
     hits = table[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE)]
     significant = {
         _variant_key(chromosome, position, (effect, other))

@@ -112,7 +112,9 @@ def create_app(dashboard: Dashboard, *, background: bool = True) -> FastAPI:
             )
         if _wants_json(request):
             return JSONResponse({"detail": detail}, error.status_code, headers=error.headers)
-        presented = request.cookies.get(COOKIE_NAME)
+        presented = presented_token(
+            request.headers.get("authorization"), request.cookies.get(COOKIE_NAME)
+        )
         if error.status_code == 401 and not presented and request.method == "GET":
             return RedirectResponse(f"/login?next={quote(request.url.path)}", 303)
         return templates.TemplateResponse(

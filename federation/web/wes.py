@@ -17,6 +17,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
+import yaml
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 
 from federation import __version__
@@ -259,8 +260,8 @@ def build_router(dashboard: Dashboard, reader: Any, admin: Any) -> APIRouter:
             study = study_from_dict(json.loads(json.dumps(params)), "WES workflow_params")
         except SpecError as error:
             raise HTTPException(400, str(error)) from None
-        path = dashboard.history_dir / "wes" / f"{study.study_id}.study.json"
-        atomic_write(path, json.dumps(params, indent=2, sort_keys=True))
+        path = dashboard.history_dir / "wes" / f"{study.study_id}.study.yaml"
+        atomic_write(path, yaml.safe_dump(params, sort_keys=False))
         with dashboard.lock:
             try:
                 dashboard.coordinator.submit(path)

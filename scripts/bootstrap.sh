@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian machine, idempotently:
 # Debian packages (Java for Hail, the anchor tools plink2/PLINK 1.9/GWAMA, OpenSSH, htslib, and
-# g++ for the project's C++ text kernels), uv, and the Python environment from the lock file.
+# g++ for the project's C++ text kernels, Chromium for the browser tests), uv, and the Python
+# environment from the lock file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(openjdk-17-jre-headless plink2 plink1.9 gwama openssh-server tabix bcftools g++)
+DEBIAN_PACKAGES=(openjdk-17-jre-headless plink2 plink1.9 gwama openssh-server tabix bcftools g++ chromium)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

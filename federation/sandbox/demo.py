@@ -13,7 +13,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
 
     DIR/cohorts/<node_id>/...                    the synthetic cohorts (+ truth.json)
     DIR/study.yaml                               the study
-    DIR/keys/, DIR/coordinator/                  keys (nodes, coordinator, reviewers); the coordinator's config and ledger
+    DIR/keys/, DIR/coordinator/                  keys (nodes, coordinator, reviewers, dashboard tokens); the coordinator's config and ledger
     DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
     DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
     DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
@@ -22,6 +22,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ GENOME_WIDE_SIGNIFICANCE = 5e-8
 TOP_HITS_SHOWN = 5
 TRANSPORTS = ("local", "s3", "ssh")
 REVIEWERS = ("reviewer-a", "reviewer-b")  # the two scripted output reviewers of `--review`
+# The demo's dashboard tokens (`federation serve`, `demo --serve`): holder name -> role; each
+# run writes fresh random tokens to DIR/keys/dashboard-<name>.token (mode 0600).
+DASHBOARD_HOLDERS = {"admin": "admin", "reader": "read"}
+DASHBOARD_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 Progress = Callable[[str], None]
 
 
@@ -112,6 +117,24 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
 
 def _write_secret(path: Path, document: dict[str, Any]) -> Path:
     return atomic_write(path, yaml.safe_dump(document), mode=0o600)
+
+
+def coordinator_config_path(out_dir: Path) -> Path:
+    return out_dir / "coordinator" / "coordinator.yaml"
+
+
+def dashboard_token_path(out_dir: Path, holder: str) -> Path:
+    return out_dir / "keys" / f"dashboard-{holder}.token"
+
+
+def _dashboard_section(out_dir: Path) -> dict[str, Any]:
+    """Fresh random tokens for the dashboard, one file each, and the config section naming them."""
+    tokens = []
+    for holder, role in DASHBOARD_HOLDERS.items():
+        path = dashboard_token_path(out_dir, holder)
+        atomic_write(path, secrets.token_urlsafe(DASHBOARD_TOKEN_BYTES) + "\n", mode=0o600)
+        tokens.append({"name": holder, "role": role, "token_file": str(path)})
+    return {"tokens": tokens}
 
 
 @dataclass(frozen=True)
@@ -240,7 +263,7 @@ def write_federation_configs(
             },
         )
     coordinator_config = _write_yaml(
-        out_dir / "coordinator" / "coordinator.yaml",
+        coordinator_config_path(out_dir),
         {
             "coordinator_id": COORDINATOR_ID,
             "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
@@ -254,6 +277,7 @@ def write_federation_configs(
                 }
                 for node in node_ids
             },
+            "dashboard": _dashboard_section(out_dir),
         },
     )
     return FederationConfigs(coordinator_config, node_configs)

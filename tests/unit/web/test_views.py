@@ -82,6 +82,8 @@ def publish_policy(web: WebFederation, node_id: str, genomes: int, key_name: str
         output_review=OutputReview.TWO,
         unapproved_workflows=UnapprovedWorkflows.HOLD,
         approved_workflows=(WorkflowApproval("sha256:" + "ab" * 32),),
+        accessible_variants=12_000,
+        data_types=("genotype calls (vcf)", "phenotypes"),
     )
     key = load_private_key(web.root / "keys" / f"{key_name}.key")
     target = web.root / "mailboxes" / node_id / MailboxKeys.POLICY
@@ -206,6 +208,8 @@ def test_the_node_directory_shows_what_each_node_signed_about_itself(
     fi = cards["fi"]["policy"]
     assert fi["accessible_genomes"] == 1205 and fi["reference_genome"] == "GRCh38"
     assert fi["federation_version"] == "0.1.0" and fi["output_review"] == "two"
+    assert fi["accessible_variants"] == 12_000
+    assert fi["data_types"] == ["genotype calls (vcf)", "phenotypes"]
     assert fi["disclosure"] == {"min_cohort_gwas": 100, "min_mac_gwas": 20}
     assert cards["fi"]["last_contact"] == "2026-01-02T03:04:05+00:00"
     assert cards["ee"]["policy"] is None and "ee" in cards["ee"]["problem"]
@@ -213,6 +217,7 @@ def test_the_node_directory_shows_what_each_node_signed_about_itself(
     assert document["totals"] == {"nodes": 3, "publishing": 1, "accessible_genomes": 1205}
     html = page(web, "/nodes")
     assert 'id="total-genomes">1205<' in html and "no policy published yet" in html
+    assert "genotype calls (vcf), phenotypes" in html
 
 
 def test_a_change_wakes_waiting_event_streams_and_no_change_does_not(

@@ -1,7 +1,9 @@
-"""NodeSettings: a national node's own configuration (config/schema/node.schema.json).
+"""NodeSettings: a national node's own configuration (config/schema/node.schema.json);
+CoordinatorSettings: the coordinator's (coordinator.schema.json), with the dashboard's tokens.
 
 Paths in a node config are resolved relative to the config file, so an admin can keep the
-config beside the data. Nothing here ever leaves the node.
+config beside the data. Nothing here ever leaves the node. Dashboard tokens are checked when
+the config is read (length, one per holder) and never shown in an error or a repr.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""NodeSettings: a national node's own configuration (config/schema/node.schema.json).
+"""NodeSettings: a national node's own configuration (config/schema/node.schema.json);
+CoordinatorSettings: the coordinator's (coordinator.schema.json), with the dashboard's tokens.
 
 Paths in a node config are resolved relative to the config file, so an admin can keep the
-config beside the data. Nothing here ever leaves the node.
+config beside the data. Nothing here ever leaves the node. Dashboard tokens are checked when
+the config is read (length, one per holder) and never shown in an error or a repr.
 """
 
 from __future__ import annotations
@@ -274,6 +276,74 @@ class NodeEndpoint:
     remote_run_once: tuple[str, ...] = ()
 
 
+# A dashboard token is a bearer secret: shorter ones can be guessed over the network.
+MIN_TOKEN_LENGTH = 24
+TOKEN_FIX = 'make one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+
+
+@dataclass(frozen=True)
+class DashboardToken:
+    name: str
+    role: str  # read or admin
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """`federation serve`: where it listens, how often it reads the nodes, who may do what."""
+
+    tokens: tuple[DashboardToken, ...]
+    host: str = "127.0.0.1"
+    port: int = 8650
+    refresh_seconds: float = 5.0
+
+
+def _dashboard_token(entry: dict[str, Any], index: int, resolve: Any, label: str) -> DashboardToken:
+    where = f"{label} 'dashboard.tokens[{index}]'"
+    if ("token" in entry) == ("token_file" in entry):
+        raise SpecError(
+            f"{where}: has {'both' if 'token' in entry else 'neither'} 'token' and 'token_file'; "
+            "give exactly one"
+        )
+    if "token_file" in entry:
+        path = resolve(entry["token_file"])
+        if not path.is_file():
+            raise SpecError(f"{where} 'token_file': '{path}' not found; {TOKEN_FIX} into it")
+        token = path.read_text().strip()
+    else:
+        token = entry["token"]
+    if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
+        raise SpecError(
+            f"{where}: the token of '{entry['name']}' has {len(token)} characters "
+            f"(fewer than {MIN_TOKEN_LENGTH}, or spaces); {TOKEN_FIX}"
+        )
+    return DashboardToken(entry["name"], entry["role"], token)
+
+
+def _dashboard(data: dict[str, Any], resolve: Any, label: str) -> DashboardSettings:
+    tokens = tuple(
+        _dashboard_token(entry, index, resolve, label) for index, entry in enumerate(data["tokens"])
+    )
+    for index, token in enumerate(tokens):
+        for other in tokens[:index]:
+            if token.token == other.token:
+                raise SpecError(
+                    f"{label} 'dashboard.tokens[{index}]': '{token.name}' has the same token as "
+                    f"'{other.name}'; give each holder its own"
+                )
+            if token.name == other.name:
+                raise SpecError(
+                    f"{label} 'dashboard.tokens[{index}]' 'name': '{token.name}' is used twice; "
+                    "name each holder once"
+                )
+    return DashboardSettings(
+        tokens=tokens,
+        host=data["host"],
+        port=int(data["port"]),
+        refresh_seconds=float(data["refresh_seconds"]),
+    )
+
+
 @dataclass(frozen=True)
 class CoordinatorSettings:
     coordinator_id: str
@@ -284,6 +354,7 @@ class CoordinatorSettings:
     nodes: dict[str, NodeEndpoint]
     config_dir: Path
     crypt4gh_key: Path | None = None  # the secret key that opens results; collecting needs it
+    dashboard: DashboardSettings | None = None  # None: `federation serve` refuses to start
 
     @property
     def ledger_path(self) -> Path:
@@ -322,4 +393,5 @@ def load_coordinator(path: Path) -> CoordinatorSettings:
         nodes=nodes,
         config_dir=base_dir,
         crypt4gh_key=resolve(data["crypt4gh_key"]) if "crypt4gh_key" in data else None,
+        dashboard=_dashboard(data["dashboard"], resolve, label) if "dashboard" in data else None,
     )

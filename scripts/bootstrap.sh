@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian machine, idempotently:
 # Debian packages (Java for Hail, the anchor tools plink2/PLINK 1.9/GWAMA, OpenSSH, htslib, and
-# g++ for the project's C++ text kernels, Slurm and munge for the Slurm integration tests), uv,
-# and the Python environment from the lock file.
+# g++ for the project's C++ text kernels, Slurm and munge for the Slurm integration tests,
+# Chromium for the browser tests), uv, and the Python environment from the lock file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

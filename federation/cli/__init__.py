@@ -21,7 +21,8 @@ options and call into the package; each command imports what it needs when it ru
 
 Modules: `app` (the root command and its groups), `common` (shared options), `tools`
 (version, synth, meta, demo, keys, audit), `study` (a coordinator's commands), `node` (a node
-admin's commands) and `steps` (the pipeline's internal steps).
+admin's commands), `serve` (the dashboard and GA4GH WES) and `steps` (the pipeline's
+internal steps).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import sys
 
 import typer
 
-from federation.cli import node, steps, study, tools  # noqa: F401  (they register their commands)
+from federation.cli import node, serve, steps, study, tools  # noqa: F401  (they register their commands)
 from federation.cli.app import app
 from federation.cli.common import stop_signal
 from federation.errors import ExitCode, FederationError

@@ -120,10 +120,19 @@ def study_list(coordinator: CoordinatorOption, as_json: JsonOption = False) -> N
 
 
 @study_app.command("cancel")
-def study_cancel(study_id: StudyIdArgument, coordinator: CoordinatorOption) -> None:
+def study_cancel(
+    study_id: StudyIdArgument,
+    coordinator: CoordinatorOption,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who cancels (recorded in the audit log).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (recorded in the audit log and ledger).")
+    ] = None,
+) -> None:
     """Send a signed cancellation to every node whose task is not finished: pending and held
     tasks are dropped, running pipelines stopped, nothing in review is published."""
-    cancelled = _coordinator(coordinator).cancel(study_id)
+    cancelled = _coordinator(coordinator).cancel(study_id, by=by, reason=reason)
     typer.echo(f"study {study_id}: cancelled ({len(cancelled)} open tasks told to stop)")
 
 

@@ -148,6 +148,14 @@ def demo(
             "approve each release before it leaves.",
         ),
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Afterwards keep the dashboard and GA4GH WES up (127.0.0.1) until Ctrl-C.",
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The dashboard's port with --serve.")] = 8650,
 ) -> None:
     """Run the main job: a coordinator and national nodes on synthetic data, end to end."""
     from federation.sandbox.demo import run_demo
@@ -164,6 +172,17 @@ def demo(
         progress=echo_err,
     )
     typer.echo(summary)
+    if serve:
+        from federation.sandbox.demo import coordinator_config_path, dashboard_token_path
+        from federation.web.server import serve as run_server
+
+        admin_token = dashboard_token_path(out.resolve(), "admin").read_text().strip()
+        typer.echo(
+            f"\ndashboard: http://127.0.0.1:{port}/  admin token: {admin_token}\n"
+            f"(read-only token in {dashboard_token_path(out.resolve(), 'reader')}; "
+            f"GA4GH WES at http://127.0.0.1:{port}/ga4gh/wes/v1; Ctrl-C stops)"
+        )
+        run_server(coordinator_config_path(out.resolve()), port=port, progress=echo_err)
 
 
 @keys_app.command("generate")

@@ -339,12 +339,16 @@ class Coordinator:
 
     # ------------------------------------------------------------------ cancel
 
-    def cancel(self, study_id: str) -> list[str]:
+    def cancel(
+        self, study_id: str, *, by: str | None = None, reason: str | None = None
+    ) -> list[str]:
         """Send a signed cancellation of every task not yet final; the study is cancelled.
 
         Nodes drop a pending or held task, stop a running pipeline and publish nothing of a
-        task in review. Returns the ids of the tasks cancelled.
+        task in review. `by` (who asked: a dashboard token's name, a user) and `reason` go to
+        the audit log and the ledger. Returns the ids of the tasks cancelled.
         """
+        asked = {key: value for key, value in (("by", by), ("reason", reason)) if value}
         study = self.ledger.study(study_id)
         if study.status is StudyStatus.CANCELLED:
             return []
@@ -376,9 +380,14 @@ class Coordinator:
                 )
                 continue
             self._audit(
-                "task_cancelled", study_id=study_id, node_id=task.node_id, task_id=task.task_id
+                "task_cancelled",
+                study_id=study_id,
+                node_id=task.node_id,
+                task_id=task.task_id,
+                **asked,
             )
-        cancelled = self.ledger.cancel_study(study_id)
+        cancelled = self.ledger.cancel_study(study_id, by, reason)
+        self._audit("study_cancelled", study_id=study_id, tasks=len(cancelled), **asked)
         self.progress(f"[coordinator] study '{study_id}' cancelled ({len(cancelled)} open tasks)")
         return cancelled
 

@@ -87,6 +87,12 @@ class StudyStatus(StrEnum):
 CANCELLED_BY_COORDINATOR = "cancelled by the coordinator"
 
 
+def cancellation_reason(by: str | None = None, reason: str | None = None) -> str:
+    """What a cancelled task's reason says: the coordinator, and who and why when known."""
+    said = [part for part in (f"by {by}" if by else None, reason) if part]
+    return f"{CANCELLED_BY_COORDINATOR} ({': '.join(said)})" if said else CANCELLED_BY_COORDINATOR
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     """A submitted study as the ledger knows it."""
@@ -392,9 +398,13 @@ class CoordinatorLedger:
             ).fetchall()
         return [row["study_id"] for row in rows]
 
-    def cancel_study(self, study_id: str) -> list[str]:
+    def cancel_study(
+        self, study_id: str, by: str | None = None, reason: str | None = None
+    ) -> list[str]:
         """Mark a study cancelled and every task not yet final cancelled; planned tasks not yet
-        delivered are dropped. Returns the task ids that were cancelled."""
+        delivered are dropped. Who cancelled it and why (if given) are recorded with each task
+        and in the study's event. Returns the task ids that were cancelled."""
+        said = cancellation_reason(by, reason)
         with connect(self.path) as connection, transaction(connection):
             rows = connection.execute(
                 "SELECT task_id, node_id, status FROM tasks WHERE study_id = ?", (study_id,)
@@ -405,7 +415,7 @@ class CoordinatorLedger:
                     continue
                 connection.execute(
                     "UPDATE tasks SET status = ?, reason = ?, updated_at = ? WHERE task_id = ?",
-                    (TaskStatus.CANCELLED, CANCELLED_BY_COORDINATOR, now_utc(), row["task_id"]),
+                    (TaskStatus.CANCELLED, said, now_utc(), row["task_id"]),
                 )
                 self._event(
                     connection,
@@ -413,7 +423,7 @@ class CoordinatorLedger:
                     study_id=study_id,
                     node_id=row["node_id"],
                     task_id=row["task_id"],
-                    detail=CANCELLED_BY_COORDINATOR,
+                    detail=said,
                 )
                 cancelled.append(row["task_id"])
             connection.execute(
@@ -425,7 +435,7 @@ class CoordinatorLedger:
                 "UPDATE studies SET status = ? WHERE study_id = ?",
                 (StudyStatus.CANCELLED, study_id),
             )
-            self._event(connection, "study_cancelled", study_id=study_id)
+            self._event(connection, "study_cancelled", study_id=study_id, detail=said)
         return cancelled
 
     def study(self, study_id: str) -> StudyRecord:

@@ -59,7 +59,7 @@ from federation.errors import (
 from federation.files import sha256_file
 from federation.node.ledger import DecisionKind, NodeLedger, NodeTask
 from federation.node.lock import AgentLock
-from federation.node.policy import NodePolicy, accessible_genomes
+from federation.node.policy import NodePolicy, accessible_genomes, accessible_variants
 from federation.node.review import (
     DECISION_KINDS,
     ReviewState,
@@ -208,7 +208,7 @@ class NodeAgent:
         self.encryption_keys = self._encryption_keys()
         self.progress = progress or (lambda line: None)
         self.mailbox: Transport = self.open_mailbox()
-        self._genomes: tuple[tuple[Any, ...], int | None] | None = None
+        self._genomes: tuple[tuple[Any, ...], tuple[int | None, int | None]] | None = None
 
     def open_mailbox(self) -> Transport:
         base_dir = self.node.config_dir or self.node_config.parent
@@ -335,14 +335,15 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ the published policy
 
-    def _accessible_genomes(self) -> int | None:
-        """The accessible-genome count, recounted only when the data files change."""
+    def _accessible_data(self) -> tuple[int | None, int | None]:
+        """The accessible-genome and variant counts, recounted only when the data files change."""
         paths = (self.node.genotype_path, self.node.phenotypes)
         stamp = tuple(
             (p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in paths
         )
         if self._genomes is None or self._genomes[0] != stamp:
-            self._genomes = (stamp, accessible_genomes(self.node))
+            counts = (accessible_genomes(self.node), accessible_variants(self.node))
+            self._genomes = (stamp, counts)
         return self._genomes[1]
 
     def policy_document(self) -> NodePolicyDocument:
@@ -354,7 +355,8 @@ class NodeAgent:
                 ParameterEnvelope.from_dict(approval.envelope, where) if approval.envelope else None
             )
             stored.append(WorkflowApproval(approval.digest, envelope))
-        return self.policy.document(self.node, stored, self._accessible_genomes(), _now())
+        genomes, variants = self._accessible_data()
+        return self.policy.document(self.node, stored, genomes, _now(), variants)
 
     def publish_policy(self, *, force: bool = False) -> NodePolicyDocument:
         """Put the signed policy document in the mailbox when it changed or has grown old."""
@@ -382,6 +384,7 @@ class NodeAgent:
             "policy_published",
             approved_workflows=len(document.approved_workflows),
             accessible_genomes=document.accessible_genomes,
+            accessible_variants=document.accessible_variants,
             output_review=document.output_review,
         )
         return document

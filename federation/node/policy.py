@@ -11,16 +11,21 @@ refused, held for the admin, or run inside an approved workflow's parameter enve
 `policy_document` is what the node publishes in its mailbox (`NodePolicyDocument`): its
 effective disclosure thresholds, its approved workflows and envelopes (from node.yaml and from
 `federation node approve --remember`), what it does with other workflows, its output review,
-and how many genomes it can analyse (rounded up to a multiple of `GENOME_COUNT_STEP`). The node
-decides with the same document, so the coordinator's pre-flight predicts what the node does.
+and how many genomes it can analyse (rounded up to a multiple of `GENOME_COUNT_STEP`), how many
+variants its genotype file holds (rounded up to a multiple of `VARIANT_COUNT_STEP`) and which
+data types it holds. The node decides with the same document, so the coordinator's pre-flight
+predicts what the node does; the coordinator's dashboard shows it as the node directory.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from federation import __version__
 from federation.errors import PolicyViolation, SpecError
@@ -41,13 +46,23 @@ from federation.protocol.signing import TrustStore, load_public_key
 from federation.release.rules import DisclosurePolicy
 from federation.settings import NodeFederation, NodeSettings
 
-__all__ = ["NodePolicy", "accessible_genomes", "policy_document", "version_compatible"]
+__all__ = [
+    "NodePolicy",
+    "accessible_genomes",
+    "accessible_variants",
+    "policy_document",
+    "version_compatible",
+]
 
 # Clocks of coordinator and node differ a little; more than this in the future is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 # Published genome counts are rounded up to a multiple of this: an upper bound for the
 # coordinator's pre-flight, and no exact count of the node's cohort leaves it.
 GENOME_COUNT_STEP = 5
+# Published variant counts are rounded up to a multiple of this: the size a researcher plans
+# with, not an exact count that would tell one release of the node's data from the next.
+VARIANT_COUNT_STEP = 1000
+BCFTOOLS_SECONDS = 60  # reading a record count from an index takes well under a second
 
 
 def _approvals(federation: NodeFederation) -> tuple[WorkflowApproval, ...]:
@@ -134,8 +149,9 @@ class NodePolicy:
         more_approvals: Sequence[WorkflowApproval],
         genomes: int | None,
         now: datetime,
+        variants: int | None = None,
     ) -> NodePolicyDocument:
-        return policy_document(self, node, more_approvals, genomes, now)
+        return policy_document(self, node, more_approvals, genomes, now, variants)
 
 
 def accessible_genomes(node: NodeSettings) -> int | None:
@@ -148,8 +164,51 @@ def accessible_genomes(node: NodeSettings) -> int | None:
         phenotyped = set(read_phenotypes(node.phenotypes).index)
     except SpecError:
         return None
-    count = len(phenotyped.intersection(samples))
-    return GENOME_COUNT_STEP * math.ceil(count / GENOME_COUNT_STEP)
+    return _round_up(len(phenotyped.intersection(samples)), GENOME_COUNT_STEP)
+
+
+def _round_up(count: int, step: int) -> int:
+    return step * math.ceil(count / step)
+
+
+def accessible_variants(node: NodeSettings) -> int | None:
+    """Variants of the genotype file, rounded up to a multiple of VARIANT_COUNT_STEP: the .bim's
+    lines, or a VCF's record count from its index (`bcftools index --nrecords`); None when it
+    cannot be told cheaply (no index, no bcftools, a MatrixTable)."""
+    path = node.genotype_path
+    if node.genotype_format == "plink":
+        bim = Path(str(path).removesuffix(".bed") + ".bim")
+        if not bim.is_file():
+            return None
+        with bim.open("rb") as handle:
+            return _round_up(sum(1 for line in handle if line.strip()), VARIANT_COUNT_STEP)
+    if node.genotype_format != "vcf" or not shutil.which("bcftools"):
+        return None
+    indexed = [Path(f"{path}{suffix}") for suffix in (".tbi", ".csi")]
+    if not any(index.is_file() for index in indexed):
+        return None
+    try:
+        done = subprocess.run(
+            ["bcftools", "index", "--nrecords", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=BCFTOOLS_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = done.stdout.strip()
+    return (
+        _round_up(int(text), VARIANT_COUNT_STEP)
+        if done.returncode == 0 and text.isdigit()
+        else None
+    )
+
+
+def data_types(node: NodeSettings) -> tuple[str, ...]:
+    """What the node holds, in the directory's words: genotype calls (with their format) and
+    phenotypes."""
+    return (f"genotype calls ({node.genotype_format})", "phenotypes")
 
 
 def policy_document(
@@ -158,9 +217,11 @@ def policy_document(
     more_approvals: Sequence[WorkflowApproval],
     genomes: int | None,
     now: datetime,
+    variants: int | None = None,
 ) -> NodePolicyDocument:
     """The node's policy as it publishes it (and decides by it): `more_approvals` are the
-    admin's approvals from the command line, `genomes` the accessible-genome count."""
+    admin's approvals from the command line, `genomes` the accessible-genome count, `variants`
+    the genotype file's (both rounded by `accessible_genomes`, `accessible_variants`)."""
     thresholds = DisclosurePolicy().tightened(node.disclosure, f"node '{node.node_id}' config")
     return NodePolicyDocument(
         node_id=node.node_id,
@@ -173,6 +234,8 @@ def policy_document(
         output_review=policy.output_review,
         unapproved_workflows=policy.unapproved_workflows,
         approved_workflows=_distinct([*policy.approvals, *more_approvals]),
+        accessible_variants=variants,
+        data_types=data_types(node),
     )
 
 

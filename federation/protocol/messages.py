@@ -506,8 +506,12 @@ NODE_POLICY_FIELDS = frozenset(
         "output_review",
         "unapproved_workflows",
         "approved_workflows",
+        "accessible_variants",
+        "data_types",
     }
 )
+# Fields a node of an earlier 0.1 release did not publish yet: their absence reads as unknown.
+LATER_NODE_POLICY_FIELDS = frozenset({"accessible_variants", "data_types"})
 
 
 @dataclass(frozen=True)
@@ -516,7 +520,9 @@ class NodePolicyDocument:
 
     `disclosure` holds the node's effective thresholds; `accessible_genomes` the samples with
     genotypes and phenotypes, rounded up to a multiple of 5 (an upper bound: a cohort below a
-    threshold here is surely below it on the node). Nothing in it is individual-level data.
+    threshold here is surely below it on the node); `accessible_variants` the genotype file's
+    variants, rounded up to a multiple of 1,000; `data_types` what the node holds (genotype
+    calls and their format, phenotypes). Nothing in it is individual-level data.
     """
 
     node_id: str
@@ -529,6 +535,8 @@ class NodePolicyDocument:
     output_review: OutputReview
     unapproved_workflows: UnapprovedWorkflows
     approved_workflows: tuple[WorkflowApproval, ...]
+    accessible_variants: int | None = None
+    data_types: tuple[str, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -543,6 +551,8 @@ class NodePolicyDocument:
             "output_review": self.output_review.value,
             "unapproved_workflows": self.unapproved_workflows.value,
             "approved_workflows": [approval.to_dict() for approval in self.approved_workflows],
+            "accessible_variants": self.accessible_variants,
+            "data_types": list(self.data_types),
         }
 
     def content(self) -> dict[str, Any]:
@@ -557,17 +567,22 @@ class NodePolicyDocument:
         """`node_id`'s signed policy; PolicyViolation (one line) if forged, foreign or malformed."""
         what = f"node '{node_id}' {MailboxKeys.POLICY}"
         payload, _ = _signed_payload(raw, trust, what, node_id)
-        if payload.get("format") != NODE_POLICY_FORMAT or set(payload) != NODE_POLICY_FIELDS:
+        if payload.get("format") != NODE_POLICY_FORMAT or set(payload) not in (
+            NODE_POLICY_FIELDS,
+            NODE_POLICY_FIELDS - LATER_NODE_POLICY_FIELDS,
+        ):
             raise PolicyViolation(f"{what}: fields do not match {NODE_POLICY_FORMAT}; ignored")
         if payload["node_id"] != node_id:
             raise PolicyViolation(f"{what}: names node '{payload['node_id']}'; ignored")
         accessible = payload["accessible_genomes"]
         disclosure = payload["disclosure"]
         approvals = payload["approved_workflows"]
-        if accessible is not None and (
-            not isinstance(accessible, int) or isinstance(accessible, bool) or accessible < 0
-        ):
-            raise PolicyViolation(f"{what}: accessible_genomes {accessible!r}; ignored")
+        variants = payload.get("accessible_variants")
+        for name, count in (("accessible_genomes", accessible), ("accessible_variants", variants)):
+            if count is not None and (
+                not isinstance(count, int) or isinstance(count, bool) or count < 0
+            ):
+                raise PolicyViolation(f"{what}: {name} {count!r}; ignored")
         if not isinstance(disclosure, dict) or not isinstance(approvals, list):
             raise PolicyViolation(f"{what}: disclosure or approved_workflows malformed; ignored")
         try:
@@ -589,6 +604,8 @@ class NodePolicyDocument:
                 WorkflowApproval.from_dict(entry, f"{what} approved_workflows[{index}]")
                 for index, entry in enumerate(approvals)
             ),
+            accessible_variants=variants,
+            data_types=tuple(sorted(_names(payload.get("data_types", []), f"{what} 'data_types'"))),
         )
 
 

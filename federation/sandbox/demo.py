@@ -13,7 +13,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
 
     DIR/cohorts/<node_id>/...                    the synthetic cohorts (+ truth.json)
     DIR/study.yaml                               the study
-    DIR/keys/, DIR/coordinator/                  keys (nodes, coordinator, reviewers); the coordinator's config and ledger
+    DIR/keys/, DIR/coordinator/                  keys (nodes, coordinator, reviewers, dashboard tokens); the coordinator's config and ledger
     DIR/nodes/<node_id>/node.yaml, work/         each node's own config and private scratch
     DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
     DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from federation.coordinator.status import format_status
 from federation.errors import PolicyViolation, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
+from federation.meta.summary import top_variants
 from federation.node.agent import NodeAgent
 from federation.node.review import Verdict, format_summary, read_summary
 from federation.protocol import crypt
@@ -56,6 +58,10 @@ GENOME_WIDE_SIGNIFICANCE = 5e-8
 TOP_HITS_SHOWN = 5
 TRANSPORTS = ("local", "s3", "ssh")
 REVIEWERS = ("reviewer-a", "reviewer-b")  # the two scripted output reviewers of `--review`
+# The demo's dashboard tokens (`federation serve`, `demo --serve`): holder name -> role; each
+# run writes fresh random tokens to DIR/keys/dashboard-<name>.token (mode 0600).
+DASHBOARD_HOLDERS = {"admin": "admin", "reader": "read"}
+DASHBOARD_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 Progress = Callable[[str], None]
 
 
@@ -114,6 +120,24 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> Path:
 
 def _write_secret(path: Path, document: dict[str, Any]) -> Path:
     return atomic_write(path, yaml.safe_dump(document), mode=0o600)
+
+
+def coordinator_config_path(out_dir: Path) -> Path:
+    return out_dir / "coordinator" / "coordinator.yaml"
+
+
+def dashboard_token_path(out_dir: Path, holder: str) -> Path:
+    return out_dir / "keys" / f"dashboard-{holder}.token"
+
+
+def _dashboard_section(out_dir: Path) -> dict[str, Any]:
+    """Fresh random tokens for the dashboard, one file each, and the config section naming them."""
+    tokens = []
+    for holder, role in DASHBOARD_HOLDERS.items():
+        path = dashboard_token_path(out_dir, holder)
+        atomic_write(path, secrets.token_urlsafe(DASHBOARD_TOKEN_BYTES) + "\n", mode=0o600)
+        tokens.append({"name": holder, "role": role, "token_file": str(path)})
+    return {"tokens": tokens}
 
 
 @dataclass(frozen=True)
@@ -242,7 +266,7 @@ def write_federation_configs(
             },
         )
     coordinator_config = _write_yaml(
-        out_dir / "coordinator" / "coordinator.yaml",
+        coordinator_config_path(out_dir),
         {
             "coordinator_id": COORDINATOR_ID,
             "signing_key": str(keys / f"{COORDINATOR_ID}.key"),
@@ -256,6 +280,7 @@ def write_federation_configs(
                 }
                 for node in node_ids
             },
+            "dashboard": _dashboard_section(out_dir),
         },
     )
     return FederationConfigs(coordinator_config, node_configs)
@@ -279,11 +304,7 @@ def _variant_key(chromosome: object, position: object, alleles: tuple[str, str])
 def summarise_meta(meta_file: Path, planted: list[str]) -> MetaSummary:
     table = sumstats.read_table(meta_file)
     column = sumstats.NEG_LOG10_P
-    ranked = table.sort_values(column, ascending=False)
-    top = [
-        (str(row["variant_id"]), float(row[column]))
-        for _, row in ranked.head(TOP_HITS_SHOWN).iterrows()
-    ]
+    top = [(hit.variant_id, hit.neg_log10_p) for hit in top_variants(table, TOP_HITS_SHOWN)]
     hits = table[table[column] > -math.log10(GENOME_WIDE_SIGNIFICANCE)]
     significant = {
         _variant_key(chromosome, position, (effect, other))

@@ -1,9 +1,8 @@
-"""A real browser for the integration tests: Debian's Chromium driven by Playwright for Python.
+"""A real browser for the integration tests: Debian's Chromium driven by Playwright.
 
-Playwright's own browser download cannot work here (no internet at run time), so the tests
-drive the system's `/usr/bin/chromium` (Debian package `chromium`, installed by
-scripts/bootstrap.sh). `launch_chromium` starts it headless with everything that would reach
-the network turned off, and closes it (and Playwright's driver) on the way out.
+Playwright's own browser download cannot work here (no network beyond package registries),
+so the tests drive the system's `/usr/bin/chromium` (Debian package `chromium`, installed by
+scripts/bootstrap.sh), headless, with everything that would reach out to the network off.
 """
 
 from __future__ import annotations
@@ -11,18 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import pytest
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Headless, no sandbox (tests may run as root in a container), and nothing that phones home.
 CHROMIUM_ARGS = (
     "--headless",
-    "--no-sandbox",
+    "--no-sandbox",  # the tests run as root in a container
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
@@ -33,15 +26,15 @@ CHROMIUM_ARGS = (
 
 
 @contextmanager
-def launch_chromium() -> Iterator[Browser]:
-    """Debian's Chromium under Playwright; skips the test if Chromium is not installed."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed; run scripts/bootstrap.sh (Debian package chromium)")
+def launch_chromium() -> Iterator[Any]:
+    """A Playwright `Browser` on the system Chromium; closed (and its processes gone) after."""
     from playwright.sync_api import sync_playwright
 
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM}: not installed; run scripts/bootstrap.sh (Debian chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS)
+            executable_path=str(CHROMIUM), args=list(CHROMIUM_ARGS), headless=True
         )
         try:
             yield browser

@@ -17,6 +17,7 @@ from federation.node.policy import (
     MAX_CLOCK_SKEW,
     NodePolicy,
     accessible_genomes,
+    accessible_variants,
     version_compatible,
 )
 from federation.protocol.messages import (
@@ -172,3 +173,45 @@ def test_accessible_genomes_are_an_upper_bound_in_steps_of_five(
 
 def test_accessible_genomes_are_unknown_when_the_data_cannot_be_read(tmp_path: Path):
     assert accessible_genomes(_node(tmp_path)) is None  # no genotype file
+
+
+def _indexed_vcf(tmp_path: Path, records: int) -> None:
+    """An indexed VCF (bgzip + tabix, Debian's tabix package) with `records` variants."""
+    import subprocess
+
+    header = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", "s0"]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=1>", "\t".join(header)]
+    lines += [f"1\t{100 + index}\t.\tA\tG\t.\t.\t.\tGT\t0/1" for index in range(records)]
+    vcf = tmp_path / "genotypes.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    subprocess.run(["bgzip", "-f", str(vcf)], check=True)
+    subprocess.run(["tabix", "-p", "vcf", str(vcf) + ".gz"], check=True)
+
+
+@pytest.mark.parametrize(("records", "published"), [(1, 1000), (1000, 1000), (1001, 2000)])
+def test_accessible_variants_are_an_upper_bound_in_steps_of_a_thousand(
+    tmp_path: Path, records: int, published: int
+):
+    _indexed_vcf(tmp_path, records)
+    node = replace(_node(tmp_path), genotype_path=tmp_path / "genotypes.vcf.gz")
+    assert accessible_variants(node) == published
+
+
+def test_accessible_variants_of_plink_files_count_the_bim(tmp_path: Path):
+    (tmp_path / "data.bim").write_text("".join(f"1\tv{i}\t0\t{i}\tA\tG\n" for i in range(2500)))
+    node = replace(_node(tmp_path), genotype_format="plink", genotype_path=tmp_path / "data.bed")
+    assert accessible_variants(node) == 3000
+
+
+def test_accessible_variants_are_unknown_without_an_index(tmp_path: Path):
+    _cohort(tmp_path, genotyped=5, phenotyped=range(5))
+    assert accessible_variants(_node(tmp_path)) is None
+
+
+def test_the_published_policy_names_its_data_types_and_variants(tmp_path: Path):
+    node = _node(tmp_path, approved_workflows=["c" * 64])
+    assert node.federation is not None
+    policy = NodePolicy.from_settings("fi", node.federation)
+    document = policy.document(node, [], 80, NOW, variants=4000)
+    assert document.accessible_variants == 4000
+    assert document.data_types == ("genotype calls (vcf)", "phenotypes")

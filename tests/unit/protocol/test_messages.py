@@ -313,6 +313,8 @@ POLICY = NodePolicyDocument(
     output_review=OutputReview.TWO,
     unapproved_workflows=UnapprovedWorkflows.REFUSE,
     approved_workflows=(WorkflowApproval("c" * 64), WorkflowApproval("d" * 64, ENVELOPE_ALLOWED)),
+    accessible_variants=12_000,
+    data_types=("genotype calls (vcf)", "phenotypes"),
 )
 
 
@@ -331,6 +333,8 @@ def test_a_published_policy_round_trips_and_finds_its_approvals():
     [
         ({"node_id": "ee"}, "fi", "names node 'ee'"),
         ({"accessible_genomes": -5}, "fi", "accessible_genomes -5"),
+        ({"accessible_variants": "many"}, "fi", "accessible_variants 'many'"),
+        ({"data_types": "vcf"}, "fi", "'data_types': expected a list"),
         ({"output_review": "three"}, "fi", "'three' is not a valid OutputReview"),
         ({"extra": 1}, "fi", "fields do not match"),
         ({"approved_workflows": [{"digest": "c" * 64}]}, "fi", "expected digest and envelope"),
@@ -357,3 +361,19 @@ def test_an_envelope_allows_nothing_of_a_kind_it_does_not_list():
         ParameterEnvelope.from_dict({"traits": ["height"]}, "test")
     with pytest.raises(PolicyViolation, match="unknown envelope field 'trait'"):
         ParameterEnvelope.from_dict({"analyses": ["gwas"], "trait": ["height"]}, "test")
+
+
+def test_a_policy_of_a_node_that_does_not_publish_variants_yet_still_reads():
+    payload = POLICY.to_payload()
+    del payload["accessible_variants"], payload["data_types"]
+    document = NodePolicyDocument.verify(signed_bytes(payload, NODE, "fi"), TRUST, "fi")
+    assert document.accessible_variants is None and document.data_types == ()
+    assert document.accessible_genomes == POLICY.accessible_genomes
+
+
+def test_a_policy_with_unknown_fields_is_refused_even_with_the_new_ones():
+    payload = {**POLICY.to_payload(), "extra": 1}
+    del payload["data_types"]
+    raw = signed_bytes(payload, NODE, "fi")
+    with pytest.raises(PolicyViolation, match="fields do not match"):
+        NodePolicyDocument.verify(raw, TRUST, "fi")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation.meta.spill import InputScan
 from federation.sumstats import TableDigests, read_sidecar, write_sidecar
-from federation.versions import software_versions
+from federation.versions import IDENTITY_KEY, code_identity, software_versions
 
 if TYPE_CHECKING:
     from federation.meta.options import MetaOptions
@@ -117,4 +117,5 @@ def build_sidecar(
             for scan, tally, meta_ in zip(scans, tallies, input_meta, strict=True)
         ],
         "software_versions": versions,
+        IDENTITY_KEY: code_identity(),
     }

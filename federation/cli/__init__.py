@@ -30,7 +30,7 @@ import sys
 
 import typer
 
-from federation.cli import node, steps, study, tools  # noqa: F401  (they register their commands)
+from federation.cli import node, provenance, steps, study, tools  # noqa: F401  (they register)
 from federation.cli.app import app
 from federation.cli.common import stop_signal
 from federation.errors import ExitCode, FederationError

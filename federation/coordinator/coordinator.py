@@ -67,6 +67,19 @@ from federation.protocol.messages import (
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, load_private_key, load_public_key
+from federation.provenance.crate import (
+    META_KIND,
+    POOLED_KIND,
+    MetaRun,
+    StudyCrateInputs,
+    keep_bundle,
+    keep_keys,
+    keep_signed_result,
+    now_iso,
+    options_record,
+    record_meta_runs,
+    write_study_crate,
+)
 from federation.settings import CoordinatorSettings
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport
@@ -476,6 +489,7 @@ class Coordinator:
         # result is kept (a malformed record refuses the result, like any bad manifest).
         analyses = manifest.metadata.get("analyses")
         outcomes = None if analyses is None else analysis_outcomes(analyses, f"{label} manifest")
+        keep_signed_result(verified, raw_marker, manifest, marker.audit_head.as_dict())
         if destination.exists():
             shutil.rmtree(destination)
         verified.replace(destination)
@@ -576,13 +590,15 @@ class Coordinator:
     ) -> list[Path]:
         meta_dir = self._meta_dir(spec.study_id)
         meta_dir.mkdir(parents=True, exist_ok=True)
-        written = []
+        study_dir = meta_dir.parent
+        written, runs = [], []
         for analysis_id in spec.analysis_ids:
             inputs = [folder / f"{analysis_id}.tsv.gz" for folder in results.values()]
             inputs = [path for path in inputs if path.exists()]
             if not inputs:
                 continue
             out = meta_dir / meta_output_name(spec, analysis_id)
+            started = now_iso()
             try:
                 if out.name == POOLED_FREQUENCIES:
                     pool_frequency_files(inputs, out)
@@ -592,7 +608,47 @@ class Coordinator:
                 self.progress(f"[coordinator] meta-analysis of '{analysis_id}' failed: {error}")
                 continue
             written.append(out)
+            runs.append(
+                MetaRun(
+                    analysis_id,
+                    POOLED_KIND if out.name == POOLED_FREQUENCIES else META_KIND,
+                    tuple(str(path.relative_to(study_dir)) for path in inputs),
+                    str(out.relative_to(study_dir)),
+                    {} if out.name == POOLED_FREQUENCIES else options_record(options),
+                    started,
+                    now_iso(),
+                )
+            )
             self.progress(
                 f"[coordinator] meta-analysed '{analysis_id}' over {len(inputs)} nodes -> {out}"
             )
+        self._write_crate(spec, sorted(results), runs)
         return written
+
+    def _write_crate(self, spec: StudySpec, nodes: list[str], runs: list[MetaRun]) -> Path:
+        """The study's RO-Crate (`provenance.crate`): the bundle the nodes ran, what each node
+        released and signed, the meta-analysis runs; signed by the coordinator."""
+        study_dir = self.settings.results_dir / spec.study_id
+        key = load_private_key(self.settings.signing_key)
+        record_meta_runs(study_dir, runs)
+        keep_bundle(study_dir, self.settings.state_dir / "outgoing" / spec.study_id / "bundle.tar")
+        keep_keys(
+            study_dir,
+            {
+                self.settings.coordinator_id: key.public_key(),
+                **{node: self.node_keys.require(node) for node in nodes},
+            },
+        )
+        crate = write_study_crate(
+            study_dir,
+            StudyCrateInputs(
+                spec.study_id,
+                str(spec.raw.get("title") or spec.study_id),
+                spec.engine,
+                self.settings.coordinator_id,
+                tuple(nodes),
+            ),
+            key,
+        )
+        self.progress(f"[coordinator] study crate -> {crate}")
+        return crate

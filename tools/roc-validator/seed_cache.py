@@ -19,7 +19,9 @@ from requests_cache import CachedSession
 from urllib3 import HTTPResponse
 
 CONTEXTS = {
-    "https://w3id.org/ro/crate/1.2/context": Path(__file__).with_name("ro-crate-1.2-context.jsonld"),
+    "https://w3id.org/ro/crate/1.2/context": Path(__file__).with_name(
+        "ro-crate-1.2-context.jsonld"
+    ),
 }
 
 

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from federation.cli import main
 from federation.provenance.verify import validator_command, verify_crate
@@ -44,29 +45,41 @@ def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: tuple[Path,
     assert f"study RO-Crate: {crate / 'ro-crate-metadata.json'} (verified" in summary
 
 
-@pytest.mark.parametrize("engine", ["snakemake", "cwl"])
-def test_each_engines_demo_crate_validates_and_verifies(
-    engine: str, snakemake_demo: tuple[Path, str], cwl_demo: Path
-) -> None:
-    crate = snakemake_demo[0] if engine == "snakemake" else cwl_demo
+def _validates_and_verifies(crate: Path, main_workflow: str) -> None:
     result = verify_crate(crate, validate=True)
     assert result.problems == []
     assert "RO-Crate profiles: workflow-run-crate, provenance-run-crate" in result.checked
-    main_workflow = "Snakefile" if engine == "snakemake" else "workflows/node_pipeline.cwl"
     assert (crate / "workflow" / main_workflow).is_file()
 
 
-def test_released_sidecars_carry_the_runs_provenance_digest_and_code_identity(
-    snakemake_demo: tuple[Path, str], cwl_demo: Path
-) -> None:
-    import yaml
+def _sidecars_name_their_run_and_code(crate: Path) -> None:
+    sidecars = sorted(crate.glob("nodes/*/*.tsv.gz*.yaml"))
+    assert sidecars
+    for sidecar in sidecars:
+        document = yaml.safe_load(sidecar.read_text())
+        assert len(document["provenance_sha256"]) == 64, sidecar
+        identity = document["code_identity"]
+        assert len(identity["bundle_sha256"]) == 64 and identity["workflow_files"], sidecar
 
-    for crate in (snakemake_demo[0], cwl_demo):
-        for sidecar in sorted(crate.glob("nodes/*/*.tsv.gz*.yaml")):
-            document = yaml.safe_load(sidecar.read_text())
-            assert len(document["provenance_sha256"]) == 64, sidecar
-            identity = document["code_identity"]
-            assert len(identity["bundle_sha256"]) == 64 and identity["workflow_files"], sidecar
+
+def test_the_snakemake_demo_crate_validates_and_verifies(snakemake_demo: tuple[Path, str]) -> None:
+    _validates_and_verifies(snakemake_demo[0], "Snakefile")
+
+
+def test_the_cwl_demo_crate_validates_and_verifies(cwl_demo: Path) -> None:
+    _validates_and_verifies(cwl_demo, "workflows/node_pipeline.cwl")
+
+
+def test_snakemake_released_sidecars_carry_the_run_record_digest_and_code_identity(
+    snakemake_demo: tuple[Path, str],
+) -> None:
+    _sidecars_name_their_run_and_code(snakemake_demo[0])
+
+
+def test_cwl_released_sidecars_carry_the_research_object_digest_and_code_identity(
+    cwl_demo: Path,
+) -> None:
+    _sidecars_name_their_run_and_code(cwl_demo)
 
 
 def test_verify_on_the_command_line_exits_0(snakemake_demo: tuple[Path, str]) -> None:

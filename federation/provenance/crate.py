@@ -536,11 +536,9 @@ def write_study_crate(
             "description": f"the bundle's manifest; its digest {bundle_manifest.digest} is signed in every task"
         },
     )
-    _pipeline_files = [
-        _file(crate, study_dir, f"{WORKFLOW_DIR}/{name}")
-        for name in bundle_manifest.files
-        if name != STUDY_CONFIG_NAME and name != MAIN_WORKFLOW[engine]
-    ]
+    for name in bundle_manifest.files:  # the pipeline's files: parts of the root
+        if name not in (STUDY_CONFIG_NAME, MAIN_WORKFLOW[engine]):
+            _file(crate, study_dir, f"{WORKFLOW_DIR}/{name}")
     software = _software(crate)
     # The coordinator's own steps (Provenance Run Crate): tools, steps and their runs.
     param = {
@@ -768,7 +766,7 @@ def write_study_crate(
             "result": study_run,
         },
     )
-    attestation = crate.add_file(
+    crate.add_file(
         source=study_dir / ATTESTATION_NAME,
         dest_path=ATTESTATION_NAME,
         properties={
@@ -778,7 +776,6 @@ def write_study_crate(
         },
     )
     root["hasPart"] = [*root.get("hasPart", []), *keys]
-    _ = attestation
     _declare_versions(crate)
     crate.metadata.write(study_dir)
     write_attestation(study_dir, inputs, node_key_ids, signing_key)
@@ -790,11 +787,7 @@ def crate_files(study_dir: Path) -> dict[str, str]:
     files = {}
     for path in sorted(study_dir.rglob("*")):
         relative = path.relative_to(study_dir).as_posix()
-        if (
-            not path.is_file()
-            or relative == ATTESTATION_NAME
-            or relative.startswith(f"{META_RUNS.parent}/.")
-        ):
+        if not path.is_file() or relative == ATTESTATION_NAME:
             continue
         if any(part.startswith(".") for part in Path(relative).parts):
             continue

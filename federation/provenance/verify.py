@@ -331,14 +331,12 @@ def _validator_findings(
         return []
     found = []
     for issue in report.get("issues", []):
-        check = issue.get("check", {})
         line = (
             f"crate does not validate against {profile}: {issue.get('violatingEntity')}: "
             f"{issue.get('message')}"
         )
         if line not in found:
             found.append(line)
-        _ = check
     return found or [f"crate does not validate against {profile}"]
 
 

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from federation import __version__
 from federation.files import sha256_file
 from federation.provenance.crate import (
@@ -15,6 +13,7 @@ from federation.provenance.crate import (
     PROVENANCE_RUN_CRATE,
     WORKFLOW_RUN_CRATE,
 )
+from federation.provenance.sidecars import read_sidecar_of
 
 
 def _graph(path: Path) -> dict[str, dict[str, Any]]:
@@ -94,5 +93,5 @@ def test_the_node_crate_says_outcomes_and_thresholds_never_a_reason(made_study: 
 
 
 def test_meta_sidecars_name_the_code_that_ran(made_study: Path) -> None:
-    sidecar = yaml.safe_load((made_study / "meta" / "quant_trait_gwas.tsv.gz.yaml").read_text())
+    sidecar = read_sidecar_of(made_study / "meta" / "quant_trait_gwas.tsv.gz")
     assert sidecar["code_identity"]["federation_version"] == __version__

@@ -8,6 +8,7 @@ import yaml
 
 from federation.cli import main
 from federation.provenance.reproduce import reproduce_coordinator
+from federation.provenance.sidecars import sidecars_in
 
 
 def test_reproducing_the_meta_analyses_gives_byte_identical_files(
@@ -34,7 +35,7 @@ def test_a_changed_recorded_output_is_named_as_a_difference(
 def test_a_recorded_version_other_than_the_installed_one_is_said_before_running(
     study_copy: Path, tmp_path: Path
 ) -> None:
-    for sidecar in (study_copy / "meta").glob("*.yaml"):
+    for sidecar in sidecars_in(study_copy / "meta"):
         document = yaml.safe_load(sidecar.read_text())
         document["software_versions"]["numpy"] = "0.0.1"
         sidecar.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -11,6 +11,7 @@ from federation.cli import main
 from federation.jsonio import canonical_json, parse_json_strictly
 from federation.protocol.signing import generate_keypair, sign_document
 from federation.provenance.crate import ATTESTATION_NAME
+from federation.provenance.sidecars import find_sidecar
 from federation.provenance.verify import validator_command, verify_crate
 
 
@@ -86,7 +87,8 @@ def test_an_edited_audit_head_is_named(study_copy: Path) -> None:
 def test_a_meta_sidecar_that_lists_other_inputs_is_named(study_copy: Path) -> None:
     import yaml
 
-    sidecar = study_copy / "meta" / "quant_trait_gwas.tsv.gz.yaml"
+    sidecar = find_sidecar(study_copy / "meta" / "quant_trait_gwas.tsv.gz")
+    assert sidecar is not None
     document = yaml.safe_load(sidecar.read_text())
     document["inputs"] = document["inputs"][:2]
     sidecar.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -44,6 +44,7 @@ from federation.errors import (
     BundleError,
     FederationError,
     PolicyViolation,
+    ProvenanceError,
     SpecError,
     TransportError,
 )
@@ -639,16 +640,23 @@ class Coordinator:
                 **{node: self.node_keys.require(node) for node in nodes},
             },
         )
-        crate = write_study_crate(
-            study_dir,
-            StudyCrateInputs(
-                spec.study_id,
-                str(spec.raw.get("title") or spec.study_id),
-                spec.engine,
-                self.settings.coordinator_id,
-                tuple(nodes),
-            ),
-            key,
-        )
+        try:
+            crate = write_study_crate(
+                study_dir,
+                StudyCrateInputs(
+                    spec.study_id,
+                    str(spec.raw.get("title") or spec.study_id),
+                    spec.engine,
+                    self.settings.coordinator_id,
+                    tuple(nodes),
+                ),
+                key,
+            )
+        except (OSError, ValueError, KeyError) as error:  # the meta files stay; the crate is owed
+            raise ProvenanceError(
+                f"study '{spec.study_id}': its RO-Crate could not be written in {study_dir} "
+                f"({type(error).__name__}: {error}); the meta-analysis files are written, the "
+                "crate is not; collect again once the cause is fixed"
+            ) from None
         self.progress(f"[coordinator] study crate -> {crate}")
         return crate

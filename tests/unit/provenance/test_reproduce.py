@@ -58,3 +58,15 @@ def test_reproduce_exits_1_and_names_each_difference(
 def test_reproduce_refuses_an_unknown_node_mode(made_study: Path, tmp_path: Path, capsys) -> None:
     assert main(["reproduce", str(made_study), "--out", str(tmp_path), "--nodes", "real"]) == 2
     assert "--nodes 'real': unknown" in capsys.readouterr().err
+
+
+def test_nodes_of_a_study_without_synthetic_cohorts_are_not_re_run_and_it_says_why(
+    made_study: Path, tmp_path: Path
+) -> None:
+    from federation.sandbox.reproduce import reproduce_synthetic
+
+    result = reproduce_synthetic(made_study, tmp_path / "again", progress=lambda line: None)
+    assert [line.split(":")[0] for line in result.different] == [
+        "provenance/synthetic-cohorts.json"
+    ]
+    assert not (tmp_path / "again").exists()

@@ -84,3 +84,7 @@ class DisclosureError(FederationError):
 
 class MetaAnalysisError(FederationError):
     """The coordinator's meta-analysis could not be computed."""
+
+
+class ProvenanceError(FederationError):
+    """A study's RO-Crate could not be written, or does not verify (exit 1)."""

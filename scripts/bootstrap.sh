@@ -39,3 +39,12 @@ if [ ! -x .venv-ssf/bin/gwas-ssf ] || [ "$SSF_REQUIREMENTS" -nt .venv-ssf/bin/gw
     uv pip install --quiet --python .venv-ssf/bin/python --require-hashes -r "$SSF_REQUIREMENTS"
     touch .venv-ssf/bin/gwas-ssf
 fi
+
+# The RO-Crate validator (roc-validator) pins versions the project cannot take: its own venv too.
+ROCV_REQUIREMENTS=tools/roc-validator/requirements.txt
+if [ ! -x .venv-rocv/bin/rocrate-validator ] || [ "$ROCV_REQUIREMENTS" -nt .venv-rocv/bin/rocrate-validator ]; then
+    echo "bootstrap: creating .venv-rocv (rocrate-validator)"
+    uv venv --quiet --allow-existing -p 3.11 .venv-rocv
+    uv pip install --quiet --python .venv-rocv/bin/python --require-hashes -r "$ROCV_REQUIREMENTS"
+    touch .venv-rocv/bin/rocrate-validator
+fi

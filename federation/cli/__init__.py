@@ -31,7 +31,7 @@ import sys
 
 import typer
 
-from federation.cli import node, serve, steps, study, tools  # noqa: F401  (they register their commands)
+from federation.cli import node, provenance, serve, steps, study, tools  # noqa: F401  (they register)
 from federation.cli.app import app
 from federation.cli.common import stop_signal
 from federation.errors import ExitCode, FederationError

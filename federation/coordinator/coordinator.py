@@ -44,6 +44,7 @@ from federation.errors import (
     BundleError,
     FederationError,
     PolicyViolation,
+    ProvenanceError,
     SpecError,
     TransportError,
 )
@@ -68,6 +69,19 @@ from federation.protocol.messages import (
 )
 from federation.protocol.signing import TrustStore, load_private_key, load_public_key
 from federation.report.inputs import Provenance
+from federation.provenance.crate import (
+    META_KIND,
+    POOLED_KIND,
+    MetaRun,
+    StudyCrateInputs,
+    keep_bundle,
+    keep_keys,
+    keep_signed_result,
+    now_iso,
+    options_record,
+    record_meta_runs,
+    write_study_crate,
+)
 from federation.settings import CoordinatorSettings
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport
@@ -486,6 +500,7 @@ class Coordinator:
         # result is kept (a malformed record refuses the result, like any bad manifest).
         analyses = manifest.metadata.get("analyses")
         outcomes = None if analyses is None else analysis_outcomes(analyses, f"{label} manifest")
+        keep_signed_result(verified, raw_marker, manifest, marker.audit_head.as_dict())
         if destination.exists():
             shutil.rmtree(destination)
         verified.replace(destination)
@@ -558,7 +573,7 @@ class Coordinator:
                 # Nothing new since the last collect: no second meta-analysis, no new events.
                 meta_files = self._meta_outputs(study.spec)
             else:
-                meta_files, failed = self._meta_analyse(study.spec, results, options)
+                meta_files, failed, runs = self._meta_analyse(study.spec, results, options)
                 # Never `meta_analysed` over nothing: an analysis refused or empty at the
                 # meta-analysis, or no output at all, fails the study (collect exits 1).
                 concluded = (
@@ -573,9 +588,12 @@ class Coordinator:
                             else "no node released a file to meta-analyse"
                         )
                     )
-                self.ledger.set_study_status(study_id, concluded, missing, sorted(results))
                 if meta_files:
                     self.write_report(study_id)
+                # After the report, so that the crate holds it and its plots; before the status,
+                # so that a crate that could not be written is written by the next collect.
+                self._write_crate(study.spec, sorted(results), runs)
+                self.ledger.set_study_status(study_id, concluded, missing, sorted(results))
         elif study.status != StudyStatus.FAILED:
             still_open = [task for task in tasks if task.status not in FINAL_STATUSES]
             if len(results) + len(still_open) < study.quorum:
@@ -597,6 +615,7 @@ class Coordinator:
             workflow_digest=digests.pop() if len(digests) == 1 else None,
             submitted_at=study.submitted_at,
             node_states={task.node_id: task.status.value for task in tasks},
+            crate_follows=True,
         )
 
     def write_report(self, study_id: str) -> Path | None:
@@ -625,19 +644,23 @@ class Coordinator:
 
     def _meta_analyse(
         self, spec: StudySpec, results: dict[str, Path], options: MetaOptions
-    ) -> tuple[list[Path], list[str]]:
-        """Meta-analyse each analysis some node released: the files written, and the analyses
-        whose meta-analysis failed (inputs refused, or no usable row)."""
+    ) -> tuple[list[Path], list[str], list[MetaRun]]:
+        """Meta-analyse each analysis some node released: the files written, the analyses
+        whose meta-analysis failed (inputs refused, or no usable row), and the runs for the
+        study's crate."""
         meta_dir = self._meta_dir(spec.study_id)
         meta_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         failed: list[str] = []
+        runs: list[MetaRun] = []
+        study_dir = meta_dir.parent
         for analysis_id in spec.analysis_ids:
             inputs = [folder / f"{analysis_id}.tsv.gz" for folder in results.values()]
             inputs = [path for path in inputs if path.exists()]
             if not inputs:
                 continue
             out = meta_dir / meta_output_name(spec, analysis_id)
+            started = now_iso()
             try:
                 if out.name == POOLED_FREQUENCIES:
                     pool_frequency_files(inputs, out)
@@ -648,7 +671,53 @@ class Coordinator:
                 failed.append(analysis_id)
                 continue
             written.append(out)
+            runs.append(
+                MetaRun(
+                    analysis_id,
+                    POOLED_KIND if out.name == POOLED_FREQUENCIES else META_KIND,
+                    tuple(str(path.relative_to(study_dir)) for path in inputs),
+                    str(out.relative_to(study_dir)),
+                    {} if out.name == POOLED_FREQUENCIES else options_record(options),
+                    started,
+                    now_iso(),
+                )
+            )
             self.progress(
                 f"[coordinator] meta-analysed '{analysis_id}' over {len(inputs)} nodes -> {out}"
             )
-        return written, failed
+        return written, failed, runs
+
+    def _write_crate(self, spec: StudySpec, nodes: list[str], runs: list[MetaRun]) -> Path:
+        """The study's RO-Crate (`provenance.crate`): the bundle the nodes ran, what each node
+        released and signed, the meta-analysis runs; signed by the coordinator."""
+        study_dir = self.settings.results_dir / spec.study_id
+        key = load_private_key(self.settings.signing_key)
+        record_meta_runs(study_dir, runs)
+        keep_bundle(study_dir, self.settings.state_dir / "outgoing" / spec.study_id / "bundle.tar")
+        keep_keys(
+            study_dir,
+            {
+                self.settings.coordinator_id: key.public_key(),
+                **{node: self.node_keys.require(node) for node in nodes},
+            },
+        )
+        try:
+            crate = write_study_crate(
+                study_dir,
+                StudyCrateInputs(
+                    spec.study_id,
+                    str(spec.raw.get("title") or spec.study_id),
+                    spec.engine,
+                    self.settings.coordinator_id,
+                    tuple(nodes),
+                ),
+                key,
+            )
+        except (OSError, ValueError, KeyError) as error:  # the meta files stay; the crate is owed
+            raise ProvenanceError(
+                f"study '{spec.study_id}': its RO-Crate could not be written in {study_dir} "
+                f"({type(error).__name__}: {error}); the meta-analysis files are written, the "
+                "crate is not; collect again once the cause is fixed"
+            ) from None
+        self.progress(f"[coordinator] study crate -> {crate}")
+        return crate

@@ -31,7 +31,7 @@ from federation.meta.format import p_column, round_significant
 from federation.meta.inputs import CHROMOSOME_CODES, check_columns, declare_inputs
 from federation.stats import meta_analysis
 from federation.sumstats import ALLELE_FREQUENCY_COLUMNS, read_table, write_table
-from federation.versions import software_versions
+from federation.versions import IDENTITY_KEY, code_identity, software_versions
 
 REQUIRED_FREQUENCY_COLUMNS = (
     "chromosome",
@@ -97,6 +97,7 @@ def pool_frequency_files(paths: Sequence[Path], out: Path) -> PooledFrequencies:
         "dropped_rows": dropped,
         "population_specific_p": POPULATION_SPECIFIC_P,
         "software_versions": software_versions(),
+        IDENTITY_KEY: code_identity(),
     }
     write_table(table, out, metadata)
     return PooledFrequencies(out, len(pooled), int(pooled.population_specific.eq(True).sum()))

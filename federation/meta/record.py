@@ -24,7 +24,7 @@ from federation.sumstats import (
     read_sidecar,
     write_sidecar,
 )
-from federation.versions import software_versions
+from federation.versions import IDENTITY_KEY, code_identity, software_versions
 
 if TYPE_CHECKING:
     from federation.meta.options import MetaOptions
@@ -146,6 +146,7 @@ def build_sidecar(
             )
         ],
         "software_versions": versions,
+        IDENTITY_KEY: code_identity(),
     }
 
 

@@ -609,6 +609,13 @@ class NodeAgent:
             raise PolicyViolation(f"task '{task_id}': its kept envelope names another task")
         return envelope
 
+    def _bundle_sha256(self, task_id: str) -> str | None:
+        """The signed bundle digest of a task, for the run's code identity (None if unknown)."""
+        try:
+            return self._stored_envelope(task_id).bundle_sha256
+        except PolicyViolation:
+            return None
+
     def _expired(self, task: NodeTask) -> bool:
         if task.expires_at is None:
             return False
@@ -719,6 +726,7 @@ class NodeAgent:
             poll_seconds=self.federation.cancel_poll_seconds,
             on_start=lambda group: self.ledger.set_process_group(task_id, group),
             label=self._run_label(task_id),
+            bundle_sha256=self._bundle_sha256(task_id),
         )
         audit_mark = audit_position(self.federation.audit_log)
         try:

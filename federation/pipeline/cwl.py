@@ -29,9 +29,8 @@ from typing import Any
 
 import yaml
 
-from federation import sumstats
 from federation.errors import PipelineError, SpecError
-from federation.files import REPO_ROOT, atomic_write, sha256_file
+from federation.files import REPO_ROOT, sha256_file
 from federation.jsonio import parse_json_strictly
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.runs import (
@@ -44,9 +43,9 @@ from federation.pipeline.runs import (
     run_guarded,
     start_run,
 )
+from federation.provenance.sidecars import add_to_sidecars
 from federation.settings import NodeSettings, load_node
 from federation.spec import StudySpec, load_study
-from federation.yamlio import load_yaml
 
 # Where the workflow sits in the repository and in a signed bundle (bundle.PIPELINE_PATTERNS).
 BUNDLED_WORKFLOW = Path("workflows") / "node_pipeline.cwl"
@@ -154,13 +153,13 @@ def add_provenance_digest(staging: Path, digest: str) -> None:
     research object, so the digest can only be added here. The sidecars' data checksums
     cover the .tsv.gz tables, which stay as they are.
     """
-    for sidecar in sorted(path for path in staging.iterdir() if sumstats.is_sidecar(path)):
-        document = load_yaml(sidecar.read_bytes())
-        document["provenance_sha256"] = digest
-        document["provenance_digest_of"] = (
-            f"{PROVENANCE_DIGEST_FILE} of the node's CWLProv research object"
-        )
-        atomic_write(sidecar, yaml.safe_dump(document, sort_keys=False))
+    add_to_sidecars(
+        staging,
+        {
+            "provenance_sha256": digest,
+            "provenance_digest_of": f"{PROVENANCE_DIGEST_FILE} of the node's CWLProv research object",
+        },
+    )
 
 
 def _stage(files: list[Path], staging: Path) -> None:
@@ -284,4 +283,4 @@ def run_cwl_pipeline(
     add_provenance_digest(staging, provenance_digest(run_provenance))
     _fresh(provenance)
     run_provenance.replace(provenance)
-    return finish(node, study, staging, log_path, control)
+    return finish(node, study, staging, log_path, control, pipeline_root=workflow.parent.parent)

@@ -34,10 +34,14 @@ from federation.outcomes import (
     refusal_categories,
 )
 from federation.pipeline.guard import GRACE_SECONDS, GROUP_MARKER, stop_marked_group
+from federation.provenance.identity import pipeline_identity
+from federation.provenance.sidecars import add_to_sidecars
 from federation.settings import NodeSettings
 from federation.spec import StudySpec
+from federation.versions import IDENTITY_KEY
 
 RELEASE_DIR = "release"  # work_dir/<study_id>/release: the staged release of the latest run
+PROVENANCE_DIR = "provenance"  # work_dir/<study_id>/provenance: the run's record (node only)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class RunControl:
     poll_seconds: float = 30.0
     on_start: Callable[[int], None] | None = None  # told the process group id of the run
     label: str = "manual"  # marks the run's processes (GROUP_MARKER) for a later clean-up
+    bundle_sha256: str | None = None  # the verified bundle that runs (the agent's), for the record
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,20 @@ def failed(node: NodeSettings, study_id: str, message: str) -> FederationError:
 
 
 def finish(
-    node: NodeSettings, study: StudySpec, staging: Path, log_path: Path, control: RunControl
+    node: NodeSettings,
+    study: StudySpec,
+    staging: Path,
+    log_path: Path,
+    control: RunControl,
+    *,
+    pipeline_root: Path,
 ) -> PipelineRun:
     """After every step succeeded: read each analysis's release decision and publish the
-    staged release, unless the gate withheld every analysis (then nothing is published)."""
+    staged release, unless the gate withheld every analysis (then nothing is published).
+    Every staged sidecar names the code that ran (`provenance.identity`)."""
+    add_to_sidecars(
+        staging, {IDENTITY_KEY: pipeline_identity(pipeline_root, control.bundle_sha256)}
+    )
     outcomes = read_outcomes(node.work_dir, study.study_id)
     missing = [analysis for analysis in study.analysis_ids if analysis not in outcomes]
     if missing:

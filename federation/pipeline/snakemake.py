@@ -32,6 +32,7 @@ from federation.pipeline.driver_client import DRIVER_ENV, DRIVER_LOG_ENV, shutdo
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.progress import StageProgress, append_node_log, stage_plan
 from federation.pipeline.runs import (
+    PROVENANCE_DIR,
     RELEASE_DIR,
     PipelineRun,
     RunControl,
@@ -41,6 +42,8 @@ from federation.pipeline.runs import (
     run_guarded,
     start_run,
 )
+from federation.provenance.sidecars import add_to_sidecars
+from federation.provenance.snakemake import RECORD_NAME, write_snakemake_provenance
 from federation.settings import NodeResources, NodeSettings, load_node
 from federation.spec import StudySpec, load_study
 
@@ -187,4 +190,16 @@ def run_node_pipeline(
         )
     if returncode != 0:
         raise failed(node, study.study_id, _failure_message(node, output, log_path))
-    return finish(node, study, work / RELEASE_DIR, log_path, control)
+    staging = work / RELEASE_DIR
+    # The run's provenance stays on the node (like the CWLProv record); its digest is released.
+    _, digest = write_snakemake_provenance(
+        log_path, node.work_dir, snakefile.parent, work / PROVENANCE_DIR
+    )
+    add_to_sidecars(
+        staging,
+        {
+            "provenance_sha256": digest,
+            "provenance_digest_of": f"{RECORD_NAME} of the node's Snakemake run",
+        },
+    )
+    return finish(node, study, staging, log_path, control, pipeline_root=snakefile.parent)

@@ -31,6 +31,7 @@ from federation.meta.inputs import is_frequency_table
 from federation.report import plots
 from federation.report.forest import Lead, node_rows, pooled_rows
 from federation.report.inputs import (
+    CRATE,
     REPORT_HTML,
     GwasResult,
     Provenance,
@@ -383,7 +384,7 @@ def _provenance_section(files: StudyFiles, provenance: Provenance) -> dict[str, 
             if key in ("federation", "python", "numpy", "pandas")
         },
         "node_software_versions": node_versions,
-        "crate": files.crate.name if files.crate else None,
+        "crate": files.crate.name if files.crate else (CRATE if provenance.crate_follows else None),
     }
 
 

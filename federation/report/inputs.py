@@ -61,6 +61,9 @@ class Provenance:
     workflow_digest: str | None = None
     submitted_at: str | None = None
     node_states: dict[str, str] = field(default_factory=dict)
+    # The coordinator writes the study's crate right after the report (the crate holds the
+    # report's digest), so its report links the crate before the file exists.
+    crate_follows: bool = False
 
 
 @dataclass(frozen=True)

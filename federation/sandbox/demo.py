@@ -18,6 +18,7 @@ the mailboxes go through a SeaweedFS server or an OpenSSH server that the demo s
     DIR/results/<study_id>/nodes/<node_id>/...   each node's release (verified copies)
     DIR/results/<study_id>/meta/...              meta-analysis and pooled allele frequencies
     DIR/results/<study_id>/report.html, plots/   the study report (its path is the last line printed)
+    DIR/results/<study_id>/ro-crate-metadata.json the study's RO-Crate, verified as the last step
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import yaml
 from federation import sumstats
 from federation.coordinator.coordinator import Coordinator
 from federation.coordinator.status import format_status
-from federation.errors import PolicyViolation, SpecError
+from federation.errors import PolicyViolation, ProvenanceError, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
 from federation.meta.summary import top_variants
@@ -47,6 +48,9 @@ from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import TaskStatus
 from federation.protocol.signing import generate_keypair, load_private_key
 from federation.report.inputs import REPORT_HTML
+from federation.provenance.crate import METADATA_NAME
+from federation.provenance.verify import verify_crate
+from federation.sandbox.reproduce import record_synthetic_cohorts
 from federation.settings import load_coordinator
 
 if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
@@ -409,12 +413,31 @@ def run_demo(
             for node in node_ids:
                 review_releases(agents[node], out_dir / "keys", progress)
                 agents[node].run_once()  # publishes what the reviewers approved
-        progress("[5/5] collecting, verifying and meta-analysing")
+        progress("[5/5] collecting, verifying and meta-analysing; the study's RO-Crate")
+        # How the cohorts were made, for `federation reproduce --nodes synthetic`.
+        record_synthetic_cohorts(
+            out_dir / "results" / DEMO_STUDY_ID,
+            {
+                "nodes": nodes,
+                "samples_per_node": samples_per_node,
+                "variants": variants,
+                "seed": seed,
+            },
+        )
         collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
         status = format_status(coordinator.ledger, DEMO_STUDY_ID)
         for agent in agents.values():
             agent.close()
 
+    crate_dir = out_dir / "results" / DEMO_STUDY_ID
+    verification = verify_crate(crate_dir)
+    for line in verification.notes:
+        progress(line)
+    if verification.problems:
+        raise ProvenanceError(
+            f"the study crate {crate_dir / METADATA_NAME} does not verify: "
+            + "; ".join(verification.problems)
+        )
     planted = [variant.variant_id for variant in cohorts.causal_variants]
     lines = [status, ""]
     for meta_file in collection.meta_files:
@@ -432,4 +455,8 @@ def run_demo(
     report = out_dir / "results" / DEMO_STUDY_ID / REPORT_HTML
     if report.is_file():  # written by the coordinator after the meta-analysis
         lines += ["", f"study report: {report}"]
+    lines.append(
+        f"study RO-Crate: {crate_dir / METADATA_NAME} (verified: {len(verification.checked)} "
+        f"checks; `federation verify {crate_dir}`, `federation reproduce {crate_dir} --out DIR`)"
+    )
     return "\n".join(lines)

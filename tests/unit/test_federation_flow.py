@@ -338,12 +338,14 @@ def test_three_nodes_release_and_the_coordinator_meta_analyses(
         assert (meta_dir / f"{name}.tsv.gz").is_file()
         assert (meta_dir / f"{name}.tsv.gz-meta.yaml").is_file()
 
-    # the verified copies are byte for byte what each node released
+    # the verified copies are byte for byte what each node released; beside them, what the
+    # node signed and the node's crate (provenance.crate)
     for node in NODES:
         released = load_node(federation.configs.nodes[node]).results_dir / STUDY_ID / "nodes" / node
         copy = federation.root / "results" / STUDY_ID / "nodes" / node
         names = sorted(path.name for path in released.iterdir())
-        assert sorted(path.name for path in copy.iterdir()) == names
+        kept = sorted(path.name for path in copy.iterdir())
+        assert kept == sorted([*names, "ro-crate-metadata.json", "signed"])
         for name in names:
             assert (copy / name).read_bytes() == (released / name).read_bytes()
 

@@ -1,0 +1,72 @@
+"""`federation reproduce` of the coordinator's side, on the crate the real coordinator wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from federation.cli import main
+from federation.provenance.reproduce import reproduce_coordinator
+from federation.provenance.sidecars import sidecars_in
+
+
+def test_reproducing_the_meta_analyses_gives_byte_identical_files(
+    made_study: Path, tmp_path: Path
+) -> None:
+    result = reproduce_coordinator(made_study, tmp_path / "again", progress=lambda line: None)
+    assert result.different == []
+    assert sorted(result.identical) == [
+        f"meta/{name}.tsv.gz: byte-identical"
+        for name in ("allele_frequencies", "binary_trait_gwas", "quant_trait_gwas")
+    ]
+    assert any("never leaves the node" in line for line in result.not_rerun)
+
+
+def test_a_changed_recorded_output_is_named_as_a_difference(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    table = study_copy / "meta" / "quant_trait_gwas.tsv.gz"
+    table.write_bytes(table.read_bytes() + b"\x00")  # a byte more than the coordinator wrote
+    result = reproduce_coordinator(study_copy, tmp_path / "again", progress=lambda line: None)
+    assert [line.split(":")[0] for line in result.different] == ["meta/quant_trait_gwas.tsv.gz"]
+
+
+def test_a_recorded_version_other_than_the_installed_one_is_said_before_running(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    for sidecar in sidecars_in(study_copy / "meta"):
+        document = yaml.safe_load(sidecar.read_text())
+        document["software_versions"]["numpy"] = "0.0.1"
+        sidecar.write_text(yaml.safe_dump(document, sort_keys=False))
+    said: list[str] = []
+    result = reproduce_coordinator(study_copy, tmp_path / "again", progress=said.append)
+    assert said[0].startswith("software version differs: numpy recorded 0.0.1, installed ")
+    assert said[1].startswith("re-running")
+    assert result.version_notes == [said[0]]
+
+
+def test_reproduce_exits_1_and_names_each_difference(
+    study_copy: Path, tmp_path: Path, capsys
+) -> None:
+    table = study_copy / "meta" / "binary_trait_gwas.tsv.gz"
+    table.write_bytes(table.read_bytes() + b"\x00")
+    assert main(["reproduce", str(study_copy), "--out", str(tmp_path / "again")]) == 1
+    assert "DIFFERENT: meta/binary_trait_gwas.tsv.gz: differs" in capsys.readouterr().out
+
+
+def test_reproduce_refuses_an_unknown_node_mode(made_study: Path, tmp_path: Path, capsys) -> None:
+    assert main(["reproduce", str(made_study), "--out", str(tmp_path), "--nodes", "real"]) == 2
+    assert "--nodes 'real': unknown" in capsys.readouterr().err
+
+
+def test_nodes_of_a_study_without_synthetic_cohorts_are_not_re_run_and_it_says_why(
+    made_study: Path, tmp_path: Path
+) -> None:
+    from federation.sandbox.reproduce import reproduce_synthetic
+
+    result = reproduce_synthetic(made_study, tmp_path / "again", progress=lambda line: None)
+    assert [line.split(":")[0] for line in result.different] == [
+        "provenance/synthetic-cohorts.json"
+    ]
+    assert not (tmp_path / "again").exists()

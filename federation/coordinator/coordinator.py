@@ -68,7 +68,6 @@ from federation.protocol.messages import (
     signed_bytes,
 )
 from federation.protocol.signing import TrustStore, load_private_key, load_public_key
-from federation.report.inputs import Provenance
 from federation.provenance.crate import (
     META_KIND,
     POOLED_KIND,
@@ -82,6 +81,7 @@ from federation.provenance.crate import (
     record_meta_runs,
     write_study_crate,
 )
+from federation.report.inputs import Provenance
 from federation.settings import CoordinatorSettings
 from federation.spec import StudySpec, load_study
 from federation.transport import NotFound, Transport, open_transport

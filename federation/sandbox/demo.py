@@ -47,9 +47,9 @@ from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import TaskStatus
 from federation.protocol.signing import generate_keypair, load_private_key
-from federation.report.inputs import REPORT_HTML
 from federation.provenance.crate import METADATA_NAME
 from federation.provenance.verify import verify_crate
+from federation.report.inputs import REPORT_HTML
 from federation.sandbox.reproduce import record_synthetic_cohorts
 from federation.settings import load_coordinator
 

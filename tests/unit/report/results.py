@@ -92,7 +92,16 @@ def build(directory: Path) -> UnitStudy:
         node_files[node] = sumstats.write_table(
             table,
             folder / f"{ANALYSIS}.tsv.gz",
-            {"study_id": STUDY_ID, "node_id": node, "analysis": ANALYSIS, "n": n},
+            {
+                "study_id": STUDY_ID,
+                "node_id": node,
+                "analysis": ANALYSIS,
+                "n": n,
+                # What every node sidecar declares, and the meta-analysis requires to agree.
+                "genome_assembly": "GRCh38",
+                "trait_type": "quantitative",
+                "reference_aligned": True,
+            },
         )
         an = 2 * n
         ac = np.round(frequency * an).astype(int)

@@ -11,7 +11,7 @@ this process, one after the other:
 - anchor "naive 10⁶": matplotlib drawing 10⁶ points un-thinned into a PNG, the way a
   Manhattan plot is drawn without thinning (10⁷ would take ten times as long);
 - ours: clumping + λGC overall and per MAF bin (`stats.loci`), the thinned Manhattan plot and
-  the QC plot per MAF bin (`report.plots`, PNG + SVG each), for all 10⁷ variants.
+  the QQ plot per MAF bin (`report.plots`, PNG + SVG each), for all 10⁷ variants.
 
 Ratios are ours / anchor: the machine's speed and load cancel out of them (the load average is
 printed: other work on the 2 cores slows every line alike).

@@ -51,7 +51,8 @@ def related_pairs(mt: hl.MatrixTable, kinship_max: float) -> hl.Table:
     pairs = kinship.filter_entries(
         (kinship.s_1 < kinship.s) & (kinship.phi > kinship_max)
     ).entries()
-    return pairs.key_by().select(i=pairs.s_1, j=pairs.s)
+    pairs = pairs.key_by()
+    return pairs.select(i=pairs.s_1, j=pairs.s)
 
 
 def remove_related(

@@ -271,7 +271,10 @@ def sidecar_path(table_path: Path) -> Path:
 
 
 def is_sidecar(path: Path) -> bool:
-    return path.name.endswith(SIDECAR_SUFFIX)
+    """Whether `path` is a table's sidecar, under the GWAS-SSF name or the older one."""
+    return path.name.endswith(SIDECAR_SUFFIX) or path.name.endswith(
+        ".tsv.gz" + LEGACY_SIDECAR_SUFFIX
+    )
 
 
 def find_sidecar(table_path: Path) -> Path | None:

@@ -13,25 +13,15 @@ from typing import Any
 
 import yaml
 
+from federation import sumstats
 from federation.files import atomic_write
 from federation.yamlio import load_yaml
 
-TABLE_SUFFIX = ".tsv.gz"
-# The GWAS Catalog's sidecar name first, then the project's earlier one.
-SIDECAR_SUFFIXES = ("-meta.yaml", ".yaml")
-
-
-def find_sidecar(table: Path) -> Path | None:
-    """The sidecar of `table`, under either name, or None."""
-    for suffix in SIDECAR_SUFFIXES:
-        candidate = table.with_name(table.name + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def is_sidecar(path: Path) -> bool:
-    return any(path.name.endswith(TABLE_SUFFIX + suffix) for suffix in SIDECAR_SUFFIXES)
+# Finding and reading a sidecar, under either name, is `sumstats`'s job; re-exported here for
+# the crate, verify and reproduce.
+find_sidecar = sumstats.find_sidecar
+is_sidecar = sumstats.is_sidecar
+read_sidecar_of = sumstats.read_sidecar
 
 
 def sidecars_in(directory: Path) -> list[Path]:
@@ -39,14 +29,6 @@ def sidecars_in(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(path for path in directory.iterdir() if path.is_file() and is_sidecar(path))
-
-
-def read_sidecar_of(table: Path) -> dict[str, Any]:
-    sidecar = find_sidecar(table)
-    if sidecar is None:
-        return {}
-    loaded = load_yaml(sidecar.read_bytes())
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def add_to_sidecars(directory: Path, fields: Mapping[str, Any]) -> list[Path]:

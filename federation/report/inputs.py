@@ -21,35 +21,16 @@ import pandas as pd
 from federation import sumstats
 from federation.errors import SpecError
 from federation.meta.inputs import CHROMOSOME_CODES, is_frequency_table
-from federation.yamlio import load_yaml
 
 REPORT_HTML = "report.html"  # results/<study_id>/report.html: the study report
 META_DIR = "meta"  # results/<study_id>/meta: the coordinator's outputs
 NODES_DIR = "nodes"  # results/<study_id>/nodes/<node_id>: each node's verified release
 QC_METRICS = "qc_metrics.json"  # a node's released QC counts (rules/export.smk)
 CRATE = "ro-crate-metadata.json"  # the study's RO-Crate, when one was written
-# A sidecar is `<table>-meta.yaml` (GWAS-SSF's convention) or, in older results, `<table>.yaml`.
-SIDECAR_SUFFIXES = ("-meta.yaml", ".yaml")
 TABLE_SUFFIX = ".tsv.gz"
-
-
-def find_sidecar(table: Path) -> Path | None:
-    """The metadata sidecar of `table`, under whichever name it was written; None if absent.
-
-    The name `sumstats.sidecar_path` gives is tried first, then the names of `SIDECAR_SUFFIXES`.
-    """
-    candidates = [sumstats.sidecar_path(table)]
-    candidates += [table.with_name(table.name + suffix) for suffix in SIDECAR_SUFFIXES]
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def read_metadata(table: Path) -> dict[str, Any]:
-    """The sidecar of `table` as a mapping ({} when there is none or it is not a mapping)."""
-    sidecar = find_sidecar(table)
-    if sidecar is None:
-        return {}
-    loaded = load_yaml(sidecar.read_bytes())
-    return loaded if isinstance(loaded, dict) else {}
+# Sidecars are found (under either name) and read by `sumstats`, as everywhere else.
+find_sidecar = sumstats.find_sidecar
+read_metadata = sumstats.read_sidecar
 
 
 @dataclass(frozen=True)

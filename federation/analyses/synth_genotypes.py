@@ -151,7 +151,9 @@ def _export_imputed(mt: hl.MatrixTable, accuracy: Sequence[float], directory: Pa
         hl.is_defined(mt.GT), hl.range(3).map(lambda k: a * truth[k] + (1 - a) * prior[k])
     )
     mt = mt.annotate_entries(GP=gp)
-    mt = mt.annotate_entries(DS=hl.round((mt.GP[1] + 2 * mt.GP[2]) * DOSAGE_GRID) / DOSAGE_GRID)
+    mt = mt.annotate_entries(
+        DS=hl.floor((mt.GP[1] + 2 * mt.GP[2]) * DOSAGE_GRID + 0.5) / DOSAGE_GRID
+    )
     # R2 with 4 decimals, as minimac writes it.
     vcf = mt.select_rows(
         rsid=mt.variant_id, info=hl.struct(R2=hl.float64(hl.format("%.4f", a * a)))

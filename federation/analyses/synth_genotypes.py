@@ -138,7 +138,10 @@ def _fit_to_sex(mt: hl.MatrixTable) -> hl.CallExpression:
 def _export_imputed(mt: hl.MatrixTable, accuracy: Sequence[float], directory: Path) -> None:
     """GT:DS:GP VCF with INFO/R2 (the accuracy squared, what MaCH r² estimates here) and a
     BGEN 1.2 (8-bit GP, as Hail writes it) with its .sample."""
-    a = hl.literal(list(accuracy), hl.tarray(hl.tfloat64))[hl.int32(mt.variant_index)]
+    mt = mt.annotate_rows(
+        accuracy=hl.literal(list(accuracy), hl.tarray(hl.tfloat64))[hl.int32(mt.variant_index)]
+    )
+    a = mt.accuracy
     p = mt.af[mt.node]
     hemizygous = in_x_nonpar(mt.locus) & ~mt.female
     prior = hl.if_else(
@@ -151,10 +154,13 @@ def _export_imputed(mt: hl.MatrixTable, accuracy: Sequence[float], directory: Pa
         hl.is_defined(mt.GT), hl.range(3).map(lambda k: a * truth[k] + (1 - a) * prior[k])
     )
     mt = mt.annotate_entries(GP=gp)
-    mt = mt.annotate_entries(DS=hl.round((mt.GP[1] + 2 * mt.GP[2]) * DOSAGE_GRID) / DOSAGE_GRID)
+    mt = mt.annotate_entries(
+        DS=hl.floor((mt.GP[1] + 2 * mt.GP[2]) * DOSAGE_GRID + 0.5) / DOSAGE_GRID
+    )
     # R2 with 4 decimals, as minimac writes it.
     vcf = mt.select_rows(
-        rsid=mt.variant_id, info=hl.struct(R2=hl.float64(hl.format("%.4f", a * a)))
+        rsid=mt.variant_id,
+        info=hl.struct(R2=hl.float64(hl.format("%.4f", mt.accuracy * mt.accuracy))),
     )
     hl.export_vcf(
         vcf.select_cols().select_entries("GT", "DS", "GP"),

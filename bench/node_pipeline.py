@@ -39,6 +39,7 @@ import psutil  # a dependency of snakemake
 import yaml
 
 from bench.process_tree import run_tree
+from federation import sumstats
 
 PLINK2 = "plink2"
 QUANT_TRAIT = "quant_trait"
@@ -147,7 +148,9 @@ def _allele_key(
 ) -> pd.Series:
     low = np.where(a.to_numpy(str) < b.to_numpy(str), a, b)
     high = np.where(a.to_numpy(str) < b.to_numpy(str), b, a)
-    return chromosome.astype(str) + ":" + position.astype(str) + ":" + low + ":" + high
+    # GWAS-SSF codes (X=23) on our side, names (X) on plink2's: both keyed by the code.
+    code = sumstats.chromosome_code(chromosome)
+    return code + ":" + position.astype(str) + ":" + low + ":" + high
 
 
 def align_glm(released: pd.DataFrame, plink2: pd.DataFrame) -> pd.DataFrame:

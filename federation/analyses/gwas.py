@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import hail as hl
 
 from federation.analyses.export import variant_fields
-from federation.analyses.sex_chromosomes import coded_dosage
+from federation.analyses.sex_chromosomes import allele_counts, coded_dosage
 from federation.errors import SpecError
 from federation.spec import (
     GwasAnalysis,
@@ -145,11 +145,16 @@ def count_exclusions(mt: hl.MatrixTable, analysis: GwasAnalysis) -> Exclusions:
 
 
 def _gate_counts(mt: hl.MatrixTable, binary_trait: str | None) -> hl.StructExpression:
-    """Per-variant counts on the analysed samples: called N, alt count and, for binary traits,
-    minor-allele carriers among cases and controls."""
-    n_called = hl.agg.count_where(hl.is_defined(mt.x))
-    alt_count = hl.agg.sum(mt.x)
-    counts = {"n_called": n_called, "alt_allele_count": alt_count}
+    """Per-variant counts on the analysed samples: called N, ALT allele count and allele number
+    (a hemizygous male carries one allele on non-PAR chrX, although the regression codes him
+    0/2: the gate's minor-allele count is of real alleles) and, for binary traits, minor-allele
+    carriers among cases and controls."""
+    alleles = allele_counts(mt)
+    counts = {
+        "n_called": hl.agg.count_where(hl.is_defined(mt.x)),
+        "alt_allele_count": hl.agg.sum(alleles.alt),
+        "allele_number": hl.agg.sum(alleles.alleles),
+    }
     if binary_trait is not None:
         is_case = mt.model[binary_trait] == 1.0
         for group, selector in (("cases", is_case), ("controls", ~is_case)):

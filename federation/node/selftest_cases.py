@@ -84,6 +84,7 @@ def gwas_table(n: int, alt_counts: list[int], binary: bool = False) -> pd.DataFr
             "alt": ["G"] * rows,
             "gate.n_called": n,
             "gate.alt_allele_count": alt_counts,
+            "gate.allele_number": 2 * n,
             "beta": 0.01,
             "standard_error": 0.05,
             "statistic": 0.2,

@@ -76,6 +76,7 @@ VARIANT_COLUMNS = frozenset({"chromosome", "base_pair_location", "ref", "alt"})
 GWAS_PRIVATE_COLUMNS = VARIANT_COLUMNS | {
     "gate.n_called",
     "gate.alt_allele_count",
+    "gate.allele_number",  # not 2 x n_called: hemizygous males carry one allele on chrX
     "beta",
     "standard_error",
     "statistic",
@@ -283,7 +284,7 @@ def _gwas_row_rules(
     se = private["standard_error"].to_numpy(dtype=float)
     fitted = private["converged"].astype(str).str.lower().eq("true").to_numpy()
     fitted &= np.isfinite(private["beta"].to_numpy(dtype=float)) & np.isfinite(se) & (se > 0)
-    allele_number = 2 * private["gate.n_called"].to_numpy()
+    allele_number = private["gate.allele_number"].to_numpy()
     alt_count = private["gate.alt_allele_count"].to_numpy()
     mac_outcome, keep = guarded_rows(
         "min_mac_gwas",
@@ -330,7 +331,7 @@ def _gwas_table(
     binary trait (`case_control`: the analysed cases and controls) with n_cases, n_controls."""
     rows = private[keep]
     alt_count = rows["gate.alt_allele_count"].to_numpy()
-    allele_number = 2 * rows["gate.n_called"].to_numpy()
+    allele_number = rows["gate.allele_number"].to_numpy()
     residual_df = rows["n"].to_numpy() - n_parameters
     nlp = neg_log10_p(rows["statistic"].to_numpy(dtype=float), analysis, residual_df)
     extras = (

@@ -368,6 +368,24 @@ def test_chrx_allele_numbers_count_males_once_outside_the_pars(
     assert (~nonpar).any() and nonpar.any()
 
 
+def test_chrx_gwas_allele_frequencies_count_males_once_as_plink2_does(
+    hard_call_run: NodeRun,
+) -> None:
+    """The regression codes males 0/2, but the GWAS file's frequency (and the gate's minor
+    allele count behind it) counts a hemizygous male's one allele, as plink2 --freq does."""
+    gwas = hard_call_run.released("quant").rename(
+        columns={"effect_allele": "alt", "other_allele": "ref"}
+    )
+    counts = anchor.align_counts(gwas[_on_x(gwas)], hard_call_run.plink2("acount"))
+    expected = counts.plink2_alt_count / counts.plink2_allele_number
+    nonpar = counts.base_pair_location.map(lambda pos: in_x_nonpar("GRCh38", "X", pos))
+    difference = np.abs(counts.effect_allele_frequency - expected).to_numpy()
+    assert nonpar.sum() > 100
+    assert np.all(difference <= 1e-5 * np.maximum(expected.to_numpy(), 1e-3)), worst(
+        difference, counts
+    )
+
+
 def test_chry_and_mt_are_excluded_and_counted_and_sexes_check_out(hard_call_run: NodeRun) -> None:
     qc = hard_call_run.qc()
     assert qc["variants_excluded_chromosomes"] == 2 * Y_AND_MT_VARIANTS

@@ -85,6 +85,7 @@ def gwas_table(cohort: Cohort, binary: bool) -> pd.DataFrame:
             "alt": "G",
             "gate.n_called": int(called.sum()),
             "gate.alt_allele_count": int(np.nansum(g)),
+            "gate.allele_number": 2 * int(called.sum()),
             "beta": coef[-1],
             "standard_error": se,
             "statistic": coef[-1] / se if se else np.nan,

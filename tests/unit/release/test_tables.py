@@ -99,6 +99,7 @@ def _gwas_private(n_rows: int, n: int, alt_counts, statistic=None, binary=False)
             "alt": ["G"] * n_rows,
             "gate.n_called": n,
             "gate.alt_allele_count": alt_counts,
+            "gate.allele_number": 2 * n,
             "beta": statistic * se,
             "standard_error": se,
             "statistic": statistic,

@@ -64,8 +64,9 @@ class GwasDesign:
 
 
 def principal_components(mt: hl.MatrixTable, k: int, settings: PcaSettings) -> hl.Table:
-    """Top-k principal components (HWE-normalised genotypes) over common QC-passing variants."""
-    common = mt.filter_rows(mt.pass_gwas)
+    """Top-k principal components (HWE-normalised genotypes) over common QC-passing autosomal
+    variants: sex chromosomes would make sex a component (males are hemizygous on chrX)."""
+    common = mt.filter_rows(mt.pass_gwas & mt.locus.in_autosome())
     common = hl.variant_qc(common)
     common = common.filter_rows(hl.min(common.variant_qc.AF) >= settings.min_maf)
     n_common = common.count_rows()

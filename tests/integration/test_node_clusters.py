@@ -5,7 +5,7 @@ node run, `analyses.driver`) connects to it. Here a real Spark 3.5 standalone ma
 workers are started from the pyspark wheel on 127.0.0.1 (`sandbox.servers.spark`), one node
 study (allele frequencies + a linear GWAS) runs on them, and the released files must equal
 those of the same study run on `local[2]`: tables byte for byte once decompressed, QC metrics
-equal, sidecars equal but for their date. The master's JSON status shows one Spark application
+equal, sidecars equal but for their date and their run record's digest. The master's JSON status shows one Spark application
 (one driver JVM) for the whole run, and each worker's work directory holds an executor of that
 application: the run's tasks ran on both workers (a driver on a spark:// master runs none).
 
@@ -42,7 +42,9 @@ from federation.sandbox.synth import SynthResult
 pytestmark = pytest.mark.integration
 
 STUDY_ID = "cluster-parity"
-DATE_FIELD = "date_metadata_last_modified"  # two runs may straddle midnight
+# Sidecar fields that name the run rather than the result: the date (two runs may straddle
+# midnight) and the digest of the run's provenance record (which holds its start and end times).
+RUN_FIELDS = ("date_metadata_last_modified", "provenance_sha256")
 SLURM_SPARK_SCRIPT = REPO_ROOT / "scripts" / "slurm-spark-run.sh"
 BATCH_TIMEOUT_SECONDS = 900  # the node run as one batch job, on a loaded 2-core machine
 # The installed slurm profile with this cluster's partition and no accounting project.
@@ -156,10 +158,14 @@ def _assert_same_release(local_run: PipelineRun, other: Path) -> None:
             assert gzip.decompress(cluster[name].read_bytes()) == expected, name
         elif name.endswith(".json"):
             assert json.loads(cluster[name].read_text()) == json.loads(path.read_text()), name
+        elif name.endswith(".tbi"):  # offsets into the BGZF file: a valid index of each
+            for index in (path, cluster[name]):
+                assert gzip.decompress(index.read_bytes())[:4] == b"TBI\x01", index
         else:
             expected_sidecar = yaml.safe_load(path.read_text())
             actual_sidecar = yaml.safe_load(cluster[name].read_text())
-            expected_sidecar.pop(DATE_FIELD), actual_sidecar.pop(DATE_FIELD)
+            for field in RUN_FIELDS:
+                expected_sidecar.pop(field), actual_sidecar.pop(field)
             assert actual_sidecar == expected_sidecar, name
 
 

@@ -6,8 +6,9 @@ workers are started from the pyspark wheel on 127.0.0.1 (`sandbox.servers.spark`
 study (allele frequencies + a linear GWAS) runs on them, and the released files must equal
 those of the same study run on `local[2]`: tables byte for byte once decompressed, QC metrics
 equal, sidecars equal but for their date and their run record's digest. The master's JSON
-status shows one Spark application (one driver JVM) for the whole run, and each worker's work directory holds an executor of that
-application: the run's tasks ran on both workers (a driver on a spark:// master runs none).
+status shows one Spark application (one driver JVM) for the whole run, and each worker's
+work directory holds an executor of that application: the run's tasks ran on both workers (a
+driver on a spark:// master runs none).
 
 Slurm: a real munged + slurmctld + slurmd (`sandbox.servers.slurm`, one node = this host, one
 partition, loopback) runs the same study twice: through the pipeline's Slurm profile (every

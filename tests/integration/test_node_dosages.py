@@ -147,7 +147,9 @@ def _node_run(
     study = {
         "study_id": f"dosage-{root.name}",
         "reference_genome": "GRCh38",
-        "qc": qc,
+        # Relatedness off: plink2 analyses every sample, and KING on ~1,600 common variants
+        # of this unrelated cohort may call a noise pair related (its own tests plant pairs).
+        "qc": {"relatedness": False, **qc},
         "analyses": [
             {"id": "af", "type": "allele_frequency"},
             {

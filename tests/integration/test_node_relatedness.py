@@ -61,7 +61,8 @@ def _child(mother: np.ndarray, father: np.ndarray, rng: np.random.Generator) -> 
 
 def _related_cohort(source: Path, phenotypes: Path, out: Path) -> dict[str, list[list[str]]]:
     """Write the cohort with planted relatives under `out`; return the planted pairs."""
-    fam = pd.read_csv(f"{source}.fam", sep=r"\s+", header=None, dtype=str)
+    # As text, "NA" included: the .fam's phenotype column must be written back as it was read.
+    fam = pd.read_csv(f"{source}.fam", sep=r"\s+", header=None, dtype=str, keep_default_na=False)
     table = pd.read_csv(phenotypes, sep="\t", dtype={"sample_id": str}).set_index("sample_id")
     codes = _bed_codes(source, len(fam))
     rng = np.random.default_rng(2016)

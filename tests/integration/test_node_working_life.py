@@ -228,6 +228,8 @@ def test_the_coordinator_gets_the_frequencies_with_rows_and_hears_the_gwas_was_w
         "allele_frequencies.tsv.gz-meta.yaml",
         "allele_frequencies.tsv.gz.tbi",
         "qc_metrics.json",
+        "ro-crate-metadata.json",  # the node's crate, and what it signed (provenance.crate)
+        "signed",
     ]
     table = sumstats.read_table(released / "allele_frequencies.tsv.gz")
     # N is released exactly (docs/privacy-model.md, "Counts: released exactly").

@@ -1,5 +1,6 @@
-"""Helpers of the node-pipeline tests on messy cohorts: node configs, runs through the command
-line (so exit codes are the real ones), plink2 on the same samples, and what a run left."""
+"""Helpers of the node-pipeline tests: the small studies they run, node configs, runs through
+the command line (so exit codes are the real ones), plink2 on the same samples, and what a run
+left."""
 
 from __future__ import annotations
 
@@ -21,6 +22,27 @@ from federation.cli import main
 RELATIVE = 1e-4  # beta and SE against plink2, as tests/integration/test_node_vs_plink2.py
 NEG_LOG10_P_ABSOLUTE = 1e-3
 CHI2_MEDIAN = stats.chi2.ppf(0.5, 1)
+
+
+def linear_study(
+    study_id: str,
+    gwas_id: str = "quant_gwas",
+    frequencies_id: str | None = "allele_frequencies",
+    **gwas_settings: Any,
+) -> dict[str, Any]:
+    """A node study on GRCh38: allele frequencies (as `frequencies_id`; none if None), then a
+    linear GWAS of quant_trait with age and sex (as `gwas_id`, with `gwas_settings` added,
+    e.g. `missing_covariates="mean"`)."""
+    frequencies = [{"id": frequencies_id, "type": "allele_frequency"}] if frequencies_id else []
+    gwas = {
+        "id": gwas_id,
+        "type": "gwas",
+        "trait": anchor.QUANT_TRAIT,
+        "trait_type": "quantitative",
+        "covariates": list(anchor.COVARIATES),
+        **gwas_settings,
+    }
+    return {"study_id": study_id, "reference_genome": "GRCh38", "analyses": [*frequencies, gwas]}
 
 
 @dataclass(frozen=True)

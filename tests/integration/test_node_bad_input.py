@@ -20,6 +20,7 @@ import yaml
 from federation.cli import main
 from federation.release.rules import DisclosurePolicy
 from federation.sandbox.synth import NodeCohort, SynthResult
+from tests.integration.node_runs import linear_study
 
 pytestmark = pytest.mark.integration
 
@@ -45,21 +46,8 @@ def _node_config(root: Path, genotypes: dict, phenotypes: Path) -> Path:
 
 
 def _study_config(root: Path) -> Path:
-    study = {
-        "study_id": STUDY_ID,
-        "reference_genome": "GRCh38",
-        "analyses": [
-            {
-                "id": ANALYSIS,
-                "type": "gwas",
-                "trait": "quant_trait",
-                "trait_type": "quantitative",
-                "covariates": ["age", "sex"],
-            }
-        ],
-    }
     path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+    path.write_text(yaml.safe_dump(linear_study(STUDY_ID, ANALYSIS, frequencies_id=None)))
     return path
 
 

@@ -39,6 +39,7 @@ from federation.sandbox.servers.processes import free_port
 from federation.sandbox.servers.slurm import PARTITION, SLURM_CONF, SlurmCluster
 from federation.sandbox.servers.spark import SparkStandaloneCluster
 from federation.sandbox.synth import SynthResult
+from tests.integration.node_runs import linear_study
 
 pytestmark = pytest.mark.integration
 
@@ -76,22 +77,8 @@ class ClusterRun:
 
 
 def _study(root: Path) -> Path:
-    study = {
-        "study_id": STUDY_ID,
-        "reference_genome": "GRCh38",
-        "analyses": [
-            {"id": "allele_frequencies", "type": "allele_frequency"},
-            {
-                "id": "quant_gwas",
-                "type": "gwas",
-                "trait": "quant_trait",
-                "trait_type": "quantitative",
-                "covariates": ["age", "sex"],
-            },
-        ],
-    }
     path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+    path.write_text(yaml.safe_dump(linear_study(STUDY_ID)))
     return path
 
 

@@ -32,6 +32,7 @@ from federation import sumstats
 from federation.pipeline.runs import PipelineRun
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.sandbox.synth import SynthResult
+from tests.integration.node_runs import linear_study
 from tests.integration.plink2_checks import (
     RELATIVE,
     assert_se_and_p,
@@ -65,28 +66,18 @@ class Comparison:
 
 
 def _study() -> dict:
-    return {
-        "study_id": STUDY_ID,
-        "reference_genome": "GRCh38",
-        "analyses": [
-            {"id": ANALYSES["af"], "type": "allele_frequency"},
-            {
-                "id": ANALYSES["quant"],
-                "type": "gwas",
-                "trait": anchor.QUANT_TRAIT,
-                "trait_type": "quantitative",
-                "covariates": list(anchor.COVARIATES),
-            },
-            {
-                "id": ANALYSES["binary"],
-                "type": "gwas",
-                "trait": anchor.BINARY_TRAIT,
-                "trait_type": "binary",
-                "test": "wald",
-                "covariates": list(anchor.COVARIATES),
-            },
-        ],
-    }
+    study = linear_study(STUDY_ID, ANALYSES["quant"], ANALYSES["af"])
+    study["analyses"].append(
+        {
+            "id": ANALYSES["binary"],
+            "type": "gwas",
+            "trait": anchor.BINARY_TRAIT,
+            "trait_type": "binary",
+            "test": "wald",
+            "covariates": list(anchor.COVARIATES),
+        }
+    )
+    return study
 
 
 @pytest.fixture(scope="module")
@@ -271,20 +262,7 @@ def test_mean_imputed_covariates_keep_the_cohort_and_match_plink2_on_imputed_val
         "results_dir": str(tmp_path / "results"),
         "hail": {"master": "local[2]", "driver_memory": "4g"},
     }
-    study = {
-        "study_id": "imputed",
-        "analyses": [
-            {"id": "af", "type": "allele_frequency"},
-            {
-                "id": "quant",
-                "type": "gwas",
-                "trait": anchor.QUANT_TRAIT,
-                "trait_type": "quantitative",
-                "covariates": list(anchor.COVARIATES),
-                "missing_covariates": "mean",
-            },
-        ],
-    }
+    study = linear_study("imputed", "quant", "af", missing_covariates="mean")
     (tmp_path / "node.yaml").write_text(yaml.safe_dump(node))
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     run = run_node_pipeline(tmp_path / "node.yaml", tmp_path / "study.yaml")

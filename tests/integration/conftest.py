@@ -1,10 +1,16 @@
-"""Fixtures shared by integration tests: synthetic cohorts (real Hail), servers, tools."""
+"""Fixtures shared by integration tests: synthetic cohorts (real Hail), the federated run on
+them, servers, tools.
+
+Session fixtures hold files only (their Hail sessions, processes and servers end with the run
+that made them): servers a module needs are started and stopped in that module.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from federation.sandbox.synth import SynthResult, synthesize
+from tests.integration.federated_runs import FederatedRun, run_federation
 
 # Synthetic cohorts ---------------------------------------------------------------------
 # Each is generated once per test session (one JVM start each) and must be treated as
@@ -45,4 +51,20 @@ def synthetic_federation(tmp_path_factory: pytest.TempPathFactory) -> SynthResul
         variants=5_000,
         seed=SYNTHETIC_FEDERATION_SEED,
         progress=lambda line: None,
+    )
+
+
+# Federated runs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def federated_run(
+    synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
+) -> FederatedRun:
+    """The synthetic federation over local mailboxes, run once for the session: three node
+    pipelines side by side, the coordinator's meta-analysis, report and RO-Crate
+    (tests/integration/federated_runs.py). test_federation.py, test_provenance.py and
+    test_node_vs_plink2.py read it."""
+    return run_federation(
+        tmp_path_factory.mktemp("federation_local"), synthetic_federation, "local"
     )

@@ -4,9 +4,11 @@ One federated run (local mailboxes) of the shared synthetic federation (3 nodes,
 1,400 / 1,200 samples x 5,000 variants) goes through the real pipeline: signed tasks, node
 policy, QC, allele frequencies, a linear and a logistic GWAS per node, the disclosure gate,
 signed results, collection and the IVW meta-analysis, and the study report the coordinator
-writes from them (its figures, lead loci, forest data, and the page in a real browser). The study has no principal components,
-so the pooled analysis below can fit exactly the same model: Hail over the union of the
-nodes' VCFs with age, sex and node indicators as covariates.
+writes from them (its figures, lead loci, forest data, and the page in a real browser). The
+run is the session's `federated_run` (tests/integration/federated_runs.py): test_provenance.py
+checks its RO-Crate and test_node_vs_plink2.py holds node 'fi's release to plink2. The study
+has no principal components, so the pooled analysis below can fit exactly the same model:
+Hail over the union of the nodes' VCFs with age, sex and node indicators as covariates.
 
 The same federation then runs over a real S3 server (SeaweedFS on loopback, per-node
 credentials). The Hail pipeline is the only step not repeated there: a stand-in re-releases
@@ -23,12 +25,9 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +39,14 @@ from PIL import Image
 
 import federation.node.agent as agent_module
 from federation import sumstats
-from federation.coordinator.coordinator import Collection, Coordinator, MailboxesUnreachable
-from federation.coordinator.status import format_status
+from federation.coordinator.coordinator import Coordinator, MailboxesUnreachable
 from federation.errors import TransportError
-from federation.node.agent import NodeAgent, TaskOutcome
 from federation.pipeline.runs import PipelineRun
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.crypt import SEALED_RESULT
 from federation.protocol.messages import MailboxKeys, TaskStatus
 from federation.sandbox.demo import (
-    FederationConfigs,
     Mailboxes,
-    demo_study,
     mailboxes,
     write_federation_configs,
 )
@@ -61,11 +56,17 @@ from federation.transport import open_transport
 from federation.transport.s3 import S3Transport, mailbox_bucket
 from tests import gwas_ssf
 from tests.integration.browser import launch_chromium
+from tests.integration.federated_runs import (
+    STUDY_ID,
+    FederatedRun,
+    comparison_study,
+    quiet,
+    run_federation,
+)
 from tests.unit.report.checks import assert_forest_matches
 
 pytestmark = pytest.mark.integration
 
-STUDY_ID = "federated-vs-pooled"
 ANALYSES = {"quant_trait_gwas": "quant_trait", "binary_trait_gwas": "binary_trait"}
 META_FILES = ("allele_frequencies.tsv.gz", "quant_trait_gwas.tsv.gz", "binary_trait_gwas.tsv.gz")
 MIN_BETA_CORRELATION = 0.99
@@ -73,72 +74,6 @@ MIN_MAF = 0.05
 GENOME_WIDE = 5e-8
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 S3_RESTART_PAUSE_SECONDS = 1.0  # the server is away this long while a node uploads
-
-
-def quiet(line: str) -> None:
-    return None
-
-
-def comparison_study(node_ids: list[str]) -> dict[str, Any]:
-    """The demo's study without principal components: the pooled model can then be the same."""
-    study = demo_study(node_ids)
-    study["study_id"] = STUDY_ID
-    for analysis in study["analyses"]:
-        analysis.pop("principal_components", None)
-    return study
-
-
-@dataclass(frozen=True)
-class FederatedRun:
-    root: Path
-    configs: FederationConfigs
-    outcomes: dict[str, list[TaskOutcome]]
-    collection: Collection
-    status: str
-    node_seconds: float
-    mailbox_keys: dict[str, list[str]]  # what each node's mailbox holds after collection
-
-    @property
-    def meta_dir(self) -> Path:
-        return self.root / "results" / STUDY_ID / "meta"
-
-    def released_dir(self, node_id: str) -> Path:
-        return load_node(self.configs.nodes[node_id]).results_dir / STUDY_ID / "nodes" / node_id
-
-
-def run_federation(
-    root: Path,
-    cohorts: SynthResult,
-    transport: str,
-    prepare: Callable[[Mailboxes], None] | None = None,
-) -> FederatedRun:
-    """Submit, run every node's agent once (the nodes side by side), collect.
-
-    `prepare` sees the mailboxes (and their server) before anything is submitted.
-    """
-    node_ids = [cohort.node_id for cohort in cohorts.nodes]
-    study_path = root / "study.yaml"
-    root.mkdir(parents=True, exist_ok=True)
-    study_path.write_text(yaml.safe_dump(comparison_study(node_ids), sort_keys=False))
-    digest = pipeline_workflow_digest()
-    with mailboxes(transport, root, node_ids, quiet) as boxes:
-        if prepare is not None:
-            prepare(boxes)
-        configs = write_federation_configs(root, cohorts.nodes, boxes, [digest])
-        coordinator = Coordinator(load_coordinator(configs.coordinator))
-        coordinator.submit(study_path)
-        started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=len(node_ids)) as pool:
-            runs = {node: pool.submit(NodeAgent(configs.nodes[node]).run_once) for node in node_ids}
-            outcomes = {node: run.result() for node, run in runs.items()}
-        node_seconds = time.monotonic() - started
-        collection = coordinator.collect(STUDY_ID)
-        status = format_status(coordinator.ledger, STUDY_ID)
-        keys = {}
-        for node in node_ids:
-            with closing(coordinator.mailbox(node)) as mailbox:
-                keys[node] = mailbox.list("")
-    return FederatedRun(root, configs, outcomes, collection, status, node_seconds, keys)
 
 
 def assert_clean_mailboxes(run: FederatedRun) -> None:
@@ -152,15 +87,6 @@ def assert_clean_mailboxes(run: FederatedRun) -> None:
         assert keys[:-1] == [
             f"outbox/{task}/{name}" for name in ("COMPLETE", "STATUS.json", SEALED_RESULT)
         ]
-
-
-@pytest.fixture(scope="module")
-def local_run(
-    synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
-) -> FederatedRun:
-    return run_federation(
-        tmp_path_factory.mktemp("federation_local"), synthetic_federation, "local"
-    )
 
 
 # ------------------------------------------------------------------ the pooled analysis
@@ -248,18 +174,18 @@ def failures(run: FederatedRun, node: str) -> list[str]:
     return [str(record.get("reason")) for record in records if record["event"] == "task_failed"]
 
 
-def test_every_node_releases_and_the_coordinator_meta_analyses(local_run: FederatedRun) -> None:
-    for node, outcomes in local_run.outcomes.items():
+def test_every_node_releases_and_the_coordinator_meta_analyses(federated_run: FederatedRun) -> None:
+    for node, outcomes in federated_run.outcomes.items():
         statuses = [outcome.status for outcome in outcomes]
-        assert statuses == [TaskStatus.RELEASED], (node, failures(local_run, node))
-    nodes = sorted(local_run.outcomes)
-    assert local_run.collection.released == nodes and local_run.collection.missing == []
-    assert sorted(path.name for path in local_run.collection.meta_files) == sorted(META_FILES)
-    assert "released: 3; missing: none" in local_run.status
-    assert_clean_mailboxes(local_run)
+        assert statuses == [TaskStatus.RELEASED], (node, failures(federated_run, node))
+    nodes = sorted(federated_run.outcomes)
+    assert federated_run.collection.released == nodes and federated_run.collection.missing == []
+    assert sorted(path.name for path in federated_run.collection.meta_files) == sorted(META_FILES)
+    assert "released: 3; missing: none" in federated_run.status
+    assert_clean_mailboxes(federated_run)
     for node in nodes:
-        verified = local_run.root / "results" / STUDY_ID / "nodes" / node
-        released = local_run.released_dir(node)
+        verified = federated_run.root / "results" / STUDY_ID / "nodes" / node
+        released = federated_run.released_dir(node)
         names = sorted(path.name for path in released.iterdir())
         assert {f"{analysis}.tsv.gz" for analysis in ANALYSES} <= set(names)
         # beside the verified copies: what the node signed, and the node's crate
@@ -267,26 +193,28 @@ def test_every_node_releases_and_the_coordinator_meta_analyses(local_run: Federa
         assert kept == sorted([*names, "ro-crate-metadata.json", "signed"])
         for name in names:
             assert (verified / name).read_bytes() == (released / name).read_bytes()
-    print(f"\nnode pipelines (3 nodes side by side): {local_run.node_seconds:.0f} s")
+    print(f"\nnode pipelines (3 nodes side by side): {federated_run.node_seconds:.0f} s")
 
 
 def test_released_and_meta_files_are_read_as_they_are_by_gwas_ssf_and_tabix(
-    local_run: FederatedRun,
+    federated_run: FederatedRun,
 ) -> None:
     """Every released and meta GWAS file passes the GWAS Catalog's validator with its
     `-meta.yaml` sidecar; tabix answers a region query on a released file; the nodes' VCF
     alleles are declared reference-aligned, so the meta-analysis keeps their A/T and C/G SNPs."""
     for analysis in ANALYSES:
-        meta_file = local_run.meta_dir / f"{analysis}.tsv.gz"
+        meta_file = federated_run.meta_dir / f"{analysis}.tsv.gz"
         gwas_ssf.validate(meta_file, min_rows=1000)
         record = sumstats.read_sidecar(meta_file)
         assert all(entry["reference_aligned"] for entry in record["inputs"])
         assert not any("palindromic" in r for e in record["inputs"] for r in e["dropped"])
-        for node in local_run.outcomes:
-            released = local_run.released_dir(node) / f"{analysis}.tsv.gz"
+        for node in federated_run.outcomes:
+            released = federated_run.released_dir(node) / f"{analysis}.tsv.gz"
             gwas_ssf.validate(released, min_rows=1000)
             assert sumstats.find_sidecar(released) == sumstats.sidecar_path(released)
-    released = local_run.released_dir(sorted(local_run.outcomes)[0]) / "quant_trait_gwas.tsv.gz"
+    released = (
+        federated_run.released_dir(sorted(federated_run.outcomes)[0]) / "quant_trait_gwas.tsv.gz"
+    )
     table = sumstats.read_table(released)
     row = table.iloc[len(table) // 2]
     region = f"{row.chromosome}:{row.base_pair_location}-{row.base_pair_location}"
@@ -297,9 +225,9 @@ def test_released_and_meta_files_are_read_as_they_are_by_gwas_ssf_and_tabix(
 
 @pytest.mark.parametrize("analysis", sorted(ANALYSES))
 def test_meta_analysis_agrees_with_the_pooled_analysis(
-    local_run: FederatedRun, pooled: pd.DataFrame, analysis: str
+    federated_run: FederatedRun, pooled: pd.DataFrame, analysis: str
 ) -> None:
-    merged = aligned(local_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
+    merged = aligned(federated_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
     common = merged[merged["maf"] > MIN_MAF]
     assert len(common) > 2000, f"only {len(common)} common variants meta-analysed over 3 nodes"
     correlation = float(np.corrcoef(common["beta"], common["pooled_beta"])[0, 1])
@@ -309,12 +237,12 @@ def test_meta_analysis_agrees_with_the_pooled_analysis(
 
 @pytest.mark.parametrize("analysis", sorted(ANALYSES))
 def test_planted_variants_are_genome_wide_significant_in_both(
-    local_run: FederatedRun,
+    federated_run: FederatedRun,
     pooled: pd.DataFrame,
     synthetic_federation: SynthResult,
     analysis: str,
 ) -> None:
-    merged = aligned(local_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
+    merged = aligned(federated_run.meta_dir / f"{analysis}.tsv.gz", pooled, analysis)
     by_locus = merged.set_index(["chromosome", "base_pair_location"])
     planted = synthetic_federation.causal_variants
     assert len(planted) >= 3
@@ -338,9 +266,9 @@ def report_data(run: FederatedRun) -> dict[str, Any]:
 
 
 def test_the_coordinator_writes_the_study_report_with_valid_figures(
-    local_run: FederatedRun,
+    federated_run: FederatedRun,
 ) -> None:
-    study_dir = local_run.root / "results" / STUDY_ID
+    study_dir = federated_run.root / "results" / STUDY_ID
     page = (study_dir / "report.html").read_text()
     figures = sorted((study_dir / "plots").iterdir())
     assert {path.suffix for path in figures} == {".png", ".svg"}
@@ -352,19 +280,19 @@ def test_the_coordinator_writes_the_study_report_with_valid_figures(
                 image.verify()
         else:
             assert ElementTree.parse(path).getroot().tag == "{http://www.w3.org/2000/svg}svg"
-    data = report_data(local_run)
+    data = report_data(federated_run)
     assert sorted(section["analysis"] for section in data["analyses"]) == sorted(ANALYSES)
     assert data["provenance"]["coordinator"]["quorum"] == 3
     assert data["provenance"]["coordinator"]["workflow_digest"] == pipeline_workflow_digest()
-    assert sorted(node["node_id"] for node in data["nodes"]) == sorted(local_run.outcomes)
+    assert sorted(node["node_id"] for node in data["nodes"]) == sorted(federated_run.outcomes)
     assert data["frequencies"]["n_variants"] > 4000
 
 
 @pytest.mark.parametrize("analysis", sorted(ANALYSES))
 def test_the_report_leads_are_the_planted_variants(
-    local_run: FederatedRun, synthetic_federation: SynthResult, analysis: str
+    federated_run: FederatedRun, synthetic_federation: SynthResult, analysis: str
 ) -> None:
-    section = next(s for s in report_data(local_run)["analyses"] if s["analysis"] == analysis)
+    section = next(s for s in report_data(federated_run)["analyses"] if s["analysis"] == analysis)
     leads = {(str(lead["chromosome"]), lead["position"]) for lead in section["leads"]}
     planted = {(v.chromosome, v.position) for v in synthetic_federation.causal_variants}
     assert planted <= leads, f"{analysis}: planted {sorted(planted - leads)} not among the leads"
@@ -372,19 +300,20 @@ def test_the_report_leads_are_the_planted_variants(
 
 @pytest.mark.parametrize("analysis", sorted(ANALYSES))
 def test_the_report_forest_data_equal_the_node_files(
-    local_run: FederatedRun, analysis: str
+    federated_run: FederatedRun, analysis: str
 ) -> None:
-    section = next(s for s in report_data(local_run)["analyses"] if s["analysis"] == analysis)
+    section = next(s for s in report_data(federated_run)["analyses"] if s["analysis"] == analysis)
     node_files = {
-        node: local_run.released_dir(node) / f"{analysis}.tsv.gz" for node in local_run.outcomes
+        node: federated_run.released_dir(node) / f"{analysis}.tsv.gz"
+        for node in federated_run.outcomes
     }
     assert section["leads"]
     for lead in section["leads"]:
-        assert_forest_matches(lead, node_files, local_run.meta_dir / f"{analysis}.tsv.gz")
+        assert_forest_matches(lead, node_files, federated_run.meta_dir / f"{analysis}.tsv.gz")
 
 
-def test_the_report_renders_in_a_real_browser_on_a_phone(local_run: FederatedRun) -> None:
-    page_path = local_run.root / "results" / STUDY_ID / "report.html"
+def test_the_report_renders_in_a_real_browser_on_a_phone(federated_run: FederatedRun) -> None:
+    page_path = federated_run.root / "results" / STUDY_ID / "report.html"
     with launch_chromium() as browser:
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
         requests: list[str] = []
@@ -405,7 +334,7 @@ def test_the_report_renders_in_a_real_browser_on_a_phone(local_run: FederatedRun
 
 
 def test_the_same_federation_over_s3_gives_identical_meta_files(
-    local_run: FederatedRun,
+    federated_run: FederatedRun,
     synthetic_federation: SynthResult,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -413,7 +342,7 @@ def test_the_same_federation_over_s3_gives_identical_meta_files(
     def re_release(node_config: Path, study_config: Path, **_: Any) -> PipelineRun:
         """The local run's released files, released again by this node (no Hail)."""
         node = load_node(node_config)
-        source = local_run.released_dir(node.node_id)
+        source = federated_run.released_dir(node.node_id)
         destination = node.results_dir / STUDY_ID / "nodes" / node.node_id
         shutil.copytree(source, destination)
         files = tuple(sorted(path for path in destination.rglob("*") if path.is_file()))
@@ -445,12 +374,12 @@ def test_the_same_federation_over_s3_gives_identical_meta_files(
     assert len(restarts) == 1, "the S3 server was not restarted during an upload"
     for node, outcomes in s3_run.outcomes.items():
         assert [outcome.status for outcome in outcomes] == [TaskStatus.RELEASED], (node, outcomes)
-    assert s3_run.collection.released == local_run.collection.released
+    assert s3_run.collection.released == federated_run.collection.released
     assert_clean_mailboxes(s3_run)
     for name in META_FILES:
-        assert (s3_run.meta_dir / name).read_bytes() == (local_run.meta_dir / name).read_bytes(), (
-            name
-        )
+        assert (s3_run.meta_dir / name).read_bytes() == (
+            federated_run.meta_dir / name
+        ).read_bytes(), name
     for node in s3_run.outcomes:  # the transport's retries rode the restart out
         audit = (load_node(s3_run.configs.nodes[node]).work_dir / "audit.jsonl").read_text()
         assert "task_deferred" not in audit and "result_published" in audit

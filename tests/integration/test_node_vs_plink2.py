@@ -1,10 +1,14 @@
-"""The node pipeline's released results against plink2 on the same PLINK files.
+"""The node pipeline's released results against plink2 on the same genotypes.
 
-The real Snakemake pipeline runs once for this module on the 'fi' node of the shared
-synthetic federation (1,000 samples x 5,000 variants, no missing calls, so Hail's
-mean-imputation and plink2's per-sample exclusion of missing genotypes cannot differ).
-plink2 2.00a3.5 then runs `--freq counts` and a Wald `--glm` (no Firth fallback) with the
-same phenotypes and covariates. Every released row is compared after aligning alleles.
+The released files are those of the 'fi' node in the session's `federated_run` (the shared
+synthetic federation's 1,000 samples x 5,000 variants, no missing calls, so Hail's
+mean-imputation and plink2's per-sample exclusion of missing genotypes cannot differ): the
+real Snakemake pipeline, run by the node's agent on the cohort's VCF, with allele
+frequencies, a linear and a logistic Wald GWAS of the traits on age and sex, and the
+built-in disclosure policy. plink2 2.00a3.5 then runs `--freq counts` and a Wald `--glm`
+(no Firth fallback) on the cohort's PLINK files (the same genotypes: test_synth.py) with the
+same phenotypes and covariates. Every released row is compared after aligning alleles. The
+mean-imputation test runs the pipeline itself, on the PLINK files of the 'ee' node.
 
 plink2 prints 6 significant digits (-log10 p too, with `log10`), Released GWAS-SSF 8, so
 the printed precision (5e-6 relative) is far inside the tolerances. plink2's logistic
@@ -29,9 +33,9 @@ from scipy import stats
 
 from bench import node_pipeline as anchor
 from federation import sumstats
-from federation.pipeline.runs import PipelineRun
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.sandbox.synth import SynthResult
+from tests.integration.federated_runs import FederatedRun
 from tests.integration.node_runs import linear_study
 from tests.integration.plink2_checks import (
     RELATIVE,
@@ -50,13 +54,13 @@ MAX_FLOAT32_ROWS_FRACTION = 0.02
 GENOME_WIDE = -math.log10(5e-8)
 LAMBDA_RANGE = (0.9, 1.1)
 CHI2_MEDIAN = stats.chi2.ppf(0.5, 1)  # 0.4549
-STUDY_ID = "anchor-plink2"
-ANALYSES = {"quant": "quant_gwas", "binary": "binary_gwas", "af": "allele_frequencies"}
+# The released analyses of the federated run (tests/integration/federated_runs.py).
+ANALYSES = {"quant": "quant_trait_gwas", "binary": "binary_trait_gwas", "af": "allele_frequencies"}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    run: PipelineRun
+    released_dir: Path
     cohort_dir: Path
     truth: dict
     quant: pd.DataFrame  # released rows aligned with plink2 (see bench.node_pipeline)
@@ -65,42 +69,15 @@ class Comparison:
     released_n: dict[str, int]
 
 
-def _study() -> dict:
-    study = linear_study(STUDY_ID, ANALYSES["quant"], ANALYSES["af"])
-    study["analyses"].append(
-        {
-            "id": ANALYSES["binary"],
-            "type": "gwas",
-            "trait": anchor.BINARY_TRAIT,
-            "trait_type": "binary",
-            "test": "wald",
-            "covariates": list(anchor.COVARIATES),
-        }
-    )
-    return study
-
-
 @pytest.fixture(scope="module")
 def comparison(
-    synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
+    synthetic_federation: SynthResult,
+    federated_run: FederatedRun,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Comparison:
     cohort = synthetic_federation.nodes[0]
-    root = tmp_path_factory.mktemp("node_vs_plink2")
-    node = {
-        "node_id": cohort.node_id,
-        "genotypes": {"format": "plink", "path": str(cohort.plink_prefix)},
-        "phenotypes": str(cohort.phenotypes),
-        "reference_genome": "GRCh38",
-        "work_dir": str(root / "work"),
-        "results_dir": str(root / "results"),
-        "hail": {"master": "local[2]", "driver_memory": "4g"},
-        # no `disclosure`: the built-in default policy applies
-    }
-    (root / "node.yaml").write_text(yaml.safe_dump(node))
-    (root / "study.yaml").write_text(yaml.safe_dump(_study()))
-    run = run_node_pipeline(root / "node.yaml", root / "study.yaml")
-
-    plink_dir = root / "plink2"
+    released_dir = federated_run.released_dir(cohort.node_id)
+    plink_dir = tmp_path_factory.mktemp("node_vs_plink2") / "plink2"
     traits = [anchor.QUANT_TRAIT, anchor.BINARY_TRAIT]
     pheno, covar = anchor.write_plink2_inputs(
         cohort.phenotypes, cohort.plink_prefix, plink_dir, traits
@@ -112,20 +89,20 @@ def comparison(
     )
 
     def released(analysis: str) -> pd.DataFrame:
-        return sumstats.read_table(run.released_dir / f"{ANALYSES[analysis]}.tsv.gz")
+        return sumstats.read_table(released_dir / f"{ANALYSES[analysis]}.tsv.gz")
 
     def plink2(suffix: str) -> pd.DataFrame:
         return anchor.read_plink2_table(plink_dir / f"out.{suffix}")
 
     return Comparison(
-        run=run,
+        released_dir=released_dir,
         cohort_dir=cohort.directory,
         truth=json.loads(synthetic_federation.truth.read_text()),
         quant=anchor.align_glm(released("quant"), plink2(f"{anchor.QUANT_TRAIT}.glm.linear")),
         binary=anchor.align_glm(released("binary"), plink2(f"{anchor.BINARY_TRAIT}.glm.logistic")),
         counts=anchor.align_counts(released("af"), plink2("acount")),
         released_n={
-            name: int(sumstats.read_sidecar(run.released_dir / f"{ANALYSES[name]}.tsv.gz")["n"])
+            name: int(sumstats.read_sidecar(released_dir / f"{ANALYSES[name]}.tsv.gz")["n"])
             for name in ANALYSES
         },
     )

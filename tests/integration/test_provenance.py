@@ -1,8 +1,13 @@
 """The study crate of real federations (Hail, Snakemake or cwltool, the real coordinator):
 validated with rocrate-validator, verified, and reproduced byte for byte.
 
-One demo per engine, each run once for this module; the negative cases of `verify` are in
-the unit tier (tests/unit/provenance/), on crates the coordinator writes the same way.
+The Snakemake crate is the one the coordinator wrote for the session's `federated_run` (the
+three-node federation test_federation.py checks; tests/integration/federated_runs.py). The
+demo itself runs twice for this module, at the smallest sizes that release every analysis: on
+two Snakemake nodes, which shows where its verified crate is and is reproduced from its
+recorded seeds (`reproduce --nodes synthetic`), and on one cwltool node, whose crate is
+validated and verified too. The negative cases of `verify` are in the unit tier
+(tests/unit/provenance/), on crates the coordinator writes the same way.
 """
 
 from __future__ import annotations
@@ -17,13 +22,22 @@ from federation.cli import main
 from federation.provenance.verify import validator_command, verify_crate
 from federation.sandbox.demo import DEMO_STUDY_ID, run_demo
 from federation.sandbox.reproduce import reproduce_synthetic
+from tests.integration.federated_runs import FederatedRun
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(validator_command() is None, reason="rocrate-validator: bootstrap.sh"),
 ]
 
-DEMO_SIZE = {"samples_per_node": 400, "variants": 2_000, "seed": 7}
+# The smallest demo that releases every analysis: 200 samples ('fi'; 'ee' has 280) clear the
+# GWAS minimum of 100 with room to spare; 1,000 variants leave over a hundred rows per table.
+DEMO_SIZE = {"samples_per_node": 200, "variants": 1_000, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def snakemake_crate(federated_run: FederatedRun) -> Path:
+    """The study crate of the session's three-node Snakemake federation."""
+    return federated_run.study_dir
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +76,12 @@ def _sidecars_name_their_run_and_code(crate: Path) -> None:
         assert len(identity["bundle_sha256"]) == 64 and identity["workflow_files"], sidecar
 
 
-def test_the_snakemake_demo_crate_validates_and_verifies(snakemake_demo: tuple[Path, str]) -> None:
-    _validates_and_verifies(snakemake_demo[0], "Snakefile")
+def test_the_snakemake_federation_crate_validates_and_verifies(snakemake_crate: Path) -> None:
+    _validates_and_verifies(snakemake_crate, "Snakefile")
+
+
+def test_the_snakemake_demo_crate_verifies(snakemake_demo: tuple[Path, str]) -> None:
+    assert verify_crate(snakemake_demo[0], validate=False).problems == []
 
 
 def test_the_cwl_demo_crate_validates_and_verifies(cwl_demo: Path) -> None:
@@ -71,9 +89,9 @@ def test_the_cwl_demo_crate_validates_and_verifies(cwl_demo: Path) -> None:
 
 
 def test_snakemake_released_sidecars_carry_the_run_record_digest_and_code_identity(
-    snakemake_demo: tuple[Path, str],
+    snakemake_crate: Path,
 ) -> None:
-    _sidecars_name_their_run_and_code(snakemake_demo[0])
+    _sidecars_name_their_run_and_code(snakemake_crate)
 
 
 def test_cwl_released_sidecars_carry_the_research_object_digest_and_code_identity(
@@ -82,26 +100,23 @@ def test_cwl_released_sidecars_carry_the_research_object_digest_and_code_identit
     _sidecars_name_their_run_and_code(cwl_demo)
 
 
-def test_verify_on_the_command_line_exits_0(snakemake_demo: tuple[Path, str]) -> None:
-    assert main(["verify", str(snakemake_demo[0])]) == 0
+def test_verify_on_the_command_line_exits_0(snakemake_crate: Path) -> None:
+    assert main(["verify", str(snakemake_crate)]) == 0
 
 
-def test_a_changed_copy_of_the_demo_crate_fails_verify(
-    snakemake_demo: tuple[Path, str], tmp_path: Path
-) -> None:
-    copy = Path(shutil.copytree(snakemake_demo[0], tmp_path / "copy"))
+def test_a_changed_copy_of_the_crate_fails_verify(snakemake_crate: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(snakemake_crate, tmp_path / "copy"))
+    assert main(["verify", str(copy), "--no-validate"]) == 0  # the copy as it was verifies
     table = copy / "nodes" / "fi" / "quant_trait_gwas.tsv.gz"
     table.write_bytes(table.read_bytes() + b"\x00")
     assert main(["verify", str(copy), "--no-validate"]) == 1
 
 
-def test_reproduce_gives_byte_identical_meta_files(
-    snakemake_demo: tuple[Path, str], tmp_path: Path
-) -> None:
-    assert main(["reproduce", str(snakemake_demo[0]), "--out", str(tmp_path / "again")]) == 0
+def test_reproduce_gives_byte_identical_meta_files(snakemake_crate: Path, tmp_path: Path) -> None:
+    assert main(["reproduce", str(snakemake_crate), "--out", str(tmp_path / "again")]) == 0
     for name in ("allele_frequencies", "quant_trait_gwas", "binary_trait_gwas"):
         again = tmp_path / "again" / "meta" / f"{name}.tsv.gz"
-        assert again.read_bytes() == (snakemake_demo[0] / "meta" / f"{name}.tsv.gz").read_bytes()
+        assert again.read_bytes() == (snakemake_crate / "meta" / f"{name}.tsv.gz").read_bytes()
 
 
 def test_reproduce_with_synthetic_nodes_gives_byte_identical_node_releases(

@@ -3,24 +3,32 @@ validated with rocrate-validator, verified, and reproduced byte for byte.
 
 The Snakemake crate is the one the coordinator wrote for the session's `federated_run` (the
 three-node federation test_federation.py checks; tests/integration/federated_runs.py). The
-demo itself runs twice for this module, at the smallest sizes that release every analysis: on
-two Snakemake nodes, which shows where its verified crate is and is reproduced from its
-recorded seeds (`reproduce --nodes synthetic`), and on one cwltool node, whose crate is
-validated and verified too. The negative cases of `verify` are in the unit tier
+`federation demo` command runs twice for this module, side by side, at the smallest sizes that
+release every analysis: on two Snakemake nodes, where it must print where its verified crate
+is, and which is reproduced from its recorded seeds (`reproduce --nodes synthetic`); and on
+one cwltool node, whose crate is validated and verified too. The negative cases of `verify` are in the unit tier
 (tests/unit/provenance/), on crates the coordinator writes the same way.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from federation.cli import main
+from federation.files import REPO_ROOT
 from federation.provenance.verify import validator_command, verify_crate
-from federation.sandbox.demo import DEMO_STUDY_ID, run_demo
+from federation.sandbox.demo import DEMO_STUDY_ID
 from federation.sandbox.reproduce import reproduce_synthetic
 from tests.integration.federated_runs import FederatedRun
 
@@ -31,7 +39,15 @@ pytestmark = [
 
 # The smallest demo that releases every analysis: 200 samples ('fi'; 'ee' has 280) clear the
 # GWAS minimum of 100 with room to spare; 1,000 variants leave over a hundred rows per table.
-DEMO_SIZE = {"samples_per_node": 200, "variants": 1_000, "seed": 7}
+DEMO_OPTIONS = ["--samples-per-node", "200", "--variants", "1000", "--seed", "7"]
+DEMO_NODES = {"snakemake": 2, "cwl": 1}  # per engine
+DEMO_SECONDS = 1200  # both demos side by side on a loaded 2-core machine
+
+
+@dataclass(frozen=True)
+class Demo:
+    crate: Path
+    summary: str  # what `federation demo` printed on stdout
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +56,66 @@ def snakemake_crate(federated_run: FederatedRun) -> Path:
     return federated_run.study_dir
 
 
-@pytest.fixture(scope="module")
-def snakemake_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("demo_snakemake")
-    summary = run_demo(out, nodes=2, engine="snakemake", progress=lambda line: None, **DEMO_SIZE)
-    return out / "results" / DEMO_STUDY_ID, summary
+def _output(root: Path, engine: str, stream: str) -> Path:
+    return root / f"demo-{engine}.{stream}"
+
+
+def _start_demo(root: Path, engine: str) -> subprocess.Popen[bytes]:
+    """`federation demo --out ROOT/ENGINE`, its stdout and stderr in files beside."""
+    out = root / engine
+    command = [sys.executable, "-m", "federation", "demo", "--out", str(out), "--engine", engine]
+    command += ["--nodes", str(DEMO_NODES[engine]), *DEMO_OPTIONS]
+    stdout_path, stderr_path = (_output(root, engine, stream) for stream in ("stdout", "stderr"))
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        return subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: stopped whole if the test fails
+        )
 
 
 @pytest.fixture(scope="module")
-def cwl_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo_cwl")
-    run_demo(out, nodes=1, engine="cwl", progress=lambda line: None, **DEMO_SIZE)
-    return out / "results" / DEMO_STUDY_ID
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Demo]]:
+    """`federation demo` once per engine, the two commands side by side (much of each is JVM
+    and Spark start-up that leaves a core idle); each must exit 0."""
+    root = tmp_path_factory.mktemp("demos").resolve()
+    running = {engine: _start_demo(root, engine) for engine in DEMO_NODES}
+    try:
+        deadline = time.monotonic() + DEMO_SECONDS
+        for engine, process in running.items():
+            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+            stderr = _output(root, engine, "stderr").read_text(errors="replace")
+            assert code == 0, f"{engine} demo exited {code}: {stderr[-3000:]}"
+        yield {
+            engine: Demo(
+                root / engine / "results" / DEMO_STUDY_ID,
+                _output(root, engine, "stdout").read_text(errors="replace"),
+            )
+            for engine in DEMO_NODES
+        }
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
-def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: tuple[Path, str]) -> None:
-    crate, summary = snakemake_demo
-    assert f"study RO-Crate: {crate / 'ro-crate-metadata.json'} (verified" in summary
+@pytest.fixture(scope="module")
+def snakemake_demo(demos: dict[str, Demo]) -> Demo:
+    return demos["snakemake"]
+
+
+@pytest.fixture(scope="module")
+def cwl_demo(demos: dict[str, Demo]) -> Path:
+    return demos["cwl"].crate
+
+
+def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: Demo) -> None:
+    assert f"study RO-Crate: {snakemake_demo.crate / 'ro-crate-metadata.json'} (verified" in (
+        snakemake_demo.summary
+    )
 
 
 def _validates_and_verifies(crate: Path, main_workflow: str) -> None:
@@ -80,8 +139,8 @@ def test_the_snakemake_federation_crate_validates_and_verifies(snakemake_crate: 
     _validates_and_verifies(snakemake_crate, "Snakefile")
 
 
-def test_the_snakemake_demo_crate_verifies(snakemake_demo: tuple[Path, str]) -> None:
-    assert verify_crate(snakemake_demo[0], validate=False).problems == []
+def test_the_snakemake_demo_crate_verifies(snakemake_demo: Demo) -> None:
+    assert verify_crate(snakemake_demo.crate, validate=False).problems == []
 
 
 def test_the_cwl_demo_crate_validates_and_verifies(cwl_demo: Path) -> None:
@@ -120,9 +179,11 @@ def test_reproduce_gives_byte_identical_meta_files(snakemake_crate: Path, tmp_pa
 
 
 def test_reproduce_with_synthetic_nodes_gives_byte_identical_node_releases(
-    snakemake_demo: tuple[Path, str], tmp_path: Path
+    snakemake_demo: Demo, tmp_path: Path
 ) -> None:
-    result = reproduce_synthetic(snakemake_demo[0], tmp_path / "again", progress=lambda line: None)
+    result = reproduce_synthetic(
+        snakemake_demo.crate, tmp_path / "again", progress=lambda line: None
+    )
     assert result.different == []
     released = [line for line in result.identical if line.startswith("nodes/")]
     for node in ("fi", "ee"):

@@ -25,8 +25,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +76,12 @@ class ClusterRun:
     executor_apps: list[set[str]]  # per worker: the applications it ran executors for
 
 
+def _study(root: Path) -> Path:
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(linear_study(STUDY_ID)))
+    return path
+
+
 def _node(root: Path, name: str, cohort: Any, resources: dict[str, Any]) -> Path:
     node = {
         "node_id": "fi",
@@ -100,36 +104,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def study(root: Path) -> Path:
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(linear_study(STUDY_ID)))
-    return path
-
-
-@pytest.fixture(scope="module")
-def local_run_started(
-    synthetic_cohort: SynthResult, root: Path, study: Path
-) -> Iterator[Future[PipelineRun]]:
-    """The local reference run, started in the background: the Spark cluster's run goes on
-    beside it (much of each is JVM and Spark start-up that leaves a core idle)."""
+def local_run(synthetic_cohort: SynthResult, root: Path) -> PipelineRun:
     (cohort,) = synthetic_cohort.nodes
     config = _node(root, "local", cohort, {"spark_master": "local[2]"})
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        yield pool.submit(run_node_pipeline, config, study)
+    return run_node_pipeline(config, _study(root))
 
 
 @pytest.fixture(scope="module")
-def local_run(local_run_started: Future[PipelineRun]) -> PipelineRun:
-    return local_run_started.result()
-
-
-@pytest.fixture(scope="module")
-def spark_run(
-    synthetic_cohort: SynthResult,
-    root: Path,
-    study: Path,
-    local_run_started: Future[PipelineRun],
-) -> ClusterRun:
+def spark_run(synthetic_cohort: SynthResult, root: Path) -> ClusterRun:
     (cohort,) = synthetic_cohort.nodes
     with SparkStandaloneCluster(root / "spark", workers=2, cores=1, memory="1g") as spark:
         resources = {
@@ -137,7 +119,7 @@ def spark_run(
             "spark_executor_memory": "1g",
             "spark_executor_cores": 1,
         }
-        run = run_node_pipeline(_node(root, "spark", cohort, resources), study)
+        run = run_node_pipeline(_node(root, "spark", cohort, resources), _study(root))
         applications = spark.applications()
         logs = [
             "".join(
@@ -176,7 +158,7 @@ def _assert_same_release(local_run: PipelineRun, other: Path) -> None:
 
 
 def test_the_spark_cluster_releases_the_files_a_local_run_releases(
-    spark_run: ClusterRun, local_run: PipelineRun
+    local_run: PipelineRun, spark_run: ClusterRun
 ) -> None:
     _assert_same_release(local_run, spark_run.run.released_dir)
 
@@ -222,13 +204,14 @@ def _wait_for_job(job_id: str, timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def slurm_runs(synthetic_cohort: SynthResult, root: Path, study: Path) -> SlurmRuns:
+def slurm_runs(synthetic_cohort: SynthResult, root: Path) -> SlurmRuns:
     if SLURM_CONF.exists():
         pytest.fail(f"{SLURM_CONF} exists: this test needs a host without its own Slurm")
     (cohort,) = synthetic_cohort.nodes
     profile = root / "slurm-profile"
     profile.mkdir()
     (profile / "config.yaml").write_text(yaml.safe_dump(SLURM_PROFILE))
+    study = _study(root)
     with SlurmCluster(root / "slurm") as slurm:
         config = _node(root, "slurm", cohort, {"profile": str(profile), "spark_master": "local[2]"})
         profile_run = run_node_pipeline(config, study)

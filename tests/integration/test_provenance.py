@@ -103,8 +103,9 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Demo]]
 
 
 @pytest.fixture(scope="module")
-def snakemake_demo(demos: dict[str, Demo]) -> Demo:
-    return demos["snakemake"]
+def snakemake_demo(demos: dict[str, Demo]) -> tuple[Path, str]:
+    """The Snakemake demo's study crate, and what the command printed."""
+    return demos["snakemake"].crate, demos["snakemake"].summary
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +113,9 @@ def cwl_demo(demos: dict[str, Demo]) -> Path:
     return demos["cwl"].crate
 
 
-def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: Demo) -> None:
-    assert f"study RO-Crate: {snakemake_demo.crate / 'ro-crate-metadata.json'} (verified" in (
-        snakemake_demo.summary
-    )
+def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: tuple[Path, str]) -> None:
+    crate, summary = snakemake_demo
+    assert f"study RO-Crate: {crate / 'ro-crate-metadata.json'} (verified" in summary
 
 
 def _validates_and_verifies(crate: Path, main_workflow: str) -> None:
@@ -139,8 +139,8 @@ def test_the_snakemake_federation_crate_validates_and_verifies(snakemake_crate: 
     _validates_and_verifies(snakemake_crate, "Snakefile")
 
 
-def test_the_snakemake_demo_crate_verifies(snakemake_demo: Demo) -> None:
-    assert verify_crate(snakemake_demo.crate, validate=False).problems == []
+def test_the_snakemake_demo_crate_verifies(snakemake_demo: tuple[Path, str]) -> None:
+    assert verify_crate(snakemake_demo[0], validate=False).problems == []
 
 
 def test_the_cwl_demo_crate_validates_and_verifies(cwl_demo: Path) -> None:
@@ -179,11 +179,9 @@ def test_reproduce_gives_byte_identical_meta_files(snakemake_crate: Path, tmp_pa
 
 
 def test_reproduce_with_synthetic_nodes_gives_byte_identical_node_releases(
-    snakemake_demo: Demo, tmp_path: Path
+    snakemake_demo: tuple[Path, str], tmp_path: Path
 ) -> None:
-    result = reproduce_synthetic(
-        snakemake_demo.crate, tmp_path / "again", progress=lambda line: None
-    )
+    result = reproduce_synthetic(snakemake_demo[0], tmp_path / "again", progress=lambda line: None)
     assert result.different == []
     released = [line for line in result.identical if line.startswith("nodes/")]
     for node in ("fi", "ee"):

@@ -86,8 +86,13 @@ LANGUAGES: dict[str, dict[str, Any]] = {
         "@id": "https://w3id.org/workflowhub/workflow-ro-crate#cwl",
         "name": "Common Workflow Language",
         "url": {"@id": "https://www.commonwl.org/"},
+        "version": "v1.2",  # workflows/*.cwl `cwlVersion`
     },
 }
+# The package has no public page: its software entities (the package, its C++ kernels, the
+# coordinator's tools) point at the software environment record the crate holds, and carry
+# the code identity (version, git commit) that names the exact code.
+OWN_SOFTWARE_URL = f"{WORKFLOW_DIR}/envs/federation.yaml"
 
 
 META_KIND = "meta-analysis"
@@ -234,11 +239,11 @@ def _profiles(crate: ROCrate, profiles: Sequence[tuple[str, str, str]]) -> None:
 
 
 def _software_url(name: str) -> dict[str, Any]:
-    """Where a recorded distribution is published (the package's own parts have no page)."""
+    """Where a recorded distribution is published; the package's own parts: `OWN_SOFTWARE_URL`."""
     if name == "python":
         return {"url": {"@id": "https://www.python.org/"}}
     if name.startswith("federation"):
-        return {}
+        return {"url": {"@id": OWN_SOFTWARE_URL}}
     return {"url": {"@id": f"https://pypi.org/project/{name}/"}}
 
 
@@ -252,6 +257,14 @@ def _json(path: Path) -> Any:
     return parse_json_strictly(path.read_bytes())
 
 
+def _language(crate: ROCrate, engine: str) -> Any:
+    """The workflow's language, with the version the workflow is written in (CWL) or was
+    run with (Snakemake: the installed release)."""
+    properties = {k: v for k, v in LANGUAGES[engine].items() if k != "@id"}
+    properties.setdefault("version", software_versions().get(engine, "?"))
+    return _thing(crate, str(LANGUAGES[engine]["@id"]), {"@type": "ComputerLanguage", **properties})
+
+
 def _software(crate: ROCrate) -> Any:
     versions = software_versions()
     return _thing(
@@ -261,6 +274,7 @@ def _software(crate: ROCrate) -> Any:
             "@type": "SoftwareApplication",
             "name": "federation",
             "version": versions.get("federation", "?"),
+            **_software_url("federation"),
             "softwareRequirements": [
                 _thing(
                     crate,
@@ -517,11 +531,7 @@ def write_study_crate(
     )
     engine = inputs.engine
     bundle_manifest = Manifest.from_bytes((study_dir / BUNDLE_MANIFEST_NAME).read_bytes())
-    language = _thing(
-        crate,
-        str(LANGUAGES[engine]["@id"]),
-        {"@type": "ComputerLanguage", **{k: v for k, v in LANGUAGES[engine].items() if k != "@id"}},
-    )
+    language = _language(crate, engine)
     study_config = _file(
         crate,
         study_dir,
@@ -573,6 +583,8 @@ def write_study_crate(
                 "@type": "SoftwareApplication",
                 "name": "federation meta (harmonisation and meta-analysis)",
                 "softwareVersion": software["version"],
+                "version": software["version"],
+                **_software_url("federation"),
                 "input": [
                     param[name]
                     for name in (
@@ -593,6 +605,8 @@ def write_study_crate(
                 "@type": "SoftwareApplication",
                 "name": "federation pooled allele frequencies",
                 "softwareVersion": software["version"],
+                "version": software["version"],
+                **_software_url("federation"),
                 "input": [param["summary_statistics"]],
                 "output": [param["meta_output"]],
             },

@@ -48,7 +48,10 @@ def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: tuple[Path,
 def _validates_and_verifies(crate: Path, main_workflow: str) -> None:
     result = verify_crate(crate, validate=True)
     assert result.problems == []
-    assert "RO-Crate profiles: workflow-run-crate, provenance-run-crate" in result.checked
+    assert (
+        "RO-Crate profiles: workflow-run-crate, provenance-run-crate, ro-crate-1.2"
+        in result.checked
+    )
     assert (crate / "workflow" / main_workflow).is_file()
 
 

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from federation.errors import PipelineError
 from federation.files import REPO_ROOT, sha256_file
 from federation.provenance.run_crate import (
     CONTEXT_1_2,
     CONTEXT_1_3,
     WORKFLOW_RUN_TERMS_CONTEXT,
+    convert_cwlprov,
     run_crate_fields,
+    runcrate_command,
     self_contained_metadata,
     write_snakemake_run_crate,
 )
@@ -139,3 +142,10 @@ def test_released_sidecars_name_the_run_crate_digest_and_what_it_is_of() -> None
     fields = run_crate_fields("cwltool", "ab" * 32)
     assert fields["run_crate_sha256"] == "ab" * 32
     assert "kept on the node" in fields["run_crate_digest_of"]
+
+
+@pytest.mark.skipif(runcrate_command() is None, reason="runcrate: scripts/bootstrap.sh")
+def test_a_folder_that_is_no_research_object_fails_conversion_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"^runcrate convert .* failed \(exit 1\): ") as error:
+        convert_cwlprov(tmp_path, tmp_path / "crate", name="run")
+    assert "\n" not in str(error.value) and "packed.cwl" in str(error.value)

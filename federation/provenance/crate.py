@@ -69,6 +69,14 @@ WORKFLOW_RUN_CRATE = "https://w3id.org/ro/wfrun/workflow/0.5"
 PROVENANCE_RUN_CRATE = "https://w3id.org/ro/wfrun/provenance/0.5"
 WORKFLOW_RO_CRATE = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
 FIVE_SAFES_CRATE = "https://w3id.org/5s-crate/0.4"
+# What a crate of a workflow run declares (the study's crate and a node's run crate).
+RUN_CRATE_DECLARATIONS = (
+    (PROCESS_RUN_CRATE, "Process Run Crate", "0.5"),
+    (WORKFLOW_RUN_CRATE, "Workflow Run Crate", "0.5"),
+    (PROVENANCE_RUN_CRATE, "Provenance Run Crate", "0.5"),
+    (WORKFLOW_RO_CRATE, "Workflow RO-Crate", "1.0"),
+)
+WORKFLOW_TYPES = ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"]
 SPEC = "https://w3id.org/ro/crate"
 NESTED_CRATE = SPEC  # a Dataset that conformsTo this is itself an RO-Crate (1.2)
 LICENSE = "https://spdx.org/licenses/Apache-2.0"
@@ -238,6 +246,18 @@ def declare_profiles(crate: ROCrate, profiles: Sequence[tuple[str, str, str]]) -
         for uri, name, version in profiles
     ]
     crate.root_dataset["conformsTo"] = entities
+
+
+def workflow_steps(crate: ROCrate, tools: Mapping[str, Any]) -> dict[str, Any]:
+    """One `HowToStep` per tool, in order, each with the tool as its `workExample`."""
+    return {
+        name: context_entity(
+            crate,
+            f"#step-{name}",
+            {"@type": "HowToStep", "name": name, "position": str(index), "workExample": tool},
+        )
+        for index, (name, tool) in enumerate(tools.items())
+    }
 
 
 def _software_url(name: str, own_url: str = OWN_SOFTWARE_URL) -> dict[str, Any]:
@@ -528,15 +548,7 @@ def write_study_crate(
     root["datePublished"] = now_iso()
     root["license"] = LICENSE
     root["identifier"] = inputs.study_id
-    declare_profiles(
-        crate,
-        [
-            (PROCESS_RUN_CRATE, "Process Run Crate", "0.5"),
-            (WORKFLOW_RUN_CRATE, "Workflow Run Crate", "0.5"),
-            (PROVENANCE_RUN_CRATE, "Provenance Run Crate", "0.5"),
-            (WORKFLOW_RO_CRATE, "Workflow RO-Crate", "1.0"),
-        ],
-    )
+    declare_profiles(crate, RUN_CRATE_DECLARATIONS)
     engine = inputs.engine
     bundle_manifest = Manifest.from_bytes((study_dir / BUNDLE_MANIFEST_NAME).read_bytes())
     language = workflow_language(crate, engine)
@@ -620,20 +632,13 @@ def write_study_crate(
             },
         ),
     }
-    steps = {
-        kind: context_entity(
-            crate,
-            f"#step-{kind}",
-            {"@type": "HowToStep", "name": kind, "position": str(index), "workExample": tool},
-        )
-        for index, (kind, tool) in enumerate(tools.items())
-    }
+    steps = workflow_steps(crate, tools)
     workflow = data_file(
         crate,
         study_dir,
         f"{WORKFLOW_DIR}/{MAIN_WORKFLOW[engine]}",
         {
-            "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
+            "@type": WORKFLOW_TYPES,
             "name": f"node pipeline ({LANGUAGES[engine]['name']})",
             "programmingLanguage": language,
             "identifier": workflow_digest(bundle_manifest),

@@ -39,11 +39,9 @@ from federation.provenance.crate import (
     LICENSE,
     MAIN_WORKFLOW,
     METADATA_NAME,
-    PROCESS_RUN_CRATE,
-    PROVENANCE_RUN_CRATE,
+    RUN_CRATE_DECLARATIONS,
     SPEC,
-    WORKFLOW_RO_CRATE,
-    WORKFLOW_RUN_CRATE,
+    WORKFLOW_TYPES,
     context_entity,
     data_file,
     declare_profiles,
@@ -51,6 +49,7 @@ from federation.provenance.crate import (
     federation_software,
     now_iso,
     workflow_language,
+    workflow_steps,
 )
 
 RUN_CRATE_DIR = "run-crate"  # work_dir/<study_id>/run-crate: beside provenance/, on the node
@@ -221,15 +220,7 @@ def write_snakemake_run_crate(
     )
     crate.root_dataset["datePublished"] = record.get("end") or now_iso()
     crate.root_dataset["license"] = LICENSE
-    declare_profiles(
-        crate,
-        [
-            (PROCESS_RUN_CRATE, "Process Run Crate", "0.5"),
-            (WORKFLOW_RUN_CRATE, "Workflow Run Crate", "0.5"),
-            (PROVENANCE_RUN_CRATE, "Provenance Run Crate", "0.5"),
-            (WORKFLOW_RO_CRATE, "Workflow RO-Crate", "1.0"),
-        ],
-    )
+    declare_profiles(crate, RUN_CRATE_DECLARATIONS)
     jobs = list(record.get("jobs") or [])
     rules = sorted({str(job["rule"]) for job in jobs})
     rule_files = {rule: _rule_file(pipeline_root, rule) for rule in rules}
@@ -255,20 +246,13 @@ def write_snakemake_run_crate(
         )
         for rule in rules
     }
-    steps = {
-        rule: context_entity(
-            crate,
-            f"#step-{rule}",
-            {"@type": "HowToStep", "name": rule, "position": str(index), "workExample": tool},
-        )
-        for index, (rule, tool) in enumerate(tools.items())
-    }
+    steps = workflow_steps(crate, tools)
     workflow = data_file(
         crate,
         pipeline_root,
         MAIN_WORKFLOW["snakemake"],
         {
-            "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
+            "@type": WORKFLOW_TYPES,
             "name": "node pipeline (Snakemake)",
             "programmingLanguage": workflow_language(crate, "snakemake"),
             "hasPart": list(tools.values()),

@@ -195,6 +195,10 @@ def _job_file(crate: ROCrate, base: Path, item: Mapping[str, Any]) -> Any:
     """A file a job read or wrote, by its node path (it stays on the node), with its SHA-256."""
     path = Path(str(item["path"]))
     path = path if path.is_absolute() else base / path
+    if path.is_dir():  # a Hail table or MatrixTable: a folder, without one digest
+        return context_entity(
+            crate, path.resolve().as_uri() + "/", {"@type": "Dataset", "name": path.name}
+        )
     properties: dict[str, Any] = {"@type": "File", "name": path.name}
     if item.get("sha256"):
         properties["sha256"] = item["sha256"]

@@ -36,7 +36,7 @@ Finished jobid: 2 (Rule: qc)
 
 [Thu Dec  3 06:22:41 2026]
 rule gwas:
-    input: genotypes.vcf.bgz, qc/samples.tsv
+    input: genotypes.vcf.bgz, qc/samples.tsv, qc/cohort.mt
     output: gwas/quant.tsv
     jobid: 1
     wildcards: analysis=quant
@@ -62,6 +62,7 @@ def run_crate(tmp_path: Path) -> Path:
         ("genotypes.vcf.bgz", "genotypes"),
         ("qc/samples.tsv", "s1\n"),
         ("gwas/quant.tsv", "rows\n"),
+        ("qc/cohort.mt/metadata.json.gz", "hail"),
     ):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text)
@@ -89,7 +90,13 @@ def test_each_job_is_a_create_action_of_its_rule_with_digested_files_and_times(
     assert gwas["startTime"] < gwas["endTime"]
     assert gwas["description"] == "federation step gwas --analysis quant"
     inputs = [graph[item["@id"]] for item in gwas["object"]]
-    assert sorted(item["name"] for item in inputs) == ["genotypes.vcf.bgz", "samples.tsv"]
+    assert sorted(item["name"] for item in inputs) == [
+        "cohort.mt",
+        "genotypes.vcf.bgz",
+        "samples.tsv",
+    ]
+    folder = next(item for item in inputs if item["name"] == "cohort.mt")
+    assert folder["@type"] == "Dataset" and folder["@id"].endswith("/cohort.mt/")
     samples = next(item for item in inputs if item["name"] == "samples.tsv")
     assert samples["sha256"] == sha256_file(run_crate.parent / "work" / "qc" / "samples.tsv")
     assert samples["@id"].startswith("file:///")

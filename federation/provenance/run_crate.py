@@ -58,7 +58,7 @@ RUN_CRATE_DIR = "run-crate"  # work_dir/<study_id>/run-crate: beside provenance/
 # that profile requires), so the Run Crate profiles are the common bar.
 RUN_CRATE_PROFILES = ("workflow-run-crate", "provenance-run-crate")
 RUNCRATE = REPO_ROOT / ".venv-runcrate" / "bin" / "runcrate"
-CONVERT_TIMEOUT_SECONDS = 900  # seconds for a small run; a hung converter must not hold a release
+CONVERT_TIMEOUT_SECONDS = 900  # a demo run converts in ~2 s; a hung converter must not hold a run
 # runcrate (through `rocrate`) writes the RO-Crate 1.3 context, whose Bioschemas IRIs differ from
 # the ones the Workflow Run profiles (0.5) check; the crate uses only terms both define, so its
 # metadata names 1.2, as the project's crates do.

@@ -2,7 +2,8 @@
 # Install everything the project needs on a fresh Debian machine, idempotently:
 # Debian packages (Java for Hail, the anchor tools plink2/PLINK 1.9/GWAMA, OpenSSH, htslib, and
 # g++ for the project's C++ text kernels, Slurm and munge for the Slurm integration tests,
-# Chromium for the browser tests), uv, and the Python environment from the lock file.
+# Chromium for the browser tests), uv, the Python environment from the lock file, and the tool
+# venvs whose pins conflict with the lock (gwas-ssf, rocrate-validator, runcrate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,4 +48,14 @@ if [ ! -x .venv-rocv/bin/rocrate-validator ] || [ "$ROCV_REQUIREMENTS" -nt .venv
     uv venv --quiet --allow-existing -p 3.11 .venv-rocv
     uv pip install --quiet --python .venv-rocv/bin/python --require-hashes -r "$ROCV_REQUIREMENTS"
     touch .venv-rocv/bin/rocrate-validator
+fi
+
+# runcrate converts a CWL run's CWLProv research object into a Run Crate on the node; its pins
+# conflict with the project's too: its own venv.
+RUNCRATE_REQUIREMENTS=tools/runcrate/requirements.txt
+if [ ! -x .venv-runcrate/bin/runcrate ] || [ "$RUNCRATE_REQUIREMENTS" -nt .venv-runcrate/bin/runcrate ]; then
+    echo "bootstrap: creating .venv-runcrate (runcrate)"
+    uv venv --quiet --allow-existing -p 3.11 .venv-runcrate
+    uv pip install --quiet --python .venv-runcrate/bin/python --require-hashes -r "$RUNCRATE_REQUIREMENTS"
+    touch .venv-runcrate/bin/runcrate
 fi

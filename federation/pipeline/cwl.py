@@ -10,11 +10,14 @@ cwltool writes stays in the node's work directory:
     work_dir/<study_id>/cwl/outputs/       the workflow outputs (candidates for release)
     work_dir/<study_id>/provenance/        the CWLProv research object of the published run
     work_dir/<study_id>/provenance.run/    the one of the latest run, until it succeeds
+    work_dir/<study_id>/run-crate/         that research object as a Workflow Run Crate
+                                           (`runcrate convert`; run-crate.run/ likewise)
     work_dir/<study_id>/logs/              cwltool.log and one log per step (cwl/<job>/)
     work_dir/<study_id>/release/           the staged release, published on success
 
 The research object copies every input and intermediate file and records paths, so it never
-leaves the node; the released sidecars carry the SHA-256 of its tag manifest instead.
+leaves the node, nor does its Run Crate; the released sidecars carry the SHA-256 of the research
+object's tag manifest and of the Run Crate's metadata instead.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ from federation.pipeline.runs import (
     first_error_line,
     run_guarded,
     start_run,
+)
+from federation.provenance.run_crate import (
+    convert_cwlprov,
+    keep_run_crate,
+    run_crate_fields,
+    staged_run_crate,
 )
 from federation.provenance.sidecars import add_to_sidecars
 from federation.settings import NodeSettings, load_node
@@ -281,6 +290,13 @@ def run_cwl_pipeline(
     staging = work / RELEASE_DIR
     _stage(_released_files(outputs), staging)
     add_provenance_digest(staging, provenance_digest(run_provenance))
+    try:
+        crate_name = f"node '{node.node_id}': cwltool run of study '{study.study_id}'"
+        digest = convert_cwlprov(run_provenance, staged_run_crate(work), name=crate_name)
+    except PipelineError as error:
+        raise PipelineError(f"node '{node.node_id}': {error}") from None
+    add_to_sidecars(staging, run_crate_fields("cwltool", digest))
     _fresh(provenance)
     run_provenance.replace(provenance)
+    keep_run_crate(work)
     return finish(node, study, staging, log_path, control, pipeline_root=workflow.parent.parent)

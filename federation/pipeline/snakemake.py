@@ -28,6 +28,7 @@ import yaml
 
 from federation.errors import SpecError
 from federation.files import REPO_ROOT
+from federation.jsonio import parse_json_strictly
 from federation.pipeline.driver_client import DRIVER_ENV, DRIVER_LOG_ENV, shutdown_driver
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.progress import StageProgress, append_node_log, stage_plan
@@ -41,6 +42,12 @@ from federation.pipeline.runs import (
     first_error_line,
     run_guarded,
     start_run,
+)
+from federation.provenance.run_crate import (
+    keep_run_crate,
+    run_crate_fields,
+    staged_run_crate,
+    write_snakemake_run_crate,
 )
 from federation.provenance.sidecars import add_to_sidecars
 from federation.provenance.snakemake import RECORD_NAME, write_snakemake_provenance
@@ -191,15 +198,24 @@ def run_node_pipeline(
     if returncode != 0:
         raise failed(node, study.study_id, _failure_message(node, output, log_path))
     staging = work / RELEASE_DIR
-    # The run's provenance stays on the node (like the CWLProv record); its digest is released.
-    _, digest = write_snakemake_provenance(
+    # The run's provenance and its Run Crate stay on the node (like the CWLProv record and its
+    # crate); their digests are released.
+    record, digest = write_snakemake_provenance(
         log_path, node.work_dir, snakefile.parent, work / PROVENANCE_DIR
+    )
+    crate_digest = write_snakemake_run_crate(
+        parse_json_strictly(record.read_bytes()),
+        snakefile.parent,
+        staged_run_crate(work),
+        name=f"node '{node.node_id}': Snakemake run of study '{study.study_id}'",
     )
     add_to_sidecars(
         staging,
         {
             "provenance_sha256": digest,
             "provenance_digest_of": f"{RECORD_NAME} of the node's Snakemake run",
+            **run_crate_fields("Snakemake", crate_digest),
         },
     )
+    keep_run_crate(work)
     return finish(node, study, staging, log_path, control, pipeline_root=snakefile.parent)

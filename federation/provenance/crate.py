@@ -69,6 +69,14 @@ WORKFLOW_RUN_CRATE = "https://w3id.org/ro/wfrun/workflow/0.5"
 PROVENANCE_RUN_CRATE = "https://w3id.org/ro/wfrun/provenance/0.5"
 WORKFLOW_RO_CRATE = "https://w3id.org/workflowhub/workflow-ro-crate/1.0"
 FIVE_SAFES_CRATE = "https://w3id.org/5s-crate/0.4"
+# What a crate of a workflow run declares (the study's crate and a node's run crate).
+RUN_CRATE_DECLARATIONS = (
+    (PROCESS_RUN_CRATE, "Process Run Crate", "0.5"),
+    (WORKFLOW_RUN_CRATE, "Workflow Run Crate", "0.5"),
+    (PROVENANCE_RUN_CRATE, "Provenance Run Crate", "0.5"),
+    (WORKFLOW_RO_CRATE, "Workflow RO-Crate", "1.0"),
+)
+WORKFLOW_TYPES = ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"]
 SPEC = "https://w3id.org/ro/crate"
 NESTED_CRATE = SPEC  # a Dataset that conformsTo this is itself an RO-Crate (1.2)
 LICENSE = "https://spdx.org/licenses/Apache-2.0"
@@ -86,8 +94,13 @@ LANGUAGES: dict[str, dict[str, Any]] = {
         "@id": "https://w3id.org/workflowhub/workflow-ro-crate#cwl",
         "name": "Common Workflow Language",
         "url": {"@id": "https://www.commonwl.org/"},
+        "version": "v1.2",  # workflows/*.cwl `cwlVersion`
     },
 }
+# The package has no public page: its software entities (the package, its C++ kernels, the
+# coordinator's tools) point at the software environment record the crate holds, and carry
+# the code identity (version, git commit) that names the exact code.
+OWN_SOFTWARE_URL = f"{WORKFLOW_DIR}/envs/federation.yaml"
 
 
 META_KIND = "meta-analysis"
@@ -198,7 +211,7 @@ def keep_keys(study_dir: Path, keys: Mapping[str, Ed25519PublicKey]) -> None:
 # ---------------------------------------------------------------- building blocks
 
 
-def _file(
+def data_file(
     crate: ROCrate, root: Path, relative: str, properties: Mapping[str, Any] | None = None
 ) -> Any:
     """A data entity for `root/relative`, with its SHA-256 and size."""
@@ -218,31 +231,45 @@ def _file(
     )
 
 
-def _thing(crate: ROCrate, identifier: str, properties: Mapping[str, Any]) -> Any:
+def context_entity(crate: ROCrate, identifier: str, properties: Mapping[str, Any]) -> Any:
     existing = crate.dereference(identifier)
     if existing is not None:
         return existing
     return crate.add(ContextEntity(crate, identifier, properties=dict(properties)))
 
 
-def _profiles(crate: ROCrate, profiles: Sequence[tuple[str, str, str]]) -> None:
+def declare_profiles(crate: ROCrate, profiles: Sequence[tuple[str, str, str]]) -> None:
     entities = [
-        _thing(crate, uri, {"@type": ["CreativeWork", "Profile"], "name": name, "version": version})
+        context_entity(
+            crate, uri, {"@type": ["CreativeWork", "Profile"], "name": name, "version": version}
+        )
         for uri, name, version in profiles
     ]
     crate.root_dataset["conformsTo"] = entities
 
 
-def _software_url(name: str) -> dict[str, Any]:
-    """Where a recorded distribution is published (the package's own parts have no page)."""
+def workflow_steps(crate: ROCrate, tools: Mapping[str, Any]) -> dict[str, Any]:
+    """One `HowToStep` per tool, in order, each with the tool as its `workExample`."""
+    return {
+        name: context_entity(
+            crate,
+            f"#step-{name}",
+            {"@type": "HowToStep", "name": name, "position": str(index), "workExample": tool},
+        )
+        for index, (name, tool) in enumerate(tools.items())
+    }
+
+
+def _software_url(name: str, own_url: str = OWN_SOFTWARE_URL) -> dict[str, Any]:
+    """Where a recorded distribution is published; the package's own parts: `own_url`."""
     if name == "python":
         return {"url": {"@id": "https://www.python.org/"}}
     if name.startswith("federation"):
-        return {}
+        return {"url": {"@id": own_url}}
     return {"url": {"@id": f"https://pypi.org/project/{name}/"}}
 
 
-def _declare_versions(crate: ROCrate) -> None:
+def declare_versions(crate: ROCrate) -> None:
     """RO-Crate 1.2, and 1.1 as well: the Workflow Run profiles (0.5) build on 1.1, whose
     terms a 1.2 crate keeps, so a validator of either finds the version it checks."""
     crate.metadata["conformsTo"] = [{"@id": f"{SPEC}/{CRATE_VERSION}"}, {"@id": f"{SPEC}/1.1"}]
@@ -252,24 +279,39 @@ def _json(path: Path) -> Any:
     return parse_json_strictly(path.read_bytes())
 
 
-def _software(crate: ROCrate) -> Any:
-    versions = software_versions()
-    return _thing(
+def workflow_language(crate: ROCrate, engine: str) -> Any:
+    """The workflow's language, with the version the workflow is written in (CWL) or was
+    run with (Snakemake: the installed release)."""
+    properties = {k: v for k, v in LANGUAGES[engine].items() if k != "@id"}
+    properties.setdefault("version", software_versions().get(engine, "?"))
+    return context_entity(
+        crate, str(LANGUAGES[engine]["@id"]), {"@type": "ComputerLanguage", **properties}
+    )
+
+
+def federation_software(
+    crate: ROCrate, versions: Mapping[str, str] | None = None, own_url: str = OWN_SOFTWARE_URL
+) -> Any:
+    """`#federation` with its code identity, requiring each recorded distribution (`versions`,
+    the installed ones by default); the package's own parts point at `own_url`."""
+    versions = dict(versions) if versions is not None else software_versions()
+    return context_entity(
         crate,
         "#federation",
         {
             "@type": "SoftwareApplication",
             "name": "federation",
             "version": versions.get("federation", "?"),
+            **_software_url("federation", own_url),
             "softwareRequirements": [
-                _thing(
+                context_entity(
                     crate,
                     f"#software-{name}",
                     {
                         "@type": "SoftwareApplication",
                         "name": name,
                         "version": version,
-                        **_software_url(name),
+                        **_software_url(name, own_url),
                     },
                 )
                 for name, version in sorted(versions.items())
@@ -304,8 +346,8 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
     )
     crate.root_dataset["datePublished"] = released_at
     crate.root_dataset["license"] = LICENSE
-    _profiles(crate, [(FIVE_SAFES_CRATE, "Five Safes RO-Crate", "0.4")])
-    node = _thing(
+    declare_profiles(crate, [(FIVE_SAFES_CRATE, "Five Safes RO-Crate", "0.4")])
+    node = context_entity(
         crate,
         f"#node-{node_id}",
         {"@type": "Organization", "name": f"node '{node_id}'", "identifier": node_key_id},
@@ -316,24 +358,24 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
         if name.endswith(".tsv.gz"):
             sidecar = find_sidecar(folder / name)
             sidecar_of = sidecar.name if sidecar else None
-        entity = _file(crate, folder, name, {"encodingFormat": _format(name)})
+        entity = data_file(crate, folder, name, {"encodingFormat": _format(name)})
         if sidecar_of:
-            entity["subjectOf"] = _file(crate, folder, sidecar_of)
+            entity["subjectOf"] = data_file(crate, folder, sidecar_of)
         released.append(entity)
-    marker_file = _file(
+    marker_file = data_file(
         crate,
         folder,
         f"{SIGNED_DIR}/{MARKER_NAME}",
         {"description": "the node's signed result marker"},
     )
-    manifest_file = _file(
+    manifest_file = data_file(
         crate,
         folder,
         f"{SIGNED_DIR}/{RESULT_MANIFEST_NAME}",
         {"description": "the result manifest; the marker signs its SHA-256"},
     )
     head = payload.get("audit_head", {})
-    head_file = _file(
+    head_file = data_file(
         crate,
         folder,
         f"{SIGNED_DIR}/{AUDIT_HEAD_NAME}",
@@ -341,7 +383,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
             "description": "the head of the node's audit log when it released (signed in the marker)",
         },
     )
-    head_entity = _thing(
+    head_entity = context_entity(
         crate,
         "#audit-head",
         {
@@ -382,7 +424,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
     actions = []
     for phase, kind, description in phases:
         actions.append(
-            _thing(
+            context_entity(
                 crate,
                 f"#{phase}",
                 {
@@ -394,7 +436,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
                 },
             )
         )
-    execution = _thing(
+    execution = context_entity(
         crate,
         "#execution",
         {
@@ -415,7 +457,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
         for value in outcomes.values()
     )
     actions.append(
-        _thing(
+        context_entity(
             crate,
             "#disclosure",
             {
@@ -432,7 +474,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
         )
     )
     actions.append(
-        _thing(
+        context_entity(
             crate,
             "#publishing",
             {
@@ -449,7 +491,7 @@ def write_node_crate(study_dir: Path, node_id: str, node_key_id: str) -> Path:
         )
     )
     crate.root_dataset["mentions"] = actions
-    _declare_versions(crate)
+    declare_versions(crate)
     crate.metadata.write(folder)
     return folder / METADATA_NAME
 
@@ -506,29 +548,17 @@ def write_study_crate(
     root["datePublished"] = now_iso()
     root["license"] = LICENSE
     root["identifier"] = inputs.study_id
-    _profiles(
-        crate,
-        [
-            (PROCESS_RUN_CRATE, "Process Run Crate", "0.5"),
-            (WORKFLOW_RUN_CRATE, "Workflow Run Crate", "0.5"),
-            (PROVENANCE_RUN_CRATE, "Provenance Run Crate", "0.5"),
-            (WORKFLOW_RO_CRATE, "Workflow RO-Crate", "1.0"),
-        ],
-    )
+    declare_profiles(crate, RUN_CRATE_DECLARATIONS)
     engine = inputs.engine
     bundle_manifest = Manifest.from_bytes((study_dir / BUNDLE_MANIFEST_NAME).read_bytes())
-    language = _thing(
-        crate,
-        str(LANGUAGES[engine]["@id"]),
-        {"@type": "ComputerLanguage", **{k: v for k, v in LANGUAGES[engine].items() if k != "@id"}},
-    )
-    study_config = _file(
+    language = workflow_language(crate, engine)
+    study_config = data_file(
         crate,
         study_dir,
         f"{WORKFLOW_DIR}/{STUDY_CONFIG_NAME}",
         {"description": "the study specification the coordinator submitted"},
     )
-    manifest_file = _file(
+    manifest_file = data_file(
         crate,
         study_dir,
         BUNDLE_MANIFEST_NAME,
@@ -538,11 +568,11 @@ def write_study_crate(
     )
     for name in bundle_manifest.files:  # the pipeline's files: parts of the root
         if name not in (STUDY_CONFIG_NAME, MAIN_WORKFLOW[engine]):
-            _file(crate, study_dir, f"{WORKFLOW_DIR}/{name}")
-    software = _software(crate)
+            data_file(crate, study_dir, f"{WORKFLOW_DIR}/{name}")
+    software = federation_software(crate)
     # The coordinator's own steps (Provenance Run Crate): tools, steps and their runs.
     param = {
-        name: _thing(
+        name: context_entity(
             crate,
             f"#param-{name}",
             {
@@ -566,13 +596,15 @@ def write_study_crate(
         )
     }
     tools = {
-        "meta-analysis": _thing(
+        "meta-analysis": context_entity(
             crate,
             "#tool-meta-analysis",
             {
                 "@type": "SoftwareApplication",
                 "name": "federation meta (harmonisation and meta-analysis)",
                 "softwareVersion": software["version"],
+                "version": software["version"],
+                **_software_url("federation"),
                 "input": [
                     param[name]
                     for name in (
@@ -586,32 +618,27 @@ def write_study_crate(
                 "output": [param["meta_output"]],
             },
         ),
-        "pooled-allele-frequencies": _thing(
+        "pooled-allele-frequencies": context_entity(
             crate,
             "#tool-pooled-allele-frequencies",
             {
                 "@type": "SoftwareApplication",
                 "name": "federation pooled allele frequencies",
                 "softwareVersion": software["version"],
+                "version": software["version"],
+                **_software_url("federation"),
                 "input": [param["summary_statistics"]],
                 "output": [param["meta_output"]],
             },
         ),
     }
-    steps = {
-        kind: _thing(
-            crate,
-            f"#step-{kind}",
-            {"@type": "HowToStep", "name": kind, "position": str(index), "workExample": tool},
-        )
-        for index, (kind, tool) in enumerate(tools.items())
-    }
-    workflow = _file(
+    steps = workflow_steps(crate, tools)
+    workflow = data_file(
         crate,
         study_dir,
         f"{WORKFLOW_DIR}/{MAIN_WORKFLOW[engine]}",
         {
-            "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
+            "@type": WORKFLOW_TYPES,
             "name": f"node pipeline ({LANGUAGES[engine]['name']})",
             "programmingLanguage": language,
             "identifier": workflow_digest(bundle_manifest),
@@ -623,7 +650,7 @@ def write_study_crate(
         },
     )
     root["mainEntity"] = workflow
-    agent = _thing(
+    agent = context_entity(
         crate,
         f"#submitter-{inputs.coordinator_id}",
         {
@@ -633,7 +660,7 @@ def write_study_crate(
         },
     )
     keys = [
-        _file(
+        data_file(
             crate,
             study_dir,
             f"{KEYS_DIR}/{path.name}",
@@ -660,7 +687,7 @@ def write_study_crate(
     meta_outputs = []
     for run in runs:
         option_values = [
-            _thing(
+            context_entity(
                 crate,
                 f"#option-{run.analysis_id}-{name}",
                 {
@@ -675,14 +702,14 @@ def write_study_crate(
         for value in option_values:
             if value.get("exampleOfWork") is None:
                 del value["exampleOfWork"]
-        run_inputs = [_file(crate, study_dir, path) for path in run.inputs]
-        output = _file(crate, study_dir, run.output)
+        run_inputs = [data_file(crate, study_dir, path) for path in run.inputs]
+        output = data_file(crate, study_dir, run.output)
         outputs = [output]
         sidecar = find_sidecar(study_dir / run.output)
         if sidecar is not None:
-            outputs.append(_file(crate, study_dir, str(sidecar.relative_to(study_dir))))
+            outputs.append(data_file(crate, study_dir, str(sidecar.relative_to(study_dir))))
         meta_outputs += outputs
-        action = _thing(
+        action = context_entity(
             crate,
             f"#run-{run.analysis_id}",
             {
@@ -698,7 +725,7 @@ def write_study_crate(
             },
         )
         control_actions.append(
-            _thing(
+            context_entity(
                 crate,
                 f"#control-{run.analysis_id}",
                 {
@@ -725,7 +752,7 @@ def write_study_crate(
             value["workExample"] = examples
     provenance_dir = study_dir / META_RUNS.parent
     for path in sorted(provenance_dir.glob("*.json")) if provenance_dir.is_dir() else []:
-        _file(
+        data_file(
             crate,
             study_dir,
             str(path.relative_to(study_dir)),
@@ -733,13 +760,13 @@ def write_study_crate(
         )
     for name in REPORT_NAMES:
         if (study_dir / name).is_file():
-            _file(crate, study_dir, name, {"encodingFormat": "text/html"})
+            data_file(crate, study_dir, name, {"encodingFormat": "text/html"})
     if (study_dir / PLOTS_DIR).is_dir():
         for path in sorted((study_dir / PLOTS_DIR).rglob("*")):
             if path.is_file():
-                _file(crate, study_dir, str(path.relative_to(study_dir)))
+                data_file(crate, study_dir, str(path.relative_to(study_dir)))
     run_times = [run.start for run in runs] + [run.end for run in runs]
-    study_run = _thing(
+    study_run = context_entity(
         crate,
         "#study-run",
         {
@@ -754,7 +781,7 @@ def write_study_crate(
             "actionStatus": {"@id": COMPLETED},
         },
     )
-    _thing(
+    context_entity(
         crate,
         "#coordinator-run",
         {
@@ -776,7 +803,7 @@ def write_study_crate(
         },
     )
     root["hasPart"] = [*root.get("hasPart", []), *keys]
-    _declare_versions(crate)
+    declare_versions(crate)
     crate.metadata.write(study_dir)
     write_attestation(study_dir, inputs, node_key_ids, signing_key)
     return study_dir / METADATA_NAME

@@ -32,6 +32,7 @@ VOLATILE_FIELDS = frozenset(
         "date_metadata_last_modified",
         "data_file_name",
         "provenance_sha256",  # a node run's record names its paths and times
+        "run_crate_sha256",  # and so does the Run Crate made from it
     }
 )
 VOLATILE_INPUT_FIELDS = frozenset({"path"})

@@ -14,8 +14,8 @@ What holds when `verify_crate` finds nothing:
   one the node signed in its marker;
 - each meta-analysis sidecar lists exactly the inputs its run records in the crate, with their
   digests, and records its output's digest;
-- the crate validates against the Workflow Run and Provenance Run Crate profiles, when
-  rocrate-validator is installed (`.venv-rocv`, from scripts/bootstrap.sh).
+- the crate validates against the Workflow Run and Provenance Run Crate profiles and the
+  RO-Crate 1.2 profile (their required level), when rocrate-validator is installed (`.venv-rocv`, from scripts/bootstrap.sh).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ from federation.provenance.sidecars import read_sidecar_of
 
 VALIDATOR = REPO_ROOT / ".venv-rocv" / "bin" / "rocrate-validator"
 SEED_CACHE = REPO_ROOT / "tools" / "roc-validator" / "seed_cache.py"
-# The profiles a study crate is validated against (the validator checks the ones they build on).
-VALIDATION_PROFILES = ("workflow-run-crate", "provenance-run-crate")
+# The profiles a study crate is validated against (the validator checks the ones they build on,
+# which include RO-Crate 1.1); ro-crate-1.2 is the stricter base the crates declare (its MUSTs
+# include a `url` and a `version` on every SoftwareApplication and ComputerLanguage).
+VALIDATION_PROFILES = ("workflow-run-crate", "provenance-run-crate", "ro-crate-1.2")
 VALIDATION_TIMEOUT_SECONDS = 300  # one profile takes seconds; a hung validator is a problem
 
 

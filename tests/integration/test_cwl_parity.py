@@ -179,6 +179,14 @@ def test_sidecars_differ_only_in_date_and_each_runs_provenance_record(
     record = runs.root / "snakemake" / "work" / STUDY_ID / "provenance" / SNAKEMAKE_RECORD
     assert expected.pop("provenance_sha256") == hashlib.sha256(record.read_bytes()).hexdigest()
     assert expected.pop("provenance_digest_of").startswith(SNAKEMAKE_RECORD)
+    snakemake_work = runs.root / "snakemake" / "work" / STUDY_ID
+    for sidecar, work in ((expected, snakemake_work), (actual, runs.cwl_work)):
+        crate_metadata = work / "run-crate" / "ro-crate-metadata.json"
+        assert (
+            sidecar.pop("run_crate_sha256")
+            == hashlib.sha256(crate_metadata.read_bytes()).hexdigest()
+        )
+        assert "Workflow Run Crate" in sidecar.pop("run_crate_digest_of")
     expected.pop(DATE_FIELD)
     actual.pop(DATE_FIELD)
     assert actual == expected  # data checksums, N, QC counts, disclosure, software versions

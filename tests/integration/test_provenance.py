@@ -12,6 +12,7 @@ one cwltool node, whose crate is validated and verified too. The negative cases 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,8 +27,9 @@ import pytest
 import yaml
 
 from federation.cli import main
-from federation.files import REPO_ROOT
-from federation.provenance.verify import validator_command, verify_crate
+from federation.files import REPO_ROOT, sha256_file
+from federation.provenance.run_crate import RUN_CRATE_DIR, RUN_CRATE_PROFILES
+from federation.provenance.verify import validate_crate, validator_command, verify_crate
 from federation.sandbox.demo import DEMO_STUDY_ID
 from federation.sandbox.reproduce import reproduce_synthetic
 from tests.integration.federated_runs import FederatedRun
@@ -121,7 +123,10 @@ def test_the_demo_prints_where_its_verified_crate_is(snakemake_demo: tuple[Path,
 def _validates_and_verifies(crate: Path, main_workflow: str) -> None:
     result = verify_crate(crate, validate=True)
     assert result.problems == []
-    assert "RO-Crate profiles: workflow-run-crate, provenance-run-crate" in result.checked
+    assert (
+        "RO-Crate profiles: workflow-run-crate, provenance-run-crate, ro-crate-1.2"
+        in result.checked
+    )
     assert (crate / "workflow" / main_workflow).is_file()
 
 
@@ -188,3 +193,38 @@ def test_reproduce_with_synthetic_nodes_gives_byte_identical_node_releases(
         for name in ("allele_frequencies", "quant_trait_gwas", "binary_trait_gwas"):
             assert f"nodes/{node}/{name}.tsv.gz: byte-identical" in released
     assert "meta/quant_trait_gwas.tsv.gz: byte-identical" in result.identical
+
+
+def _node_run_crates_validate_and_only_their_digests_leave(crate: Path, nodes: int) -> None:
+    """Each node keeps its run's Workflow Run Crate beside its run record (in its work dir);
+    it validates, and what the node released carries its digest, never the crate."""
+    work_dirs = sorted(crate.parent.parent.glob(f"nodes/*/work/{DEMO_STUDY_ID}"))
+    assert len(work_dirs) == nodes
+    for work in work_dirs:
+        run_crate = work / RUN_CRATE_DIR
+        assert validate_crate(run_crate, RUN_CRATE_PROFILES) == [], work
+        digest = sha256_file(run_crate / "ro-crate-metadata.json")
+        released = crate / "nodes" / work.parent.parent.name
+        sidecars = sorted(released.glob("*.tsv.gz*.yaml"))
+        assert sidecars
+        for sidecar in sidecars:
+            assert yaml.safe_load(sidecar.read_text())["run_crate_sha256"] == digest, sidecar
+        names = {path.name for path in crate.rglob("*")}
+        assert RUN_CRATE_DIR not in names and "snakemake-run.json" not in names
+        assert not (names & {"bagit.txt", "packed.cwl", "primary.cwlprov.json"})
+
+
+def test_snakemake_nodes_keep_a_run_crate_that_validates_and_release_only_its_digest(
+    snakemake_demo: tuple[Path, str],
+) -> None:
+    _node_run_crates_validate_and_only_their_digests_leave(snakemake_demo[0], nodes=2)
+
+
+def test_the_cwl_node_keeps_its_converted_run_crate_that_validates_and_releases_only_its_digest(
+    cwl_demo: Path,
+) -> None:
+    _node_run_crates_validate_and_only_their_digests_leave(cwl_demo, nodes=1)
+    research_object = cwl_demo.parent.parent / "nodes" / "fi" / "work" / DEMO_STUDY_ID
+    graph = json.loads((research_object / RUN_CRATE_DIR / "ro-crate-metadata.json").read_text())
+    main_workflow = next(e for e in graph["@graph"] if e["@id"] == "./")["mainEntity"]
+    assert main_workflow == {"@id": "packed.cwl"}  # runcrate's conversion of the CWLProv record

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from federation.cli import main
-from federation.provenance.reproduce import reproduce_coordinator
+from federation.provenance.reproduce import comparable_sidecar, reproduce_coordinator
 from federation.provenance.sidecars import sidecars_in
 
 
@@ -70,3 +70,10 @@ def test_nodes_of_a_study_without_synthetic_cohorts_are_not_re_run_and_it_says_w
         "provenance/synthetic-cohorts.json"
     ]
     assert not (tmp_path / "again").exists()
+
+
+def test_sidecars_of_two_runs_compare_without_their_run_record_and_run_crate_digests() -> None:
+    first = {"n": 400, "provenance_sha256": "a" * 64, "run_crate_sha256": "b" * 64}
+    again = {"n": 400, "provenance_sha256": "c" * 64, "run_crate_sha256": "d" * 64}
+    assert comparable_sidecar(first) == comparable_sidecar(again) == {"n": 400}
+    assert comparable_sidecar({**again, "n": 401}) != comparable_sidecar(first)

@@ -134,12 +134,15 @@ def test_verify_exits_1_with_one_line_per_problem_and_0_when_all_holds(
 
 
 @pytest.mark.skipif(validator_command() is None, reason="rocrate-validator: scripts/bootstrap.sh")
-def test_the_crate_validates_against_the_workflow_and_provenance_run_crate_profiles(
+def test_the_crate_validates_against_the_workflow_run_provenance_run_and_ro_crate_1_2_profiles(
     made_study: Path,
 ) -> None:
     result = verify_crate(made_study, validate=True)
     assert result.problems == []
-    assert "RO-Crate profiles: workflow-run-crate, provenance-run-crate" in result.checked
+    assert (
+        "RO-Crate profiles: workflow-run-crate, provenance-run-crate, ro-crate-1.2"
+        in result.checked
+    )
 
 
 @pytest.mark.skipif(validator_command() is None, reason="rocrate-validator: scripts/bootstrap.sh")
@@ -154,3 +157,19 @@ def test_a_crate_without_its_main_workflow_does_not_validate(study_copy: Path) -
     assert any(
         line.startswith("crate does not validate against workflow-run-crate") for line in problems
     )
+
+
+@pytest.mark.skipif(validator_command() is None, reason="rocrate-validator: scripts/bootstrap.sh")
+def test_a_software_entity_without_a_url_fails_the_ro_crate_1_2_profile(study_copy: Path) -> None:
+    metadata_path = study_copy / "ro-crate-metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    kernels = next(e for e in metadata["@graph"] if e["@id"] == "#software-federation._tsv")
+    assert kernels["url"] == {"@id": "workflow/envs/federation.yaml"}
+    assert (study_copy / "workflow" / "envs" / "federation.yaml").is_file()
+    del kernels["url"]
+    metadata_path.write_text(json.dumps(metadata))
+    problems = verify_crate(study_copy, validate=True).problems
+    assert any(
+        line.startswith("crate does not validate against ro-crate-1.2: ./#software-federation._tsv")
+        for line in problems
+    ), problems

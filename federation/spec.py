@@ -139,17 +139,21 @@ def _gwas(entry: dict[str, Any]) -> GwasAnalysis:
             f"'{entry['trait']}'; use model: linear or trait_type: binary"
         )
     missing_genotypes = MissingGenotypes(entry["missing_genotypes"])
-    if missing_genotypes is MissingGenotypes.EXCLUDE and model is Model.LOGISTIC:
+    test = LogisticTest(entry["test"])
+    firth = model is Model.LOGISTIC and test is LogisticTest.FIRTH
+    if missing_genotypes is MissingGenotypes.EXCLUDE and firth:
+        # Firth's penalised fit needs its null model refitted on each variant's called samples;
+        # only the Wald fit is built per variant (plink2's no-Firth --glm checks it).
         raise SpecError(
-            f"study config 'analyses.{entry['id']}.missing_genotypes': 'exclude' is available for "
-            "linear models only; use missing_genotypes: mean for a logistic model"
+            f"study config 'analyses.{entry['id']}.missing_genotypes': 'exclude' with "
+            "test 'firth' is not available; use test: wald, or missing_genotypes: mean"
         )
     return GwasAnalysis(
         id=entry["id"],
         trait=entry["trait"],
         trait_type=trait_type,
         model=model,
-        test=LogisticTest(entry["test"]),
+        test=test,
         covariates=tuple(entry["covariates"]),
         principal_components=int(entry["principal_components"]),
         missing_covariates=MissingCovariates(entry["missing_covariates"]),

@@ -4,8 +4,9 @@ Covariates enter with an explicit intercept. Besides the estimates, each variant
 counts the disclosure gate needs (analysed N, alternate allele count, minor-allele carriers
 among cases and controls); the gate uses them and the release never contains them.
 Missing genotypes are mean-imputed by Hail's regression methods (`missing_genotypes: mean`)
-or, for linear models with `missing_genotypes: exclude`, the sample is left out of that
-variant's fit, as plink2 does. Samples without the trait or a covariate are left out of the
+or, with `missing_genotypes: exclude`, the sample is left out of that variant's fit, as
+plink2 does (linear: `hl.agg.linreg` over the called samples; logistic Wald: Hail's own
+Newton fit and Wald test, `hail.methods.statgen`, on the called samples' design matrix). Samples without the trait or a covariate are left out of the
 analysis (or get the covariate's mean), and `count_exclusions` says how many.
 The genotype is the ALT dosage (imputed, or the hard call's ALT count), with males coded 0/2
 on non-PAR chrX (`sex_chromosomes.coded_dosage`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import hail as hl
+from hail.methods.statgen import logreg_fit, wald_test
 
 from federation.analyses.export import variant_fields
 from federation.analyses.sex_chromosomes import allele_counts, coded_dosage
@@ -36,6 +38,9 @@ from federation.spec import (
 # float64 refit (over 1e-4 relative for betas below 0.004); at 1e-10 they are within 4e-11,
 # for ~0.7 more iterations per variant (3.2 -> 3.9 on average).
 LOGISTIC_TOLERANCE = 1e-10
+# Newton iteration cap of Hail's `logistic_regression_rows` for the Wald test (its default):
+# the exclude path calls the same fitting function and must stop where the mean path stops.
+MAX_WALD_ITERATIONS = 25
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,70 @@ def _linear_without_missing_calls(
     )
 
 
+def _logistic_without_missing_calls(
+    mt: hl.MatrixTable,
+    y: hl.Float64Expression,
+    x: hl.Int32Expression,
+    covariates: list[hl.Expression | float],
+) -> hl.Table:
+    """Logistic regression (Wald) per variant over the samples called there (plink2 --glm's
+    missing-call rule): each variant's own design matrix [1, covariates, x] and outcome
+    vector, fitted by Hail's own Newton-Raphson (`logreg_fit`, from the intercept-only start,
+    as `logistic_regression_rows` runs it) and `wald_test`. A variant whose called samples
+    cannot be fitted (one outcome only, or no more samples than parameters) gets no estimate
+    (not converged)."""
+    terms = [hl.float64(term) for term in (*covariates, x)]
+    called = hl.agg.filter(hl.is_defined(x), hl.agg.collect(hl.struct(y=y, terms=terms)))
+    fit = mt.annotate_rows(called=called).rows()
+    n_called = hl.len(fit.called)
+    cases = hl.sum(fit.called.map(lambda sample: sample.y))
+    fittable = (n_called > len(terms)) & (cases > 0) & (cases < n_called)
+    fit = fit.annotate(
+        result=hl.or_missing(
+            fittable,
+            _wald(
+                hl.nd.array(fit.called.map(lambda sample: sample.terms)),
+                hl.nd.array(fit.called.map(lambda sample: sample.y)),
+            ),
+        )
+    )
+    return fit.select(
+        "gate",
+        **_logistic_columns(fit.result, LogisticTest.WALD),
+        n=hl.len(fit.called),
+        converged=_converged(fit.result),
+    )
+
+
+def _wald(
+    design: hl.NDArrayNumericExpression, y: hl.NDArrayNumericExpression
+) -> hl.StructExpression:
+    """Hail's Wald test of the last column of `design` (the genotype)."""
+    fit = logreg_fit(design, y, None, MAX_WALD_ITERATIONS, LOGISTIC_TOLERANCE)
+    return wald_test(design, fit)
+
+
+def _converged(result: hl.StructExpression) -> hl.BooleanExpression:
+    return hl.coalesce(result.fit.converged & ~result.fit.exploded, False)
+
+
+def _logistic_columns(result: hl.StructExpression, test: LogisticTest) -> dict[str, hl.Expression]:
+    """beta, standard_error, statistic and p_value of a Wald or Firth result."""
+    if test is LogisticTest.WALD:
+        standard_error, statistic = result.standard_error, result.z_stat
+    else:
+        # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE
+        # we give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) for meta-analysis.
+        standard_error = hl.abs(result.beta) / hl.sqrt(result.chi_sq_stat)
+        statistic = result.chi_sq_stat
+    return {
+        "beta": result.beta,
+        "standard_error": standard_error,
+        "statistic": statistic,
+        "p_value": result.p_value,
+    }
+
+
 def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, GwasDesign]:
     """Fit the analysis' model per variant. `mt` must already hold only the analysed samples."""
     binary = analysis.trait_type is TraitType.BINARY
@@ -222,7 +291,8 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
         n_cases = int(mt.aggregate_cols(hl.agg.count_where(y == 1.0)))
         n_controls = n_samples - n_cases
 
-    if analysis.model is Model.LINEAR and analysis.missing_genotypes is MissingGenotypes.EXCLUDE:
+    exclude = analysis.missing_genotypes is MissingGenotypes.EXCLUDE
+    if analysis.model is Model.LINEAR and exclude:
         fit = _linear_without_missing_calls(mt, y, x, covariates)
     elif analysis.model is Model.LINEAR:
         fit = hl.linear_regression_rows(y=y, x=x, covariates=covariates, pass_through=["gate"])
@@ -235,6 +305,8 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
             n=fit.n,
             converged=hl.is_defined(fit.beta),
         )
+    elif exclude:
+        fit = _logistic_without_missing_calls(mt, y, x, covariates)
     else:
         fit = hl.logistic_regression_rows(
             test=analysis.test.value,
@@ -244,19 +316,9 @@ def run_gwas(mt: hl.MatrixTable, analysis: GwasAnalysis) -> tuple[hl.Table, Gwas
             pass_through=["gate"],
             tolerance=LOGISTIC_TOLERANCE,
         )
-        if analysis.test is LogisticTest.WALD:
-            standard_error, statistic = fit.standard_error, fit.z_stat
-        else:
-            # Firth's test is a penalised likelihood-ratio test and reports no SE; like REGENIE
-            # we give the SE that reproduces its chi-square (|beta| / sqrt(chi2)) for meta-analysis.
-            standard_error = hl.abs(fit.beta) / hl.sqrt(fit.chi_sq_stat)
-            statistic = fit.chi_sq_stat
         fit = fit.select(
             "gate",
-            beta=fit.beta,
-            standard_error=standard_error,
-            statistic=statistic,
-            p_value=fit.p_value,
+            **_logistic_columns(fit, analysis.test),
             n=n_samples,
             converged=fit.fit.converged & ~fit.fit.exploded,
         )

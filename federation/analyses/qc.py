@@ -52,6 +52,11 @@ class QcCounts:
     # None and 0 for hard calls, which carry no imputation quality.
     info_min: float | None = None
     variants_low_info: int = 0
+    # The kinship step: "done", "disabled by study" or "skipped: <why>" (too few variants for
+    # the cohort's size: `relatedness.min_kinship_variants`), with the variants it had and needed.
+    relatedness: str = "done"
+    kinship_variants: int | None = None
+    min_kinship_variants: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -189,5 +194,8 @@ def run_qc(
         variants_excluded_chromosomes=excluded_variants,
         info_min=thresholds.info_min if imputed else None,
         variants_low_info=failures.get("low_info", 0),
+        relatedness=related.status,
+        kinship_variants=related.kinship_variants,
+        min_kinship_variants=related.min_kinship_variants,
     )
     return mt, counts

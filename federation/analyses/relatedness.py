@@ -7,11 +7,20 @@ node estimates pairwise kinship with KING-robust (Manichaikul et al. 2010, Bioin
 QC, links every pair above the threshold, and removes the fewest samples that leave no
 linked pair (Hail's `maximal_independent_set`). Population structure is not handled here:
 the GWAS adjusts for it with node-computed principal components.
+
+Too few variants make kinship noise: on M independent common variants the KING-robust
+estimate of an unrelated pair scatters with SD ~ KING_NOISE_SD / sqrt(M), and a cohort of n
+samples has n(n-1)/2 pairs to scatter. Below `min_kinship_variants(n, kinship_max)` variants
+an unrelated pair would be expected to cross the threshold by chance (an unrelated
+1,000-sample cohort on ~1,600 common variants had one "second-degree" pair), so the step is
+skipped, never silently: the status says why, in the QC counts, the sidecars and the audit log.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import hail as hl
 
@@ -21,18 +30,54 @@ METHOD = "king_robust"
 MIN_MAF = 0.05
 MIN_CALL_RATE = 0.95
 MAX_VARIANTS = 100_000
+# SD x sqrt(M) of Hail's KING-robust kinship (between-family estimator) over the unrelated
+# pairs of a simulated cohort: 0.95-0.98 for 1,000 samples in Hardy-Weinberg equilibrium, ALT
+# frequencies uniform on 0.05-0.95, M = 1,000-8,000 independent variants; rounded up.
+KING_NOISE_SD = 1.0
+# Unrelated pairs the node accepts to see called related by noise alone (expected number,
+# Gaussian tail of the estimate: conservative, the simulated maxima sat ~0.6 SD below it).
+MAX_EXPECTED_NOISE_PAIRS = 0.05
+DONE = "done"
+DISABLED = "disabled by study"
 
 
 @dataclass(frozen=True)
 class RelatednessResult:
     method: str
-    kinship_max: float | None  # None: not estimated (disabled by the study)
+    kinship_max: float | None  # None: not estimated (disabled by the study, or skipped)
     related_pairs: int
     samples_removed: int
+    status: str = DONE  # DONE, DISABLED, or "skipped: <reason>"
+    kinship_variants: int | None = None  # variants the estimate used (or would have)
+    min_kinship_variants: int | None = None  # what this cohort and threshold need
 
 
-def kinship_variants(mt: hl.MatrixTable) -> hl.MatrixTable:
-    """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate."""
+def min_kinship_variants(n_samples: int, kinship_max: float) -> int:
+    """Fewest independent common variants at which noise alone is expected to put fewer than
+    MAX_EXPECTED_NOISE_PAIRS of the cohort's unrelated pairs above `kinship_max`:
+    M = (z * KING_NOISE_SD / kinship_max)^2, z the normal quantile of that tail per pair.
+    (At 0.0884: 3,460 variants for 1,000 samples, 5,755 for 100,000.)"""
+    pairs = n_samples * (n_samples - 1) / 2
+    if pairs <= MAX_EXPECTED_NOISE_PAIRS:
+        return 0
+    z = -NormalDist().inv_cdf(MAX_EXPECTED_NOISE_PAIRS / pairs)
+    return math.ceil((max(z, 0.0) * KING_NOISE_SD / kinship_max) ** 2)
+
+
+def too_few_variants(n_variants: int, n_samples: int, kinship_max: float) -> str | None:
+    """The reason the estimate is skipped, or None when `n_variants` suffice."""
+    needed = min_kinship_variants(n_samples, kinship_max)
+    if n_variants >= needed:
+        return None
+    return (
+        f"skipped: {n_variants:,} common autosomal variants, fewer than the {needed:,} that tell "
+        f"kinship {kinship_max:g} from noise in a cohort of this size"
+    )
+
+
+def kinship_variants(mt: hl.MatrixTable) -> tuple[hl.MatrixTable, int]:
+    """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate, and
+    how many there are (before thinning to MAX_VARIANTS)."""
     autosomal = hl.variant_qc(mt.filter_rows(mt.locus.in_autosome()))
     stats = autosomal.variant_qc
     autosomal = autosomal.filter_rows(
@@ -42,12 +87,13 @@ def kinship_variants(mt: hl.MatrixTable) -> hl.MatrixTable:
     if n_variants > MAX_VARIANTS:
         per_million = int(MAX_VARIANTS / n_variants * 1_000_000)
         autosomal = autosomal.filter_rows(hl.hash(autosomal.locus) % 1_000_000 < per_million)
-    return autosomal
+    return autosomal, n_variants
 
 
-def related_pairs(mt: hl.MatrixTable, kinship_max: float) -> hl.Table:
-    """Pairs (i, j) of distinct samples whose KING-robust kinship exceeds `kinship_max`."""
-    kinship = hl.king(kinship_variants(mt).GT)
+def related_pairs(variants: hl.MatrixTable, kinship_max: float) -> hl.Table:
+    """Pairs (i, j) of distinct samples whose KING-robust kinship on `variants` (from
+    `kinship_variants`) exceeds `kinship_max`."""
+    kinship = hl.king(variants.GT)
     pairs = kinship.filter_entries(
         (kinship.s_1 < kinship.s) & (kinship.phi > kinship_max)
     ).entries()
@@ -59,8 +105,17 @@ def remove_related(
     mt: hl.MatrixTable, kinship_max: float
 ) -> tuple[hl.MatrixTable, RelatednessResult]:
     """`mt` without one sample of each related pair: the complement of a maximal independent
-    set of the relatedness graph (no two kept samples related above `kinship_max`)."""
-    pairs = related_pairs(mt, kinship_max).checkpoint(hl.utils.new_temp_file("related", "ht"))
+    set of the relatedness graph (no two kept samples related above `kinship_max`). With too
+    few variants for the cohort's size (`too_few_variants`) nothing is removed and the result
+    says why."""
+    variants, n_variants = kinship_variants(mt)
+    n_samples = mt.count_cols()
+    needed = min_kinship_variants(n_samples, kinship_max)
+    skipped = too_few_variants(n_variants, n_samples, kinship_max)
+    if skipped is not None:
+        return mt, RelatednessResult("none", None, 0, 0, skipped, n_variants, needed)
+    pairs = related_pairs(variants, kinship_max)
+    pairs = pairs.checkpoint(hl.utils.new_temp_file("related", "ht"))
     n_pairs = pairs.count()
     removed = 0
     if n_pairs:
@@ -68,8 +123,8 @@ def remove_related(
         drop = drop.key_by(s=drop.node)
         removed = drop.count()
         mt = mt.filter_cols(hl.is_missing(drop[mt.s]))
-    return mt, RelatednessResult(METHOD, kinship_max, n_pairs, removed)
+    return mt, RelatednessResult(METHOD, kinship_max, n_pairs, removed, DONE, n_variants, needed)
 
 
 def not_estimated() -> RelatednessResult:
-    return RelatednessResult("none", None, 0, 0)
+    return RelatednessResult("none", None, 0, 0, DISABLED)

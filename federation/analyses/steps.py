@@ -25,12 +25,14 @@ from federation.analyses.gwas import (
     run_gwas,
 )
 from federation.analyses.nocalls import write_no_call_profiles
-from federation.analyses.qc import run_qc
+from federation.analyses.qc import QcCounts, run_qc
 from federation.analyses.reference import check_reference
 from federation.analyses.session import HailSettings, hail_session
+from federation.audit import append_event
 from federation.files import atomic_path, atomic_write, atomic_write_json
 from federation.pipeline.phenotypes import study_phenotypes
 from federation.pipeline.preflight import check_node_inputs
+from federation.release.gate import audit_log_of
 from federation.settings import NodeSettings
 from federation.spec import GwasAnalysis, StudySpec, TraitType
 
@@ -78,11 +80,29 @@ def qc_step(
         mt = load_genotypes(node)
         check_reference(mt, node)  # before any analysis: the declared build must fit
         mt, counts = run_qc(mt, phenotypes, study.qc, node.kinship_max)
+        _audit_relatedness(node, study, counts)
         tmp = out_mt.with_name(".partial-" + out_mt.name)
         mt.write(str(tmp), overwrite=True)
         _write_samples(hl.read_matrix_table(str(tmp)), samples_path)  # columns only: cheap
     _replace_directory(tmp, out_mt)
     atomic_write_json(counts_path, counts.as_dict())
+
+
+def _audit_relatedness(node: NodeSettings, study: StudySpec, counts: QcCounts) -> None:
+    """The kinship step's outcome in the node's audit log: whether it ran, and if not why
+    (disabled by the study, or too few variants for the cohort), with what it removed."""
+    append_event(
+        audit_log_of(node),
+        "relatedness",
+        node_id=node.node_id,
+        study_id=study.study_id,
+        status=counts.relatedness,
+        method=counts.relatedness_method,
+        kinship_max=counts.kinship_max,
+        kinship_variants=counts.kinship_variants,
+        min_kinship_variants=counts.min_kinship_variants,
+        samples_related=counts.samples_related,
+    )
 
 
 def allele_frequency_step(node: NodeSettings, qc_mt: Path, out: Path) -> None:

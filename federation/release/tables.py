@@ -116,8 +116,11 @@ RELEASED_QC_FIELDS = (
     *ROUNDED_QC_COUNTS,
     "samples_passed",  # the QC cohort's exact size, as its allele-frequency N
     "sex_check",
+    "relatedness",  # "done", "disabled by study" or "skipped: <why>"
     "relatedness_method",
     "kinship_max",
+    "kinship_variants",
+    "min_kinship_variants",
     "variants_input",
     "variants_excluded_chromosomes",
     "info_min",  # imputed inputs: the imputation-quality floor applied

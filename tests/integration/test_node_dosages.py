@@ -13,17 +13,26 @@ Snakemake pipeline runs on each, and plink2 2.00a3.5 reads the very same files:
   its 1/16384 grid (at most 3e-5 per dosage), so where a beta is near zero its relative
   difference can exceed 1e-4 from that rounding alone: beta is held to 1e-4 of
   max(|beta|, SE) there, SE and p to 1e-4 relative.
+- Logistic (Wald) on the VCF dosages, against plink2's plain logistic `--glm` (`no-firth`:
+  no Firth fallback, so every compared row is plink2's unpenalised fit, as ours): SE and
+  -log10 p to 1e-4 relative, beta to 1e-4 of max(|beta|, SE) (plink2's logistic IRLS runs
+  in single precision as well as reading 32-bit DS: a near-zero beta's relative difference
+  says nothing, see `node_runs.beta_difference`).
 - The INFO filter removes exactly the variants below the study's floor: from the VCF's
   INFO/R2 (read here from the file's text) and, for the BGEN, MaCH r² as
   `plink2 --freq cols=+machr2` computes it.
 - Hard calls with chrX: regression and allele counts equal plink2's chrX model and
   `--freq` (AN = 2 x females + males off the PARs); PAR variants count two alleles for
   everyone; chrY and MT are not analysed.
+- Relatedness is left on: with ~1,800 common autosomal variants for 1,000 samples it is
+  skipped (too few to tell second-degree kinship from noise), stated in the sidecar and the
+  audit log, so plink2 and the node analyse the same samples.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +48,7 @@ from federation.genome import in_x_nonpar, in_x_par
 from federation.pipeline.runs import PipelineRun
 from federation.pipeline.snakemake import run_node_pipeline
 from federation.sandbox.synth import Y_AND_MT_VARIANTS, NodeCohort, SynthResult, synthesize
+from tests.integration.node_runs import beta_difference
 from tests.integration.plink2_checks import (
     RELATIVE,
     assert_se_and_p,
@@ -64,6 +74,10 @@ class NodeRun:
 
     def qc(self) -> dict:
         return sumstats.read_sidecar(self.run.released_dir / "af.tsv.gz")["qc"]
+
+    def audit(self) -> list[dict]:
+        lines = (self.plink2_dir.parent / "work" / "audit.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
 
     def plink2(self, suffix: str) -> pd.DataFrame:
         table = anchor.read_plink2_table(self.plink2_dir / f"out.{suffix}")
@@ -98,7 +112,9 @@ def _plink2_sample_files(source: list[str], node: NodeCohort, out_dir: Path) -> 
     table = psam[id_columns].merge(table, left_on=iid, right_on="sample_id", validate="1:1")
     assert len(table) == len(psam)
     pheno, covar, sex = (out_dir / name for name in ("pheno.tsv", "covar.tsv", "sex.tsv"))
-    table[[*id_columns, anchor.QUANT_TRAIT]].to_csv(pheno, sep="\t", index=False)
+    table[[*id_columns, anchor.QUANT_TRAIT, anchor.BINARY_TRAIT]].to_csv(
+        pheno, sep="\t", index=False
+    )
     table[[*id_columns, *anchor.COVARIATES]].to_csv(covar, sep="\t", index=False)
     # plink2 codes sex 1 = male, 2 = female; the phenotype table 1 = male, 0 = female.
     table["SEX"] = np.where(table.sex == 1, 1, 2)
@@ -121,8 +137,10 @@ def _run_plink2(source: list[str], samples: list[str], out_dir: Path) -> None:
         "--freq",
         "counts",
         "cols=chrom,pos,ref,alt,altfreq,machr2,nobs",
+        "--1",  # the binary trait is coded 0 = control, 1 = case
         "--glm",
         "no-x-sex",  # sex is already one of the study's covariates
+        "no-firth",  # plain logistic regression everywhere, as the node's Wald test
         "hide-covar",
         "log10",
         "cols=chrom,pos,ref,alt,a1freq,nobs,beta,se,tz,p,err",
@@ -132,9 +150,35 @@ def _run_plink2(source: list[str], samples: list[str], out_dir: Path) -> None:
     _plink2(arguments, out_dir / "out")
 
 
+QUANT = {
+    "id": "quant",
+    "type": "gwas",
+    "trait": anchor.QUANT_TRAIT,
+    "trait_type": "quantitative",
+    "covariates": list(anchor.COVARIATES),
+}
+BINARY = {
+    "id": "binary",
+    "type": "gwas",
+    "trait": anchor.BINARY_TRAIT,
+    "trait_type": "binary",
+    "test": "wald",
+    "covariates": list(anchor.COVARIATES),
+}
+
+
 def _node_run(
-    root: Path, node: NodeCohort, genotypes: dict, qc: dict, plink2_source: list[str]
+    tmp_path_factory: pytest.TempPathFactory,
+    node: NodeCohort,
+    genotypes: dict,
+    plink2_source: list[str],
+    qc: dict | None = None,
+    gwas: tuple[dict, ...] = (QUANT,),
 ) -> NodeRun:
+    """The one builder of this module's node runs: `genotypes` through the real pipeline
+    (allele frequencies and the `gwas` analyses, the study's `qc`), and plink2 on
+    `plink2_source`, the same file, with the same samples, traits and covariates."""
+    root = tmp_path_factory.mktemp(genotypes.get("dosage_field", genotypes["format"]).lower())
     config = {
         "node_id": node.node_id,
         "genotypes": genotypes,
@@ -147,19 +191,8 @@ def _node_run(
     study = {
         "study_id": f"dosage-{root.name}",
         "reference_genome": "GRCh38",
-        # Relatedness off: plink2 analyses every sample, and KING on ~1,600 common variants
-        # of this unrelated cohort may call a noise pair related (its own tests plant pairs).
-        "qc": {"relatedness": False, **qc},
-        "analyses": [
-            {"id": "af", "type": "allele_frequency"},
-            {
-                "id": "quant",
-                "type": "gwas",
-                "trait": anchor.QUANT_TRAIT,
-                "trait_type": "quantitative",
-                "covariates": list(anchor.COVARIATES),
-            },
-        ],
+        "qc": qc or {},
+        "analyses": [{"id": "af", "type": "allele_frequency"}, *gwas],
     }
     (root / "node.yaml").write_text(yaml.safe_dump(config))
     (root / "study.yaml").write_text(yaml.safe_dump(study))
@@ -173,11 +206,12 @@ def _node_run(
 def vcf_run(cohort: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> NodeRun:
     node = cohort.nodes[0]
     return _node_run(
-        tmp_path_factory.mktemp("vcf_ds"),
+        tmp_path_factory,
         node,
         {"format": "vcf", "path": str(node.imputed_vcf), "dosage_field": "DS"},
-        {"info_min": INFO_MIN},
         ["--vcf", str(node.imputed_vcf), "dosage=DS"],
+        {"info_min": INFO_MIN},
+        gwas=(QUANT, BINARY),
     )
 
 
@@ -186,11 +220,11 @@ def bgen_run(cohort: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> N
     """chrX left out here (excluded_chromosomes): machr2 of hemizygous males is plink2's own."""
     node = cohort.nodes[0]
     return _node_run(
-        tmp_path_factory.mktemp("bgen"),
+        tmp_path_factory,
         node,
         {"format": "auto", "path": str(node.bgen)},
-        {"info_min": INFO_MIN, "excluded_chromosomes": ["X", "Y", "MT"]},
         ["--bgen", str(node.bgen), "ref-first", "--sample", str(node.bgen_sample)],
+        {"info_min": INFO_MIN, "excluded_chromosomes": ["X", "Y", "MT"]},
     )
 
 
@@ -198,10 +232,9 @@ def bgen_run(cohort: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> N
 def hard_call_run(cohort: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> NodeRun:
     node = cohort.nodes[0]
     return _node_run(
-        tmp_path_factory.mktemp("hard_calls"),
+        tmp_path_factory,
         node,
         {"format": "plink", "path": str(node.plink_prefix)},
-        {},
         ["--bfile", str(node.plink_prefix)],
     )
 
@@ -225,14 +258,6 @@ def _code(chromosome: str) -> str:
 
 def _on_x(frame: pd.DataFrame) -> pd.Series:
     return sumstats.chromosome_code(frame.chromosome) == _code("X")
-
-
-def _beta_difference(compared: pd.DataFrame) -> np.ndarray:
-    """|beta - plink2's| on the scale max(|beta|, SE): a relative difference where beta is
-    clearly non-zero, and stable where it is near zero (one dosage's float rounding - VCF DS is
-    read as 32-bit, BGEN as k/255 - moves a near-zero beta by much more than 1e-4 of itself)."""
-    scale = np.maximum(np.abs(compared.plink2_beta), compared.plink2_se)
-    return np.abs(compared.beta - compared.plink2_beta).to_numpy() / scale.to_numpy()
 
 
 def _variant_ids(frame: pd.DataFrame, chromosome: str = "chromosome") -> set[str]:
@@ -264,7 +289,7 @@ def _vcf_r2(path: Path) -> pd.DataFrame:
 def test_vcf_dosage_regression_agrees_with_plink2_everywhere(vcf_run: NodeRun) -> None:
     released = vcf_run.released("quant")
     compared = _compared(released, vcf_run.plink2("quant_trait.glm.linear"))
-    beta = _beta_difference(compared)
+    beta = beta_difference(compared)
     assert np.all(beta <= RELATIVE), f"beta differs from plink2: {worst(beta, compared)}"
     others = assert_se_and_p(compared)
     on_x = int(_on_x(compared).sum())
@@ -273,6 +298,33 @@ def test_vcf_dosage_regression_agrees_with_plink2_everywhere(vcf_run: NodeRun) -
         f"\nVCF DS: {len(compared)} rows ({on_x} chrX); max difference from plink2: beta "
         f"{beta.max():.2g} of max(|beta|, SE), {others}"
     )
+
+
+def test_vcf_dosage_logistic_regression_agrees_with_plink2_without_firth(vcf_run: NodeRun) -> None:
+    released = vcf_run.released("binary")
+    compared = _compared(released, vcf_run.plink2("binary_trait.glm.logistic"))
+    beta = beta_difference(compared)
+    assert np.all(beta <= RELATIVE), f"beta differs from plink2: {worst(beta, compared)}"
+    strict = anchor.relative_difference(compared.beta, compared.plink2_beta)
+    others = assert_se_and_p(compared)
+    assert int(_on_x(compared).sum()) > 100, "chrX variants should be analysed"
+    print(
+        f"\nVCF DS logistic: {len(compared)} rows; max beta difference {beta.max():.2g} of "
+        f"max(|beta|, SE) ({(strict > RELATIVE).sum()} rows beyond 1e-4 of |beta| alone), {others}"
+    )
+
+
+def test_relatedness_is_skipped_with_its_reason_when_too_few_variants_would_make_it_noise(
+    vcf_run: NodeRun,
+) -> None:
+    qc = vcf_run.qc()
+    assert qc["relatedness"].startswith("skipped: ")
+    assert qc["kinship_variants"] < qc["min_kinship_variants"]
+    assert qc["samples_related"] == 0 and qc["relatedness_method"] == "none"
+    [audited] = [e for e in vcf_run.audit() if e["event"] == "relatedness"]
+    assert audited["status"] == qc["relatedness"]
+    assert audited["kinship_variants"] == qc["kinship_variants"]
+    print(f"\nrelatedness: {qc['relatedness']}")
 
 
 def test_vcf_info_filter_removes_exactly_the_variants_below_the_r2_floor(
@@ -308,7 +360,7 @@ def test_dosage_allele_frequencies_equal_plink2_dosage_counts(vcf_run: NodeRun) 
 
 def test_bgen_dosage_regression_agrees_with_plink2(bgen_run: NodeRun) -> None:
     compared = _compared(bgen_run.released("quant"), bgen_run.plink2("quant_trait.glm.linear"))
-    beta = _beta_difference(compared)
+    beta = beta_difference(compared)
     assert np.all(beta <= RELATIVE), f"beta differs from plink2: {worst(beta, compared)}"
     strict = anchor.relative_difference(compared.beta, compared.plink2_beta)
     others = assert_se_and_p(compared)

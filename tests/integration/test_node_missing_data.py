@@ -9,7 +9,8 @@ guard must refuse it, whichever release comes first). A second run on
 the shared 1,200-sample cohort with 1% missing calls uses `missing_genotypes: exclude` and
 leaves 30 samples out for a missing covariate: it must be released (the left-out samples'
 own no-calls, not the cohort's, bound their cell) and agree with plink2 on every variant,
-those with missing calls included.
+those with missing calls included, for the linear model and, in the same study, the
+logistic (Wald) one against plink2's plain logistic `--glm` (no Firth fallback).
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def test_a_cohort_five_samples_short_of_the_allele_frequency_cohort_is_refused(m
 
 def test_relatedness_ran_on_the_qc_cohort_and_found_no_relatives(messy):
     counts = messy.run.qc_counts()
+    assert counts["relatedness"] == "done"  # ~4,600 common variants: above the minimum
+    assert counts["kinship_variants"] >= counts["min_kinship_variants"]
     assert counts["relatedness_method"] == "king_robust" and counts["kinship_max"] == 0.0884
     assert counts["samples_related"] == 0
     assert messy.run.sidecar("quant")["qc"]["samples_related"] == 0
@@ -186,7 +189,7 @@ def test_relatedness_ran_on_the_qc_cohort_and_found_no_relatives(messy):
 N_LEFT_OUT = 30
 
 
-def test_excluding_missing_calls_matches_plink2_and_left_out_samples_count_their_own_no_calls(
+def test_excluding_missing_calls_matches_plink2_linear_and_logistic_and_bounds_the_left_out_cell(
     synthetic_cohort: SynthResult, tmp_path: Path
 ) -> None:
     cohort = synthetic_cohort.nodes[0]
@@ -201,9 +204,14 @@ def test_excluding_missing_calls_matches_plink2_and_left_out_samples_count_their
     first = {"study_id": "calls-af", "analyses": [{"id": "af", "type": "allele_frequency"}]}
     assert run_node(tmp_path / "run", cohort.node_id, genotypes, phenotypes, first).exit_code == 0
     gwas = _gwas("quant", list(anchor.COVARIATES), missing_genotypes="exclude")
-    study = {"study_id": "calls", "analyses": [gwas]}
+    logistic = {
+        **_gwas("binary", list(anchor.COVARIATES), missing_genotypes="exclude", test="wald"),
+        "trait": anchor.BINARY_TRAIT,
+        "trait_type": "binary",
+    }
+    study = {"study_id": "calls", "analyses": [gwas, logistic]}
     run = run_node(tmp_path / "run", cohort.node_id, genotypes, phenotypes, study)
-    assert run.exit_code == 0, run.outcome("quant")
+    assert run.exit_code == 0, (run.outcome("quant"), run.outcome("binary"))
     released = run.table("quant")
     sidecar = run.sidecar("quant")
     assert sidecar["missing_genotypes"] == "exclude"
@@ -225,6 +233,21 @@ def test_excluding_missing_calls_matches_plink2_and_left_out_samples_count_their
     )
     compared = assert_agrees_with_plink2(released, plink2)  # N per row = plink2's OBS_CT
     assert (compared.n < analysed).sum() >= 0.9 * len(with_missing)
+
+    # The logistic model, same samples, same rule: each variant over its called samples.
+    binary = run.table("binary")
+    assert run.sidecar("binary")["missing_genotypes"] == "exclude"
+    plink2_logistic = plink2_glm(
+        cohort.plink_prefix,
+        table.set_index("sample_id"),
+        anchor.BINARY_TRAIT,
+        list(anchor.COVARIATES),
+        tmp_path / "plink2-logistic",
+        keep=qc_cohort,
+        model="logistic",
+    )
+    compared = assert_agrees_with_plink2(binary, plink2_logistic, logistic=True)
+    assert (compared.n < analysed).sum() >= 0.25 * len(compared), "too few with missing calls"
 
     # The guard: the 30 left-out samples form a cell against the AF cohort. Its bound is the
     # most of them uncalled at one variant, far below the AF rows' worst no-calls.

@@ -142,6 +142,8 @@ def test_every_planted_related_pair_is_broken_by_removing_one_sample_each(relate
         together = [pair for pair in planted if set(pair) <= kept]
         assert not together, f"{len(together)} {kind} pairs still both in the cohort"
     counts = run.qc_counts()
+    assert counts["relatedness"] == "done"  # enough variants for 1,450 samples
+    assert counts["kinship_variants"] >= counts["min_kinship_variants"]
     # A maximal independent set: one of each duplicate pair, and each child (not its parents).
     assert counts["samples_related"] == N_DUPLICATES + N_CHILDREN
     assert counts["relatedness_method"] == "king_robust" and counts["kinship_max"] == 0.0884
@@ -150,6 +152,7 @@ def test_every_planted_related_pair_is_broken_by_removing_one_sample_each(relate
     assert sidecar["qc"]["relatedness_method"] == "king_robust"
     assert runs[False].qc_counts()["samples_related"] == 0
     assert runs[False].qc_counts()["relatedness_method"] == "none"
+    assert runs[False].qc_counts()["relatedness"] == "disabled by study"
 
 
 def test_removing_relatives_brings_lambda_gc_back_to_one(related):

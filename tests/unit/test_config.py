@@ -50,9 +50,15 @@ def test_study_defaults_and_models():
     assert study.qc.relatedness and study.qc.kinship_max is None  # the node's threshold
 
 
-def test_missing_genotypes_exclude_is_a_linear_option():
-    study = study_from_dict(_with(lambda d: d["analyses"][1].update(missing_genotypes="exclude")))
-    assert study.gwas[0].missing_genotypes is MissingGenotypes.EXCLUDE
+def test_missing_genotypes_exclude_is_an_option_of_linear_and_logistic_wald_models():
+    def both(document: dict) -> None:
+        for entry in document["analyses"][1:]:
+            entry.update(missing_genotypes="exclude")
+        document["analyses"][2].update(test="wald")
+
+    study = study_from_dict(_with(both))
+    assert [a.model for a in study.gwas] == [Model.LINEAR, Model.LOGISTIC]
+    assert all(a.missing_genotypes is MissingGenotypes.EXCLUDE for a in study.gwas)
 
 
 def test_node_phenotype_coding_relatedness_and_reference_check_from_yaml(tmp_path: Path):
@@ -124,7 +130,7 @@ def _with(change):
         (lambda d: d.update(disclosure={"min_mac_gwas": -1}), ["min_mac_gwas", "-1"]),
         (
             lambda d: d["analyses"][2].update(missing_genotypes="exclude"),
-            ["missing_genotypes", "exclude", "linear models only", "mean"],
+            ["missing_genotypes", "exclude", "firth", "wald"],
         ),
         (
             lambda d: d["analyses"][1].update(missing_genotypes="drop"),

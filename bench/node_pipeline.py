@@ -405,6 +405,7 @@ def scaling(
         print(
             f"{samples:>7} x {variants:>7}  ours {ours.wall_seconds:6.1f} s  floor "
             f"{floor.wall_seconds:6.1f} s  ours/floor {ours.wall_seconds / floor.wall_seconds:.2f}x  "
+            f"CPU s {ours.cpu_seconds:.1f}/{floor.cpu_seconds:.1f}  "
             f"peak MiB {ours.peak_rss_bytes / MIB:.0f}/{floor.peak_rss_bytes / MIB:.0f}  "
             f"driver JVMs {ours.jvm_starts}/{floor.jvm_starts}",
             flush=True,

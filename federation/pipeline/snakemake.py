@@ -119,14 +119,17 @@ def _driver_stopped(
     try:
         yield
     finally:
+        stopped = False
         if driver_dir is not None:
-            shutdown_driver(driver_dir / "hail.sock")
+            stopped = shutdown_driver(driver_dir / "hail.sock")
             shutil.rmtree(driver_dir, ignore_errors=True)
         if driver is not None:
+            if not stopped:  # still starting, or never reached: nothing else will end it
+                driver.terminate()
             try:
                 driver.wait(timeout=DRIVER_STOP_SECONDS)
             except subprocess.TimeoutExpired:
-                driver.terminate()
+                driver.kill()
                 driver.wait()
 
 

@@ -160,3 +160,14 @@ def test_a_step_reports_a_driver_that_died_while_starting_in_one_line(short_dir)
         ensure_driver(socket_path)
     assert "\n" not in str(error.value) and not socket_path.exists()
     dying.wait()
+
+
+def test_a_driver_the_runner_started_is_ended_with_the_run_even_while_still_starting(short_dir):
+    from federation.pipeline.snakemake import _driver_stopped
+
+    starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    began = time.monotonic()
+    with _driver_stopped(short_dir, starting):
+        pass  # the run failed before the driver listened
+    assert starting.poll() is not None and time.monotonic() - began < 5
+    assert not short_dir.exists()

@@ -21,7 +21,7 @@ from federation.analyses.genotypes import load_genotypes
 from federation.analyses.gwas import analysis_samples, run_gwas
 from federation.analyses.qc import run_qc
 from federation.analyses.session import HailSettings, hail_session
-from federation.pipeline.phenotypes import read_phenotypes
+from federation.pipeline.phenotypes import study_phenotypes
 from federation.settings import load_node
 from federation.spec import load_study
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         reference_genome=node.reference_genome,
     )
     with hail_session(settings, stop_at_end=False):
-        mt, _ = run_qc(load_genotypes(node), read_phenotypes(node.phenotypes), study.qc)
+        phenotypes = study_phenotypes(node.phenotypes, node.phenotype_coding, study)
+        mt, _ = run_qc(load_genotypes(node), phenotypes, study.qc, node.kinship_max)
         if study.allele_frequencies:
             export_private_table(allele_frequencies(mt), args.out / "allele_frequencies.tsv.bgz")
         for analysis in study.gwas:

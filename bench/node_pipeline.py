@@ -211,6 +211,7 @@ def relative_difference(ours: pd.Series, theirs: pd.Series) -> np.ndarray:
 @dataclass(frozen=True)
 class Measured:
     wall_seconds: float
+    cpu_seconds: float  # user + system over the whole tree
     peak_rss_bytes: int  # max over samples of the tree's summed RSS, or of any one process
     jvm_starts: int  # Spark driver JVMs (each Hail session starts one)
     jvm_processes: int  # all `java` processes, including spark-submit's short launcher JVMs
@@ -231,6 +232,7 @@ def run_measured(command: Sequence[str], cwd: Path | None = None) -> Measured:
     run = run_tree(command, cwd=cwd, on_member=note_jvm)
     return Measured(
         wall_seconds=run.wall_seconds,
+        cpu_seconds=run.cpu_seconds,
         peak_rss_bytes=run.peak_rss_bytes,
         jvm_starts=sum(jvms.values()),
         jvm_processes=len(jvms),
@@ -298,8 +300,35 @@ def _line_count(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
-def _row(label: str, ours: str, theirs: str, ratio: str) -> str:
-    return f"{label:<22}{ours:>18}{theirs:>14}{ratio:>14}"
+TABLE_COLUMNS = ("wall (s)", "CPU (s)", "peak (MiB)", "driver JVMs")
+
+
+def _cells(run: Measured) -> tuple[str, ...]:
+    return (
+        f"{run.wall_seconds:.1f}",
+        f"{run.cpu_seconds:.1f}",
+        f"{run.peak_rss_bytes / MIB:.0f}",
+        f"{run.jvm_starts}",
+    )
+
+
+def _ratios(ours: Measured, anchor: Measured) -> tuple[str, ...]:
+    return (
+        f"{ours.wall_seconds / anchor.wall_seconds:.2f}x",
+        f"{ours.cpu_seconds / max(anchor.cpu_seconds, 1e-3):.2f}x",
+        f"{ours.peak_rss_bytes / max(anchor.peak_rss_bytes, 1):.2f}x",
+        "-",
+    )
+
+
+def print_table(ours: Measured, anchors: dict[str, Measured]) -> None:
+    """Wall, CPU and peak memory of ours and of each anchor measured in this same run, then
+    ours over each anchor."""
+    print(f"{'':<14}" + "".join(f"{column:>14}" for column in TABLE_COLUMNS))
+    for label, run in {"ours": ours, **anchors}.items():
+        print(f"{label:<14}" + "".join(f"{cell:>14}" for cell in _cells(run)))
+    for label, anchor in anchors.items():
+        print(f"{'ours/' + label:<14}" + "".join(f"{cell:>14}" for cell in _ratios(ours, anchor)))
 
 
 SCALING_SIZES = ((1000, 10_000), (1000, 100_000), (5000, 10_000), (5000, 100_000))
@@ -376,6 +405,7 @@ def scaling(
         print(
             f"{samples:>7} x {variants:>7}  ours {ours.wall_seconds:6.1f} s  floor "
             f"{floor.wall_seconds:6.1f} s  ours/floor {ours.wall_seconds / floor.wall_seconds:.2f}x  "
+            f"CPU s {ours.cpu_seconds:.1f}/{floor.cpu_seconds:.1f}  "
             f"peak MiB {ours.peak_rss_bytes / MIB:.0f}/{floor.peak_rss_bytes / MIB:.0f}  "
             f"driver JVMs {ours.jvm_starts}/{floor.jvm_starts}",
             flush=True,
@@ -471,37 +501,20 @@ def main(argv: list[str] | None = None) -> int:
     if synth_seconds is not None:
         print(f"synthesis (not compared): {synth_seconds:.1f} s")
     print(
-        f"work: {args.cores} cores; node pipeline = Snakemake + Hail (QC, allele frequencies, "
-        "linear GWAS on age + sex, disclosure gate); plink2 = --freq counts + --glm, same QC"
+        f"work: {args.cores} cores; ours = the whole node run (Snakemake + Hail QC, allele "
+        "frequencies, linear GWAS on age + sex, disclosure gate, release); floor = the same Hail "
+        "work in one script and one JVM; plink2 = --freq counts + --glm, same QC"
     )
-    print(_row("", "node pipeline", "plink2", "ours/plink2"))
-    print(
-        _row(
-            "wall time (s)",
-            f"{ours.wall_seconds:.1f}",
-            f"{theirs.wall_seconds:.1f}",
-            f"{ours.wall_seconds / theirs.wall_seconds:.1f}x",
-        )
-    )
-    print(
-        _row(
-            "peak RSS, tree (MiB)",
-            f"{ours.peak_rss_bytes / MIB:.0f}",
-            f"{theirs.peak_rss_bytes / MIB:.0f}",
-            f"{ours.peak_rss_bytes / max(theirs.peak_rss_bytes, 1):.1f}x",
-        )
-    )
-    print(_row("JVM start-ups", f"{ours.jvm_starts}", f"{theirs.jvm_starts}", "-"))
+    print_table(ours, {"floor": floor, "plink2": theirs})
     ratio = ours.wall_seconds / floor.wall_seconds
     print(
-        f"Hail floor (one script, one JVM): wall {floor.wall_seconds:.1f} s, peak RSS "
-        f"{floor.peak_rss_bytes / MIB:.0f} MiB, driver JVMs {floor.jvm_starts}; ours/floor "
-        f"{ratio:.2f}x (goal {GOAL_OVER_FLOOR}x: {'met' if ratio <= GOAL_OVER_FLOOR else 'not met'})"
+        f"goal: ours/floor wall <= {GOAL_OVER_FLOOR}x: "
+        f"{'met' if ratio <= GOAL_OVER_FLOOR else 'not met'} ({ratio:.2f}x)"
     )
     print(
-        f"Hail jobs in the Snakemake run: {jobs} (one Spark driver JVM each); driver JVMs seen: "
-        f"{ours.jvm_starts}; all java processes: {ours.jvm_processes} (spark-submit also starts "
-        "a short launcher JVM per session)"
+        f"Hail steps in the Snakemake run: {jobs}; Spark driver JVMs started: {ours.jvm_starts}; "
+        f"all java processes: {ours.jvm_processes} (spark-submit also starts a short launcher "
+        "JVM per session)"
     )
     print(_agreement(run_dir, plink_dir / "out", cohort_dir))
     if not args.out:

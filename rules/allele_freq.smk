@@ -13,7 +13,7 @@ rule allele_frequencies:
         "../envs/federation.yaml"
     params:
         step=FEDERATION_STEP,
-    threads: 2
+    threads: HAIL_THREADS
     resources:
         mem_mb=4000,
     shell:

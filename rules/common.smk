@@ -1,11 +1,12 @@
 # Configuration, validation and path helpers shared by every rule.
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from federation.pipeline.driver_client import shutdown_driver
+from federation.pipeline.driver_client import DRIVER_ENV, shutdown_driver
 from federation.outcomes import outcomes_dir
 from federation.settings import load_node
 from federation.spec import load_study
@@ -41,6 +42,11 @@ OUTCOMES = outcomes_dir(NODE.work_dir, STUDY.study_id)
 AUDIT_LOG = NODE.federation.audit_log if NODE.federation else NODE.work_dir / "audit.jsonl"
 # The same interpreter that runs Snakemake runs the steps: no PATH surprises inside an SPE.
 FEDERATION_STEP = f"{shlex.quote(sys.executable)} -m federation step"
+# Cores a Hail rule claims. With the run's shared Hail driver (federation/analyses/driver.py)
+# the rule's own process only waits while the driver works: it claims one core, so the
+# analyses queue at the driver together and the release steps run beside the Hail work.
+# Without it (CWL, Slurm, a rule run by hand) the step's own JVM uses both.
+HAIL_THREADS = 1 if os.environ.get(DRIVER_ENV) else 2
 # Analysis ids as wildcard alternatives; "(?!)" matches nothing when a study has none.
 GWAS_IDS = "|".join(analysis.id for analysis in STUDY.gwas) or "(?!)"
 ALLELE_FREQUENCY_IDS = "|".join(analysis.id for analysis in STUDY.allele_frequencies) or "(?!)"

@@ -19,7 +19,7 @@ rule gwas:
         "../envs/federation.yaml"
     params:
         step=FEDERATION_STEP,
-    threads: 2
+    threads: HAIL_THREADS
     resources:
         mem_mb=6000,
     shell:

@@ -3,7 +3,8 @@
 Where it sits: between the pipeline's Hail steps (`federation step qc|allele-freq|gwas`, run by
 the Snakemake rules) and `analyses.steps`. Starting Python + Hail + a JVM costs ~11 s before
 any work; a run has three or more Hail steps. When the runner sets `DRIVER_ENV` (a Unix
-socket path in a private 0700 directory), the first step starts this driver, and every step
+socket path in a private 0700 directory), it starts this driver before Snakemake, which imports
+Hail and starts its session while Snakemake starts (else the first step starts it), and every step
 sends it one `StepRequest` ("run step X with these paths") and waits for its answer; the
 driver runs the same step entry points (`analyses.steps`) in its one Hail session. Without
 `DRIVER_ENV` (a CWL run, Slurm jobs on other hosts, an admin running a rule by hand) a step
@@ -14,7 +15,9 @@ Guarantees:
 - a step's failure reaches its caller as the same one-line error it would have raised in
   process (`SpecError` stays bad input, exit 2); the traceback stays in the driver's log;
 - the driver never outlives its run: the Snakefile's onsuccess/onerror ask it to stop, the
-  run's process-group guard stops it with the run, and it exits after `IDLE_SECONDS` idle;
+  run's process-group guard stops it with the run (one the runner started ahead of Snakemake,
+  `driver_client.start_driver`, ends with the runner: `guard.die_with_parent`), and it exits
+  after `IDLE_SECONDS` idle;
 - it listens only on its socket (no TCP); the socket's directory is the node user's alone.
 
 The protocol and the calling side (socket, start, stop) are `pipeline.driver_client`.
@@ -44,6 +47,7 @@ from federation.pipeline.driver_client import (
     exchange,
     read_line,
 )
+from federation.pipeline.guard import die_with_parent
 
 
 def execute(request: StepRequest) -> None:
@@ -149,11 +153,28 @@ def serve(socket_path: Path, idle_seconds: float = IDLE_SECONDS) -> None:
             socket_path.unlink(missing_ok=True)
 
 
+def warm(node_config: Path, work_dir: Path) -> None:
+    """Import Hail and start the session the run's first step (QC, in `work_dir`) would start:
+    a session is started once per process, so the steps then find it ready."""
+    from federation.analyses import steps
+    from federation.settings import load_node
+
+    steps.open_session(load_node(node_config), work_dir)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m federation.analyses.driver SOCKET_PATH", file=sys.stderr)
+    if len(argv) not in (1, 3):
+        print(
+            "usage: python -m federation.analyses.driver SOCKET_PATH [NODE_CONFIG WORK_DIR]",
+            file=sys.stderr,
+        )
         return 2
     print(f"Hail driver pid {os.getpid()} on {argv[0]}", flush=True)
+    if len(argv) == 3:
+        # Started by the runner itself, outside the run's guarded group: end with the runner.
+        die_with_parent(os.getppid())
+        warm(Path(argv[1]), Path(argv[2]))
+        print("Hail session started", flush=True)
     serve(Path(argv[0]))
     # Hail's own shutdown takes ~10 s; the JVM ends with this process (its gateway's stdin).
     sys.stdout.flush()

@@ -1,14 +1,23 @@
 """Sample and variant quality control on a node's cohort.
 
 Order matters: samples are matched to phenotypes and filtered first (call rate, the sex
-check, then one of each related pair: `analyses.relatedness`), and variant statistics are computed on the samples that remain. Variants are
-annotated rather than dropped one rule at a time, so each is counted under the first rule
-it fails and the counts add up.
+check, then one of each related pair: `analyses.relatedness`), and variant statistics are
+computed on the samples that remain. Variants are annotated rather than dropped one rule at a
+time, so each is counted under the first rule it fails and the counts add up.
+
+The genotypes are materialised once. The QC'd cohort is a directory (`qc.mt`, the QC rule's
+output) of three parts: the imported genotypes in Hail's native format (`genotypes.mt`, the
+import's one checkpoint, written before any QC pass), the samples QC kept with their
+phenotypes (`samples.ht`) and each QC'd variant's first failed rule (`variants.ht`: missing
+where it passed; `low_maf` variants stay for allele frequencies). `read_qc_cohort` joins them
+back into the QC'd MatrixTable the analyses read, so the genotypes are never written a second
+time: the samples and variants tables are small (one row per sample or variant).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import hail as hl
 import pandas as pd
@@ -23,6 +32,12 @@ MIN_CHRX_VARIANTS_FOR_SEX_CHECK = 100
 # Hail's impute_sex thresholds on the chrX inbreeding coefficient F (its documented defaults).
 FEMALE_F_MAX = 0.2
 MALE_F_MIN = 0.8
+# The parts of the QC'd cohort directory (see the module docstring).
+GENOTYPES_PART = "genotypes.mt"
+SAMPLES_PART = "samples.ht"
+VARIANTS_PART = "variants.ht"
+# The QC rule a variant may fail and still enter allele frequencies (not association).
+AF_ONLY_FAILURE = "low_maf"
 
 
 @dataclass(frozen=True)
@@ -99,22 +114,65 @@ def _sex_check(mt: hl.MatrixTable, thresholds: QcThresholds) -> tuple[hl.MatrixT
     return mt.filter_cols(~mt.sex_mismatch).drop("sex_mismatch"), mismatches, "done"
 
 
+def _part(store: Path | None, name: str) -> str:
+    """Where a part of the QC'd cohort is written: in `store`, else a Hail temporary file."""
+    if store is None:
+        stem, _, extension = name.partition(".")
+        return hl.utils.new_temp_file(f"qc-{stem}", extension)
+    return str(store / name)
+
+
+def _kept_samples(genotypes: hl.MatrixTable, samples: hl.Table) -> hl.MatrixTable:
+    """`genotypes` restricted to the samples QC kept, with their phenotypes (`pheno`)."""
+    mt = genotypes.filter_cols(hl.is_defined(samples[genotypes.s]))
+    return mt.annotate_cols(pheno=samples[mt.s].pheno)
+
+
+def qc_cohort(genotypes: hl.MatrixTable, samples: hl.Table, variants: hl.Table) -> hl.MatrixTable:
+    """The QC'd MatrixTable: `genotypes` restricted to the kept samples (with their `pheno`)
+    and to the variants that pass QC for allele frequencies, rows annotated `pass_gwas`."""
+    mt = _kept_samples(genotypes, samples)
+    mt = mt.annotate_rows(qc=variants[mt.row_key].select("qc_failure"))
+    failure = mt.qc.qc_failure
+    mt = mt.filter_rows(
+        hl.is_defined(mt.qc) & (hl.is_missing(failure) | (failure == AF_ONLY_FAILURE))
+    )
+    return mt.annotate_rows(pass_gwas=hl.is_missing(mt.qc.qc_failure)).drop("qc")
+
+
+def imported_genotypes(store: Path) -> hl.MatrixTable:
+    """All the imported genotypes of a QC'd cohort directory, in the import's row order."""
+    return hl.read_matrix_table(str(store / GENOTYPES_PART))
+
+
+def read_qc_cohort(store: Path) -> hl.MatrixTable:
+    """The QC'd MatrixTable of a QC'd cohort directory written by `run_qc(..., store=...)`."""
+    return qc_cohort(
+        imported_genotypes(store),
+        hl.read_table(str(store / SAMPLES_PART)),
+        hl.read_table(str(store / VARIANTS_PART)),
+    )
+
+
 def run_qc(
     mt: hl.MatrixTable,
     phenotypes: pd.DataFrame,
     thresholds: QcThresholds,
     node_kinship_max: float,
+    store: Path | None = None,
 ) -> tuple[hl.MatrixTable, QcCounts]:
     """Return the QC'd MatrixTable (rows annotated `pass_gwas`) and the counts of what was removed.
 
-    The imported genotypes are checkpointed once (Hail's native format, in the node's Hail
-    temporary directory) and per-sample call rates are computed in one pass into a small
-    table: without that, every count and aggregate below re-reads the VCF/PLINK input.
+    The imported genotypes are written once (Hail's native format) before any QC pass, into
+    `store` as the QC'd cohort's `genotypes.mt` (else a Hail temporary file): without that,
+    every count and aggregate below re-reads the VCF/PLINK input. Per-sample call rates are
+    computed in one pass into a small table; the kept samples and the variants' QC outcomes
+    are written as small tables, so the genotypes are not written again.
     """
-    mt = mt.checkpoint(hl.utils.new_temp_file("qc-import", "mt"))
-    samples_genotyped = mt.count_cols()
-    variants_input = mt.count_rows()
-    mt, matched, orphan_rows = attach_phenotypes(mt, phenotypes)
+    genotypes = mt.checkpoint(_part(store, GENOTYPES_PART))
+    samples_genotyped = genotypes.count_cols()
+    variants_input = genotypes.count_rows()
+    mt, matched, orphan_rows = attach_phenotypes(genotypes, phenotypes)
 
     call_rates = mt.annotate_cols(call_rate=hl.agg.fraction(hl.is_defined(mt.GT))).cols()
     call_rates = call_rates.select("call_rate").checkpoint(
@@ -135,14 +193,17 @@ def run_qc(
         mt, related = remove_related(mt, kinship_max)
     else:
         related = not_estimated()
-    samples_passed = mt.count_cols()
+    # The kept samples, once: the sex check and kinship are not recomputed by later passes.
+    samples = mt.cols().select("pheno").checkpoint(_part(store, SAMPLES_PART))
+    samples_passed = samples.count()
     if samples_passed == 0:
         raise SpecError(
             f"sample QC removed all {matched} samples (call rate < {thresholds.sample_call_rate_min}); "
             "check the genotypes or lower qc.sample_call_rate_min"
         )
-
-    mt, excluded_variants = exclude_chromosomes(mt, thresholds.excluded_chromosomes)
+    mt, excluded_variants = exclude_chromosomes(
+        _kept_samples(genotypes, samples), thresholds.excluded_chromosomes
+    )
     imputed = "imputation_quality" in mt.row
     mt = hl.variant_qc(mt)
     mt = mt.annotate_rows(hwe_p=hwe_p_value(mt, mt.variant_qc.p_value_hwe))
@@ -155,21 +216,18 @@ def run_qc(
     fails = fails.when(qc.call_rate < thresholds.variant_call_rate_min, "low_call_rate")
     fails = fails.when((qc.AC[1] == 0) | (qc.AC[0] == 0), "monomorphic")
     fails = fails.when(mt.hwe_p < thresholds.hwe_p_min, "hwe")
-    fails = fails.when(maf < thresholds.maf_min, "low_maf")
-    mt = mt.annotate_rows(qc_failure=fails.or_missing())
-    summary = mt.aggregate_rows(
+    fails = fails.when(maf < thresholds.maf_min, AF_ONLY_FAILURE)
+    # One pass over the genotypes computes every variant's statistics into a small table.
+    variants = mt.annotate_rows(qc_failure=fails.or_missing(), call_rate=qc.call_rate).rows()
+    variants = variants.select("qc_failure", "call_rate").checkpoint(_part(store, VARIANTS_PART))
+    summary = variants.aggregate(
         hl.struct(
-            failures=hl.agg.counter(mt.qc_failure),
-            mean_call_rate=hl.agg.mean(mt.variant_qc.call_rate),
+            failures=hl.agg.counter(variants.qc_failure),
+            mean_call_rate=hl.agg.mean(variants.call_rate),
         )
     )
     failures = {key: value for key, value in summary.failures.items() if key is not None}
-    # Rare variants pass QC for allele frequencies; the MAF floor applies to association only.
-    mt = mt.filter_rows(hl.is_missing(mt.qc_failure) | (mt.qc_failure == "low_maf"))
-    mt = mt.annotate_rows(pass_gwas=hl.is_missing(mt.qc_failure)).drop(
-        "variant_qc", "qc_failure", "hwe_p"
-    )
-    low_maf = failures.get("low_maf", 0)
+    low_maf = failures.get(AF_ONLY_FAILURE, 0)
     passed_af = variants_input - excluded_variants - sum(failures.values()) + low_maf
     counts = QcCounts(
         samples_genotyped=samples_genotyped,
@@ -198,4 +256,4 @@ def run_qc(
         kinship_variants=related.kinship_variants,
         min_kinship_variants=related.min_kinship_variants,
     )
-    return mt, counts
+    return qc_cohort(genotypes, samples, variants), counts

@@ -25,7 +25,7 @@ from federation.analyses.gwas import (
     run_gwas,
 )
 from federation.analyses.nocalls import write_no_call_profiles
-from federation.analyses.qc import QcCounts, run_qc
+from federation.analyses.qc import QcCounts, imported_genotypes, read_qc_cohort, run_qc
 from federation.analyses.reference import check_reference
 from federation.analyses.session import HailSettings, hail_session
 from federation.audit import append_event
@@ -52,6 +52,13 @@ def _hail_settings(node: NodeSettings, work_dir: Path) -> HailSettings:
     )
 
 
+def open_session(node: NodeSettings, work_dir: Path) -> None:
+    """Start this process's Hail session for `node` now (the shared driver, ahead of its first
+    step): the steps' own `hail_session` calls then reuse it (Hail starts once per process)."""
+    with hail_session(_hail_settings(node, work_dir), stop_at_end=False):
+        pass
+
+
 def _replace_directory(tmp: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
@@ -73,17 +80,21 @@ def qc_step(
     counts_path: Path,
     samples_path: Path | None = None,
 ) -> None:
+    """Import, check and QC the genotypes into the QC'd cohort directory `out_mt`
+    (`analyses.qc`: the genotypes written once, with the kept samples and variants)."""
     check_node_inputs(node, study)
     phenotypes = study_phenotypes(node.phenotypes, node.phenotype_coding, study)
     work_dir = out_mt.parent
+    tmp = out_mt.with_name(".partial-" + out_mt.name)
     with hail_session(_hail_settings(node, work_dir), stop_at_end=False):
         mt = load_genotypes(node)
         check_reference(mt, node)  # before any analysis: the declared build must fit
-        mt, counts = run_qc(mt, phenotypes, study.qc, node.kinship_max)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        mt, counts = run_qc(mt, phenotypes, study.qc, node.kinship_max, store=tmp)
         _audit_relatedness(node, study, counts)
-        tmp = out_mt.with_name(".partial-" + out_mt.name)
-        mt.write(str(tmp), overwrite=True)
-        _write_samples(hl.read_matrix_table(str(tmp)), samples_path)  # columns only: cheap
+        _write_samples(mt, samples_path)  # columns only: cheap
     _replace_directory(tmp, out_mt)
     atomic_write_json(counts_path, counts.as_dict())
 
@@ -107,8 +118,7 @@ def _audit_relatedness(node: NodeSettings, study: StudySpec, counts: QcCounts) -
 
 def allele_frequency_step(node: NodeSettings, qc_mt: Path, out: Path) -> None:
     with hail_session(_hail_settings(node, out.parent), stop_at_end=False):
-        mt = hl.read_matrix_table(str(qc_mt))
-        export_private_table(allele_frequencies(mt), out)
+        export_private_table(allele_frequencies(read_qc_cohort(qc_mt)), out)
 
 
 def gwas_step(
@@ -122,7 +132,7 @@ def gwas_step(
 ) -> None:
     check_node_inputs(node, study)
     with hail_session(_hail_settings(node, out.parent), stop_at_end=False):
-        mt = hl.read_matrix_table(str(qc_mt))
+        mt = read_qc_cohort(qc_mt)
         pcs = None
         if analysis.principal_components:
             pcs = principal_components(mt, analysis.principal_components, study.pca).persist()
@@ -133,7 +143,9 @@ def gwas_step(
         analysed = set(mt.s.collect())
         if samples_path is not None:
             profiles = samples_path.with_suffix(NO_CALL_PROFILE_SUFFIX)
-            write_no_call_profiles(lambda: load_genotypes(node), qc_samples - analysed, profiles)
+            write_no_call_profiles(
+                lambda: imported_genotypes(qc_mt), qc_samples - analysed, profiles
+            )
         if analysed:
             fit, design = run_gwas(mt, analysis)
             export_private_table(fit, out)

@@ -19,11 +19,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from federation.errors import FederationError, SpecError
+from federation.pipeline.guard import alive
 
 DRIVER_ENV = "FEDERATION_HAIL_DRIVER"  # the driver's socket path; unset: each step runs alone
 DRIVER_LOG_ENV = "FEDERATION_HAIL_DRIVER_LOG"  # where the driver's own output goes
@@ -98,10 +100,23 @@ def shutdown_driver(socket_path: Path | None = None) -> bool:
     return True
 
 
-def ensure_driver(socket_path: Path) -> int | None:
-    """Start the driver unless one already listens on `socket_path`; wait until it does.
+def start_driver(
+    socket_path: Path, node_config: Path, work_dir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start the run's driver and return at once; it imports Hail and starts its session for
+    `node_config` (the session the first Hail step, QC in `work_dir`, would start) before it
+    listens. The runner calls this before Snakemake, so the ~11 s of Python, Hail and JVM
+    start-up overlap Snakemake's own; the first step waits for it (`ensure_driver`). `env`
+    is the environment the run's steps get (the driver's log path among it)."""
+    with _start_lock(socket_path):
+        return _spawn(socket_path, [str(node_config), str(work_dir)], env)
 
-    Returns the pid of the driver it started, None when one was already listening.
+
+def ensure_driver(socket_path: Path) -> int | None:
+    """Start the driver unless one already listens on `socket_path` or is starting (its pid
+    file beside the socket names a live process); wait until it listens.
+
+    Returns the pid of the driver it started, None when one was already there.
 
     A lock file beside the socket makes two steps starting together start one driver. The
     driver stays in the caller's process group (no new session), so the run's guard stops it
@@ -109,32 +124,75 @@ def ensure_driver(socket_path: Path) -> int | None:
     """
     if listening(socket_path):
         return None
-    with open(socket_path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _start_lock(socket_path):
         if listening(socket_path):
             return None
-        log_path = Path(os.environ.get(DRIVER_LOG_ENV) or socket_path.with_suffix(".log"))
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "federation.analyses.driver", str(socket_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        starting = _starting_pid(socket_path)
+        process = None if starting else _spawn(socket_path, [])
+        _wait_until_listening(socket_path, process, starting)
+        return None if process is None else process.pid
+
+
+def _wait_until_listening(
+    socket_path: Path, process: subprocess.Popen[bytes] | None, starting: int | None
+) -> None:
+    """Wait for the driver we started (`process`) or found starting (pid `starting`)."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not listening(socket_path):
+        if process is not None and process.poll() is not None:
+            raise DriverError(
+                f"Hail driver exited with code {process.returncode} while starting; "
+                f"see {_log_path(socket_path)}"
             )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not listening(socket_path):
-            if process.poll() is not None:
-                raise DriverError(
-                    f"Hail driver exited with code {process.returncode} while starting; see {log_path}"
-                )
-            if time.monotonic() > deadline:
+        if starting is not None and not alive(starting):
+            raise DriverError(f"Hail driver exited while starting; see {_log_path(socket_path)}")
+        if time.monotonic() > deadline:
+            if process is not None:
                 process.terminate()
-                raise DriverError(
-                    f"Hail driver not listening on '{socket_path}' after {START_TIMEOUT_SECONDS:g}s; see {log_path}"
-                )
-            time.sleep(POLL_SECONDS)
-        return process.pid
+            raise DriverError(
+                f"Hail driver not listening on '{socket_path}' after {START_TIMEOUT_SECONDS:g}s; "
+                f"see {_log_path(socket_path)}"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+@contextlib.contextmanager
+def _start_lock(socket_path: Path) -> Iterator[None]:
+    with open(socket_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _log_path(socket_path: Path, env: dict[str, str] | None = None) -> Path:
+    configured = (os.environ if env is None else env).get(DRIVER_LOG_ENV)
+    return Path(configured or socket_path.with_suffix(".log"))
+
+
+def _spawn(
+    socket_path: Path, warm_arguments: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the driver process (the caller holds the start lock) and note its pid."""
+    log_path = _log_path(socket_path, env)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "federation.analyses.driver", str(socket_path), *warm_arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    socket_path.with_suffix(".pid").write_text(f"{process.pid}\n")
+    return process
+
+
+def _starting_pid(socket_path: Path) -> int | None:
+    """The pid of a driver started for this socket that is still alive, if any."""
+    try:
+        pid = int(socket_path.with_suffix(".pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
 
 
 def listening(socket_path: Path) -> bool:

@@ -29,7 +29,12 @@ import yaml
 from federation.errors import SpecError
 from federation.files import REPO_ROOT
 from federation.jsonio import parse_json_strictly
-from federation.pipeline.driver_client import DRIVER_ENV, DRIVER_LOG_ENV, shutdown_driver
+from federation.pipeline.driver_client import (
+    DRIVER_ENV,
+    DRIVER_LOG_ENV,
+    shutdown_driver,
+    start_driver,
+)
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.progress import StageProgress, append_node_log, stage_plan
 from federation.pipeline.runs import (
@@ -60,6 +65,8 @@ EXECUTOR_PLUGINS = {"slurm": "snakemake_executor_plugin_slurm"}
 LOCAL_EXECUTORS = ("local", "dryrun", "touch")  # jobs run on this machine, as our children
 FAILED_RULE = re.compile(r"^Error in rule (\w+):")
 RULE_LOG = re.compile(r"^\s+log: (\S+)")
+# A driver asked to stop exits at once (os._exit); one that has not after this is ended.
+DRIVER_STOP_SECONDS = 10.0
 
 
 def _failure_message(node: NodeSettings, output: list[str], log_path: Path) -> str:
@@ -109,15 +116,28 @@ def resource_options(resources: NodeResources, cores: int | None = None) -> list
 
 
 @contextmanager
-def _driver_stopped(driver_dir: Path | None) -> Iterator[None]:
+def _driver_stopped(
+    driver_dir: Path | None, driver: subprocess.Popen[bytes] | None = None
+) -> Iterator[None]:
     """Whatever happens to the run, its Hail driver (if one started) is asked to stop and its
-    socket directory removed; the run's guard has already stopped it if Snakemake died."""
+    socket directory removed; the run's guard has already stopped it if Snakemake died. The
+    driver the runner started itself is ended if it does not stop (it may still be starting
+    when Snakemake fails)."""
     try:
         yield
     finally:
+        stopped = False
         if driver_dir is not None:
-            shutdown_driver(driver_dir / "hail.sock")
+            stopped = shutdown_driver(driver_dir / "hail.sock")
             shutil.rmtree(driver_dir, ignore_errors=True)
+        if driver is not None:
+            if not stopped:  # still starting, or never reached: nothing else will end it
+                driver.terminate()
+            try:
+                driver.wait(timeout=DRIVER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                driver.kill()
+                driver.wait()
 
 
 def study_stages(study: StudySpec) -> list[str]:
@@ -175,14 +195,16 @@ def run_node_pipeline(
     command = [*snakemake, *options, *configs]
     output: list[str] = []
     environment = dict(os.environ)
-    driver_dir = None
+    driver_dir = driver = None
     if shares_hail_driver(node.resources):
         # A short private path: a Unix socket's path is limited to 108 bytes.
         driver_dir = Path(tempfile.mkdtemp(prefix="federation-driver-"))
         environment[DRIVER_ENV] = str(driver_dir / "hail.sock")
         environment[DRIVER_LOG_ENV] = str(log_path.parent / "hail-driver.log")
+        # Hail and its JVM start while Snakemake does (the QC step's session: in `work`).
+        driver = start_driver(driver_dir / "hail.sock", node_config.resolve(), work, environment)
     stages = StageProgress(node.node_id, study_stages(study))
-    with open(log_path, "w") as log, _driver_stopped(driver_dir):
+    with open(log_path, "w") as log, _driver_stopped(driver_dir, driver):
 
         def on_line(line: str) -> None:
             log.write(line)

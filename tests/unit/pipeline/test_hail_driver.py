@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from federation.analyses import driver
 from federation.errors import SpecError
+from federation.pipeline import driver_client
 from federation.pipeline.driver_client import (
     DRIVER_ENV,
     DriverError,
@@ -138,3 +141,33 @@ def test_the_first_step_starts_the_driver_the_next_reuses_it_and_shutdown_ends_i
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0 and not socket_path.exists()
     assert shutdown_driver(socket_path) is False  # nothing left to stop
+
+
+def test_a_step_waits_for_the_driver_the_runner_started_instead_of_starting_another(short_dir):
+    socket_path = short_dir / "hail.sock"
+    started = driver_client._spawn(socket_path, [])  # as start_driver does, without warming
+    assert ensure_driver(socket_path) is None  # waited for it: nothing new started
+    assert listening(socket_path)
+    assert shutdown_driver(socket_path) is True
+    assert started.wait(timeout=30) == 0
+
+
+def test_a_step_reports_a_driver_that_died_while_starting_in_one_line(short_dir):
+    socket_path = short_dir / "hail.sock"
+    dying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    socket_path.with_suffix(".pid").write_text(f"{dying.pid}\n")
+    with pytest.raises(DriverError, match="exited while starting") as error:
+        ensure_driver(socket_path)
+    assert "\n" not in str(error.value) and not socket_path.exists()
+    dying.wait()
+
+
+def test_a_driver_the_runner_started_is_ended_with_the_run_even_while_still_starting(short_dir):
+    from federation.pipeline.snakemake import _driver_stopped
+
+    starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    began = time.monotonic()
+    with _driver_stopped(short_dir, starting):
+        pass  # the run failed before the driver listened
+    assert starting.poll() is not None and time.monotonic() - began < 5
+    assert not short_dir.exists()

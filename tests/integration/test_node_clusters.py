@@ -45,8 +45,9 @@ pytestmark = pytest.mark.integration
 
 STUDY_ID = "cluster-parity"
 # Sidecar fields that name the run rather than the result: the date (two runs may straddle
-# midnight) and the digest of the run's provenance record (which holds its start and end times).
-RUN_FIELDS = ("date_metadata_last_modified", "provenance_sha256")
+# midnight) and the digests of the run's provenance record and run crate (both hold its jobs'
+# start and end times).
+RUN_FIELDS = ("date_metadata_last_modified", "provenance_sha256", "run_crate_sha256")
 SLURM_SPARK_SCRIPT = REPO_ROOT / "scripts" / "slurm-spark-run.sh"
 BATCH_TIMEOUT_SECONDS = 900  # the node run as one batch job, on a loaded 2-core machine
 # The installed slurm profile with this cluster's partition and no accounting project.

@@ -24,6 +24,8 @@ from statistics import NormalDist
 
 import hail as hl
 
+from federation.analyses.thinning import keep_fraction_of_loci
+
 METHOD = "king_robust"
 # KING-robust is estimated on common, well-called autosomal variants (its het/hom balance is
 # noisy on rare ones), thinned by hash of the locus like the PCs to `kinship_variant_budget`.
@@ -97,8 +99,9 @@ def kinship_variants(mt: hl.MatrixTable, budget: int) -> tuple[hl.MatrixTable, i
     ).drop("variant_qc")
     n_variants = autosomal.count_rows()
     if n_variants > budget:
-        per_million = int(budget / n_variants * 1_000_000)
-        autosomal = autosomal.filter_rows(hl.hash(autosomal.locus) % 1_000_000 < per_million)
+        autosomal = autosomal.filter_rows(
+            keep_fraction_of_loci(autosomal.locus, budget / n_variants)
+        )
     return autosomal, n_variants
 
 

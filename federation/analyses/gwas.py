@@ -21,6 +21,7 @@ from hail.methods.statgen import logreg_fit, wald_test
 
 from federation.analyses.export import variant_fields
 from federation.analyses.sex_chromosomes import allele_counts, coded_dosage
+from federation.analyses.thinning import keep_fraction_of_loci
 from federation.errors import SpecError
 from federation.spec import (
     GwasAnalysis,
@@ -77,9 +78,8 @@ def principal_components(mt: hl.MatrixTable, k: int, settings: PcaSettings) -> h
     n_common = common.count_rows()
     if n_common > settings.max_variants:
         # Deterministic thinning: a fixed fraction by hash of the locus, not random sampling.
-        keep_fraction = settings.max_variants / n_common
         common = common.filter_rows(
-            hl.hash(common.locus) % 1_000_000 < int(keep_fraction * 1_000_000)
+            keep_fraction_of_loci(common.locus, settings.max_variants / n_common)
         )
     # Randomised block Lanczos (as gnomAD uses) rather than ARPACK, which fails to converge
     # when a cohort has no structure and the top eigenvalues are nearly equal.

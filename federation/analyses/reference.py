@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hail as hl
 
+from federation.analyses.thinning import keep_fraction_of_loci
 from federation.errors import SpecError
 from federation.fasta import Fasta, build_refusal, mismatches
 from federation.settings import NodeSettings
@@ -25,8 +26,7 @@ def sampled_variants(mt: hl.MatrixTable, n: int) -> list[tuple[str, int, str]]:
     rows = mt.rows()
     total = rows.count()
     if total > n:
-        per_million = max(1, int(n / total * 1_000_000))
-        rows = rows.filter(hl.hash(rows.locus) % 1_000_000 < per_million)
+        rows = rows.filter(keep_fraction_of_loci(rows.locus, n / total))
     found = rows.aggregate(
         hl.agg.collect((rows.locus.contig, rows.locus.position, rows.alleles[0]))
     )

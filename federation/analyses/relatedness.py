@@ -24,12 +24,21 @@ from statistics import NormalDist
 
 import hail as hl
 
+from federation.analyses.thinning import keep_fraction_of_loci
+
 METHOD = "king_robust"
 # KING-robust is estimated on common, well-called autosomal variants (its het/hom balance is
-# noisy on rare ones); at most MAX_VARIANTS of them, thinned by hash of the locus like the PCs.
+# noisy on rare ones), thinned by hash of the locus like the PCs to `kinship_variant_budget`.
 MIN_MAF = 0.05
 MIN_CALL_RATE = 0.95
-MAX_VARIANTS = 100_000
+# KING's cost grows with samples^2 x variants, its precision only with sqrt(variants): 20,000
+# variants put noise at SD ~0.007, so the second-degree threshold 0.0884 sits ~12 SD above an
+# unrelated pair, more than even 10^6 samples need (`min_kinship_variants`: 6,911). At 5,000
+# samples x 100,000 variants the estimate on every common variant dominated the node's QC.
+KINSHIP_VARIANTS = 20_000
+# Above the minimum the budget keeps this factor, halving the noise SD of the bare minimum
+# (lower thresholds or larger cohorts raise the minimum, and with it the budget).
+KINSHIP_NOISE_MARGIN = 4
 # SD x sqrt(M) of Hail's KING-robust kinship (between-family estimator) over the unrelated
 # pairs of a simulated cohort: 0.95-0.98 for 1,000 samples in Hardy-Weinberg equilibrium, ALT
 # frequencies uniform on 0.05-0.95, M = 1,000-8,000 independent variants; rounded up.
@@ -75,18 +84,24 @@ def too_few_variants(n_variants: int, n_samples: int, kinship_max: float) -> str
     )
 
 
-def kinship_variants(mt: hl.MatrixTable) -> tuple[hl.MatrixTable, int]:
-    """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate, and
-    how many there are (before thinning to MAX_VARIANTS)."""
+def kinship_variant_budget(needed: int) -> int:
+    """How many variants the estimate keeps at most, given the minimum it `needed`."""
+    return max(KINSHIP_VARIANTS, KINSHIP_NOISE_MARGIN * needed)
+
+
+def kinship_variants(mt: hl.MatrixTable, budget: int) -> tuple[hl.MatrixTable, int]:
+    """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate, thinned
+    to about `budget` of them, and how many there were before thinning."""
     autosomal = hl.variant_qc(mt.filter_rows(mt.locus.in_autosome()))
     stats = autosomal.variant_qc
     autosomal = autosomal.filter_rows(
         (stats.call_rate >= MIN_CALL_RATE) & (hl.min(stats.AF) >= MIN_MAF)
     ).drop("variant_qc")
     n_variants = autosomal.count_rows()
-    if n_variants > MAX_VARIANTS:
-        per_million = int(MAX_VARIANTS / n_variants * 1_000_000)
-        autosomal = autosomal.filter_rows(hl.hash(autosomal.locus) % 1_000_000 < per_million)
+    if n_variants > budget:
+        autosomal = autosomal.filter_rows(
+            keep_fraction_of_loci(autosomal.locus, budget / n_variants)
+        )
     return autosomal, n_variants
 
 
@@ -108,9 +123,9 @@ def remove_related(
     set of the relatedness graph (no two kept samples related above `kinship_max`). With too
     few variants for the cohort's size (`too_few_variants`) nothing is removed and the result
     says why."""
-    variants, n_variants = kinship_variants(mt)
     n_samples = mt.count_cols()
     needed = min_kinship_variants(n_samples, kinship_max)
+    variants, n_variants = kinship_variants(mt, kinship_variant_budget(needed))
     skipped = too_few_variants(n_variants, n_samples, kinship_max)
     if skipped is not None:
         return mt, RelatednessResult("none", None, 0, 0, skipped, n_variants, needed)

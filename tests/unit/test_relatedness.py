@@ -9,7 +9,10 @@ import pytest
 
 from federation.analyses.relatedness import (
     KING_NOISE_SD,
+    KINSHIP_NOISE_MARGIN,
+    KINSHIP_VARIANTS,
     MAX_EXPECTED_NOISE_PAIRS,
+    kinship_variant_budget,
     min_kinship_variants,
     too_few_variants,
 )
@@ -72,3 +75,17 @@ def test_the_noise_constant_bounds_king_robust_on_unrelated_samples_and_the_mini
     fewer = needed // 4  # half the SD's worth of variants: noise crosses the threshold
     kinship = _king_robust(rng.binomial(2, frequencies[:fewer], size=(n, fewer)))
     assert (kinship[np.triu_indices(n, 1)] > SECOND_DEGREE_KINSHIP).sum() > 0
+
+
+def test_the_kinship_budget_is_the_fixed_variant_count_while_a_cohort_needs_less():
+    for n_samples in (1_000, 5_000, 10_000):
+        needed = min_kinship_variants(n_samples, SECOND_DEGREE_KINSHIP)
+        assert needed * KINSHIP_NOISE_MARGIN <= KINSHIP_VARIANTS
+        assert kinship_variant_budget(needed) == KINSHIP_VARIANTS
+
+
+def test_the_kinship_budget_keeps_its_margin_above_a_large_cohorts_minimum():
+    needed = min_kinship_variants(1_000_000, SECOND_DEGREE_KINSHIP / 2)  # third degree
+    assert needed * KINSHIP_NOISE_MARGIN > KINSHIP_VARIANTS
+    assert kinship_variant_budget(needed) == needed * KINSHIP_NOISE_MARGIN
+    assert kinship_variant_budget(needed) > needed

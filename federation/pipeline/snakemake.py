@@ -35,6 +35,7 @@ from federation.pipeline.driver_client import (
     shutdown_driver,
     start_driver,
 )
+from federation.pipeline.guard import GROUP_MARKER
 from federation.pipeline.preflight import check_node_inputs
 from federation.pipeline.progress import StageProgress, append_node_log, stage_plan
 from federation.pipeline.runs import (
@@ -202,7 +203,12 @@ def run_node_pipeline(
         environment[DRIVER_ENV] = str(driver_dir / "hail.sock")
         environment[DRIVER_LOG_ENV] = str(log_path.parent / "hail-driver.log")
         # Hail and its JVM start while Snakemake does (the QC step's session: in `work`).
-        driver = start_driver(driver_dir / "hail.sock", node_config.resolve(), work, environment)
+        # It carries the run's marker like every process of the run (the guard's clean-up of a
+        # killed run, and the count of a run's processes, find it by that).
+        driver_environment = {**environment, GROUP_MARKER: control.label}
+        driver = start_driver(
+            driver_dir / "hail.sock", node_config.resolve(), work, driver_environment
+        )
     stages = StageProgress(node.node_id, study_stages(study))
     with open(log_path, "w") as log, _driver_stopped(driver_dir, driver):
 

@@ -108,7 +108,14 @@ def kinship_variants(mt: hl.MatrixTable, budget: int) -> tuple[hl.MatrixTable, i
 def related_pairs(variants: hl.MatrixTable, kinship_max: float) -> hl.Table:
     """Pairs (i, j) of distinct samples whose KING-robust kinship on `variants` (from
     `kinship_variants`) exceeds `kinship_max`."""
-    kinship = hl.king(variants.GT)
+    # hl.king builds four indicator block matrices, each a full pass over its input. Over the
+    # cohort's pipeline (variant QC, the common-variant filter, thinning) each pass took ~60 s
+    # at 5,000 x 100,000 on 2 cores, more than the products themselves; over a checkpoint of
+    # just the kept genotypes (in Hail's temporary directory, inside the work directory) each
+    # pass reads a fifth of them.
+    genotypes = variants.select_globals().select_rows().select_cols().select_entries("GT")
+    genotypes = genotypes.checkpoint(hl.utils.new_temp_file("kinship-genotypes", "mt"))
+    kinship = hl.king(genotypes.GT)
     pairs = kinship.filter_entries(
         (kinship.s_1 < kinship.s) & (kinship.phi > kinship_max)
     ).entries()

@@ -3,8 +3,9 @@
 It synthesises national cohorts, creates a coordinator and one node per cohort (keys,
 configs, mailboxes), lets every node publish its signed policy, submits a study (allele
 frequencies, a quantitative and a binary GWAS) after the coordinator's pre-flight against
-those policies, runs every node's agent, collects and verifies the results, meta-analyses
-them and prints a summary. It runs unattended: each node approves the demo's workflow inside
+those policies, runs every node's agent (the nodes side by side, `sandbox.side_by_side`: a
+node whose run fails fails the demo, named), collects and verifies the results, meta-analyses
+them and prints a summary. Its stage lines carry the time (UTC), like the nodes' own. It runs unattended: each node approves the demo's workflow inside
 a parameter envelope (the demo's traits and covariates), with `output_review: none`. With
 `--review` the nodes check outputs by hand (`output_review: two`) and two scripted reviewers
 read each release's summary and approve it with their own keys. With `--transport s3|ssh`
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -37,12 +39,13 @@ import yaml
 from federation import sumstats
 from federation.coordinator.coordinator import Coordinator
 from federation.coordinator.status import format_status
-from federation.errors import PolicyViolation, ProvenanceError, SpecError
+from federation.errors import PipelineError, PolicyViolation, ProvenanceError, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
 from federation.meta.summary import top_variants
-from federation.node.agent import NodeAgent
+from federation.node.agent import NodeAgent, TaskOutcome
 from federation.node.review import Verdict, format_summary, read_summary
+from federation.pipeline.progress import clock_time
 from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import TaskStatus
@@ -51,6 +54,7 @@ from federation.provenance.crate import METADATA_NAME
 from federation.provenance.verify import verify_crate
 from federation.report.inputs import REPORT_HTML
 from federation.sandbox.reproduce import record_synthetic_cohorts
+from federation.sandbox.side_by_side import run_side_by_side, serialised
 from federation.settings import load_coordinator
 
 if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
@@ -67,6 +71,7 @@ REVIEWERS = ("reviewer-a", "reviewer-b")  # the two scripted output reviewers of
 DASHBOARD_HOLDERS = {"admin": "admin", "reader": "read"}
 DASHBOARD_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 Progress = Callable[[str], None]
+DEMO_STAGES = 5  # synthesis, set-up, submission, the node runs, collection
 
 
 def demo_envelope() -> dict[str, Any]:
@@ -353,6 +358,42 @@ def review_releases(agent: NodeAgent, keys: Path, progress: Progress) -> None:
                     progress(f"[{agent.node.node_id}] a second approval by {reviewer}: {refused}")
 
 
+def stage_line(number: int, text: str) -> str:
+    """A demo stage's progress line: its number of `DEMO_STAGES` and the time it starts (UTC)."""
+    return f"[{number}/{DEMO_STAGES}] {clock_time(time.time())} {text}"
+
+
+def require_status(agent: NodeAgent, outcomes: list[TaskOutcome], expected: TaskStatus) -> None:
+    """The demo's one task at this node reached `expected`; else PipelineError naming the
+    node, the task, its status and the node-private reason (the demo's user is every node's
+    admin), and where the node's log is."""
+    for outcome in outcomes:
+        if outcome.status is expected:
+            continue
+        task = agent.ledger.task(outcome.task_id)
+        reason = (task.reason if task is not None else None) or outcome.reason or "no reason"
+        raise PipelineError(
+            f"node '{agent.node.node_id}': task {outcome.task_id} {outcome.status.value}, not "
+            f"{expected.value}: {reason}; see {agent.node.work_dir} (node.log, audit log)"
+        )
+    if not outcomes:
+        raise PipelineError(
+            f"node '{agent.node.node_id}': its agent found no task to run; see "
+            f"{agent.node.work_dir} (audit log)"
+        )
+
+
+def run_nodes(
+    agents: dict[str, NodeAgent], expected: TaskStatus, progress: Progress
+) -> dict[str, list[TaskOutcome]]:
+    """One pass of every node's agent, the nodes side by side; each must reach `expected`.
+    Says when each node's pass ends and how long it took."""
+    runs = run_side_by_side({node: agent.run_once for node, agent in agents.items()}, progress)
+    for node, run in runs.items():
+        require_status(agents[node], run.result, expected)
+    return {node: run.result for node, run in runs.items()}
+
+
 def run_demo(
     out_dir: Path,
     nodes: int = 3,
@@ -370,7 +411,8 @@ def run_demo(
     from federation.sandbox.synth import synthesize  # starts Hail: imported only when needed
 
     out_dir = out_dir.resolve()
-    progress(f"[1/5] synthesising {nodes} national cohorts in {out_dir / 'cohorts'}")
+    progress = serialised(progress)  # the nodes' runs report from their own threads
+    progress(stage_line(1, f"synthesising {nodes} national cohorts in {out_dir / 'cohorts'}"))
     cohorts = synthesize(
         out_dir / "cohorts",
         nodes=nodes,
@@ -384,7 +426,7 @@ def run_demo(
     study_path = _write_yaml(out_dir / "study.yaml", demo_study(node_ids, engine))
     approval = {"digest": pipeline_workflow_digest(), "envelope": demo_envelope()}
 
-    progress("[2/5] keys and configs for the coordinator and each node; nodes publish policies")
+    progress(stage_line(2, "keys and configs for the coordinator and each node; policies"))
     with ExitStack() as stack:
         boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
         configs = write_federation_configs(
@@ -396,24 +438,33 @@ def run_demo(
             stale.unlink()
         agents = {node: NodeAgent(node_configs[node], progress=progress) for node in node_ids}
         for agent in agents.values():
+            stack.callback(agent.close)
             agent.publish_policy(force=True)
         coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
 
         progress(
-            f"[3/5] submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
+            stage_line(
+                3, f"submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
+            )
         )
         submission = coordinator.submit(study_path)
         if submission.preflight is not None:
             for line in submission.preflight.report().splitlines():
                 progress(f"[coordinator] pre-flight | {line}")
-        progress("[4/5] each node verifies its task, runs the pipeline and releases aggregates")
-        for node in node_ids:
-            agents[node].run_once()
+        progress(
+            stage_line(
+                4,
+                "each node verifies its task, runs the pipeline and releases aggregates "
+                "(the nodes side by side)",
+            )
+        )
+        run_nodes(agents, TaskStatus.IN_REVIEW if review else TaskStatus.RELEASED, progress)
         if review:
             for node in node_ids:
                 review_releases(agents[node], out_dir / "keys", progress)
-                agents[node].run_once()  # publishes what the reviewers approved
-        progress("[5/5] collecting, verifying and meta-analysing; the study's RO-Crate")
+            # publishes what the reviewers approved
+            run_nodes(agents, TaskStatus.RELEASED, progress)
+        progress(stage_line(5, "collecting, verifying and meta-analysing; the study's RO-Crate"))
         # How the cohorts were made, for `federation reproduce --nodes synthetic`.
         record_synthetic_cohorts(
             out_dir / "results" / DEMO_STUDY_ID,
@@ -426,8 +477,6 @@ def run_demo(
         )
         collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
         status = format_status(coordinator.ledger, DEMO_STUDY_ID)
-        for agent in agents.values():
-            agent.close()
 
     crate_dir = out_dir / "results" / DEMO_STUDY_ID
     verification = verify_crate(crate_dir)

@@ -13,9 +13,22 @@ import pytest
 from federation.errors import PipelineError
 from federation.node.agent import NodeAgent, TaskOutcome
 from federation.protocol.messages import TaskStatus
-from federation.sandbox.demo import require_status, run_nodes
+from federation.sandbox.demo import (
+    mailboxes,
+    require_status,
+    review_releases,
+    run_nodes,
+    write_federation_configs,
+)
 from federation.sandbox.side_by_side import NodeRunsFailed
-from tests.unit.test_federation_flow import NODES, STUDY_ID, FakePipeline, Federation
+from federation.sandbox.synth import NodeCohort
+from tests.unit.test_federation_flow import (
+    N_PER_NODE,
+    NODES,
+    STUDY_ID,
+    FakePipeline,
+    Federation,
+)
 
 MEET_SECONDS = 10.0
 
@@ -91,3 +104,31 @@ def test_under_output_review_the_first_pass_must_leave_every_release_waiting(
     federation.coordinator().submit(federation.study_path)
     with pytest.raises(PipelineError, match=r"released, not in_review"):
         run_nodes(agents_of(federation), TaskStatus.IN_REVIEW, lambda line: None)
+
+
+def test_with_output_review_the_nodes_run_side_by_side_wait_for_both_reviewers_then_release(
+    tmp_path: Path, fake_pipeline: FakePipeline, approved_digest: str
+) -> None:
+    cohorts = [NodeCohort(node, N_PER_NODE, 0.01, tmp_path / "cohorts" / node) for node in NODES]
+    with mailboxes("local", tmp_path, list(NODES), lambda line: None) as boxes:
+        configs = write_federation_configs(
+            tmp_path, cohorts, boxes, [approved_digest], output_review="two"
+        )
+    fed = Federation(tmp_path, configs, tmp_path / "study.yaml", approved_digest)
+    submission = fed.coordinator().submit(fed.write_study(STUDY_ID))
+    agents = agents_of(fed)
+    lines: list[str] = []
+
+    run_nodes(agents, TaskStatus.IN_REVIEW, lines.append)
+    assert fed.coordinator().collect(STUDY_ID).meta_files == []  # nothing left yet
+    for agent in agents.values():
+        review_releases(agent, tmp_path / "keys", lines.append)
+    outcomes = run_nodes(agents, TaskStatus.RELEASED, lines.append)
+
+    assert outcomes == {
+        node: [TaskOutcome(submission.tasks[node], TaskStatus.RELEASED)] for node in NODES
+    }
+    assert sorted(fake_pipeline.nodes_called()) == sorted(NODES)  # each pipeline ran once
+    for node in NODES:
+        assert f"[{node}] reviewer-b approved task {submission.tasks[node]} (2 of 2)" in lines
+    assert fed.coordinator().collect(STUDY_ID).missing == []

@@ -4,6 +4,7 @@ a failure names its node only once every job has ended."""
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 
@@ -109,3 +110,19 @@ def test_each_run_says_when_it_ended_or_failed_naming_its_node_and_time() -> Non
     assert re.fullmatch(r"run ended after \d+\.\d s", said["[fi]"])
     assert re.fullmatch(r"run failed after \d+\.\d s: step qc failed", said["[ee]"])
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d", line.split(" ")[1]) for line in lines)
+
+
+def test_ctrl_c_stops_the_wait_at_once_while_a_run_is_still_going() -> None:
+    release = threading.Event()
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()  # SIGINT reaches the main thread only
+    interrupt = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT))
+    started = time.monotonic()
+    interrupt.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_side_by_side({"fi": lambda: release.wait(MEET_SECONDS)})
+    finally:
+        release.set()  # the stuck run ends now (in the demo: with the process)
+        interrupt.join()
+    assert time.monotonic() - started < MEET_SECONDS / 2

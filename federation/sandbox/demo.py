@@ -5,7 +5,7 @@ configs, mailboxes), lets every node publish its signed policy, submits a study 
 frequencies, a quantitative and a binary GWAS) after the coordinator's pre-flight against
 those policies, runs every node's agent (the nodes side by side, `sandbox.side_by_side`: a
 node whose run fails fails the demo, named), collects and verifies the results, meta-analyses
-them and prints a summary. Its stage lines carry the time (UTC), like the nodes' own. It runs unattended: each node approves the demo's workflow inside
+them and prints a summary. It runs unattended: each node approves the demo's workflow inside
 a parameter envelope (the demo's traits and covariates), with `output_review: none`. With
 `--review` the nodes check outputs by hand (`output_review: two`) and two scripted reviewers
 read each release's summary and approve it with their own keys. With `--transport s3|ssh`
@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ from federation.meta.options import MetaOptions
 from federation.meta.summary import top_variants
 from federation.node.agent import NodeAgent, TaskOutcome
 from federation.node.review import Verdict, format_summary, read_summary
-from federation.pipeline.progress import clock_time
 from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
 from federation.protocol.messages import TaskStatus
@@ -71,7 +69,6 @@ REVIEWERS = ("reviewer-a", "reviewer-b")  # the two scripted output reviewers of
 DASHBOARD_HOLDERS = {"admin": "admin", "reader": "read"}
 DASHBOARD_TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters, 256 bits
 Progress = Callable[[str], None]
-DEMO_STAGES = 5  # synthesis, set-up, submission, the node runs, collection
 
 
 def demo_envelope() -> dict[str, Any]:
@@ -358,11 +355,6 @@ def review_releases(agent: NodeAgent, keys: Path, progress: Progress) -> None:
                     progress(f"[{agent.node.node_id}] a second approval by {reviewer}: {refused}")
 
 
-def stage_line(number: int, text: str) -> str:
-    """A demo stage's progress line: its number of `DEMO_STAGES` and the time it starts (UTC)."""
-    return f"[{number}/{DEMO_STAGES}] {clock_time(time.time())} {text}"
-
-
 def require_status(agent: NodeAgent, outcomes: list[TaskOutcome], expected: TaskStatus) -> None:
     """The demo's one task at this node reached `expected`; else PipelineError naming the
     node, the task, its status and the node-private reason (the demo's user is every node's
@@ -412,7 +404,7 @@ def run_demo(
 
     out_dir = out_dir.resolve()
     progress = serialised(progress)  # the nodes' runs report from their own threads
-    progress(stage_line(1, f"synthesising {nodes} national cohorts in {out_dir / 'cohorts'}"))
+    progress(f"[1/5] synthesising {nodes} national cohorts in {out_dir / 'cohorts'}")
     cohorts = synthesize(
         out_dir / "cohorts",
         nodes=nodes,
@@ -426,7 +418,7 @@ def run_demo(
     study_path = _write_yaml(out_dir / "study.yaml", demo_study(node_ids, engine))
     approval = {"digest": pipeline_workflow_digest(), "envelope": demo_envelope()}
 
-    progress(stage_line(2, "keys and configs for the coordinator and each node; policies"))
+    progress("[2/5] keys and configs for the coordinator and each node; nodes publish policies")
     with ExitStack() as stack:
         boxes = stack.enter_context(mailboxes(transport, out_dir, node_ids, progress))
         configs = write_federation_configs(
@@ -443,28 +435,20 @@ def run_demo(
         coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
 
         progress(
-            stage_line(
-                3, f"submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
-            )
+            f"[3/5] submitting study '{DEMO_STUDY_ID}' over {transport} to {', '.join(node_ids)}"
         )
         submission = coordinator.submit(study_path)
         if submission.preflight is not None:
             for line in submission.preflight.report().splitlines():
                 progress(f"[coordinator] pre-flight | {line}")
-        progress(
-            stage_line(
-                4,
-                "each node verifies its task, runs the pipeline and releases aggregates "
-                "(the nodes side by side)",
-            )
-        )
+        progress("[4/5] the nodes, side by side, verify their tasks, run the pipeline and release")
         run_nodes(agents, TaskStatus.IN_REVIEW if review else TaskStatus.RELEASED, progress)
         if review:
             for node in node_ids:
                 review_releases(agents[node], out_dir / "keys", progress)
             # publishes what the reviewers approved
             run_nodes(agents, TaskStatus.RELEASED, progress)
-        progress(stage_line(5, "collecting, verifying and meta-analysing; the study's RO-Crate"))
+        progress("[5/5] collecting, verifying and meta-analysing; the study's RO-Crate")
         # How the cohorts were made, for `federation reproduce --nodes synthetic`.
         record_synthetic_cohorts(
             out_dir / "results" / DEMO_STUDY_ID,

@@ -16,7 +16,7 @@ unit:
 	$(PYTEST) tests/unit -q
 
 integration:
-	$(PYTEST) tests/integration -q -m integration
+	$(PYTEST) tests/integration -q -m integration --durations=30
 
 lint:
 	uv run ruff check federation tests bench tools

@@ -28,6 +28,9 @@ WILDCARDS = re.compile(r"^wildcards: (.*)$")
 JOB_FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
 STEPS_DONE = re.compile(r"^(\d+) of (\d+) steps \((\d+%)\) done$")
 ANALYSIS_WILDCARD = re.compile(r"\banalysis=([A-Za-z0-9_-]+)")
+# The last field of a job's block in Snakemake 9 (then its shell command, then nothing until the
+# job ends): the start is said here, not minutes later when the next block begins.
+BLOCK_LAST_FIELD = re.compile(r"^resources: ")
 UNKNOWN_NEXT = "the remaining steps"
 
 
@@ -87,6 +90,8 @@ class StageProgress:
             if analysis:
                 self._pending["analysis"] = analysis.group(1)
             return []
+        if self._pending and BLOCK_LAST_FIELD.match(line):
+            return self._start_pending()
         if (match := JOB_FINISHED.match(line)) is not None:
             return self._start_pending() + self._finished(int(match.group(1)), match.group(2))
         if (match := STEPS_DONE.match(line)) is not None:

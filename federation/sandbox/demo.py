@@ -3,7 +3,8 @@
 It synthesises national cohorts, creates a coordinator and one node per cohort (keys,
 configs, mailboxes), lets every node publish its signed policy, submits a study (allele
 frequencies, a quantitative and a binary GWAS) after the coordinator's pre-flight against
-those policies, runs every node's agent, collects and verifies the results, meta-analyses
+those policies, runs every node's agent (the nodes side by side, `sandbox.side_by_side`: a
+node whose run fails fails the demo, named), collects and verifies the results, meta-analyses
 them and prints a summary. It runs unattended: each node approves the demo's workflow inside
 a parameter envelope (the demo's traits and covariates), with `output_review: none`. With
 `--review` the nodes check outputs by hand (`output_review: two`) and two scripted reviewers
@@ -37,11 +38,11 @@ import yaml
 from federation import sumstats
 from federation.coordinator.coordinator import Coordinator
 from federation.coordinator.status import format_status
-from federation.errors import PolicyViolation, ProvenanceError, SpecError
+from federation.errors import PipelineError, PolicyViolation, ProvenanceError, SpecError
 from federation.files import atomic_write
 from federation.meta.options import MetaOptions
 from federation.meta.summary import top_variants
-from federation.node.agent import NodeAgent
+from federation.node.agent import NodeAgent, TaskOutcome
 from federation.node.review import Verdict, format_summary, read_summary
 from federation.protocol import crypt
 from federation.protocol.bundle import pipeline_workflow_digest
@@ -51,6 +52,7 @@ from federation.provenance.crate import METADATA_NAME
 from federation.provenance.verify import verify_crate
 from federation.report.inputs import REPORT_HTML
 from federation.sandbox.reproduce import record_synthetic_cohorts
+from federation.sandbox.side_by_side import run_side_by_side, serialised
 from federation.settings import load_coordinator
 
 if TYPE_CHECKING:  # synth (and with it Hail) is imported only when cohorts are made
@@ -353,6 +355,37 @@ def review_releases(agent: NodeAgent, keys: Path, progress: Progress) -> None:
                     progress(f"[{agent.node.node_id}] a second approval by {reviewer}: {refused}")
 
 
+def require_status(agent: NodeAgent, outcomes: list[TaskOutcome], expected: TaskStatus) -> None:
+    """The demo's one task at this node reached `expected`; else PipelineError naming the
+    node, the task, its status and the node-private reason (the demo's user is every node's
+    admin), and where the node's log is."""
+    for outcome in outcomes:
+        if outcome.status is expected:
+            continue
+        task = agent.ledger.task(outcome.task_id)
+        reason = (task.reason if task is not None else None) or outcome.reason or "no reason"
+        raise PipelineError(
+            f"node '{agent.node.node_id}': task {outcome.task_id} {outcome.status.value}, not "
+            f"{expected.value}: {reason}; see {agent.node.work_dir} (node.log, audit log)"
+        )
+    if not outcomes:
+        raise PipelineError(
+            f"node '{agent.node.node_id}': its agent found no task to run; see "
+            f"{agent.node.work_dir} (audit log)"
+        )
+
+
+def run_nodes(
+    agents: dict[str, NodeAgent], expected: TaskStatus, progress: Progress
+) -> dict[str, list[TaskOutcome]]:
+    """One pass of every node's agent, the nodes side by side; each must reach `expected`.
+    Says when each node's pass ends and how long it took."""
+    runs = run_side_by_side({node: agent.run_once for node, agent in agents.items()}, progress)
+    for node, run in runs.items():
+        require_status(agents[node], run.result, expected)
+    return {node: run.result for node, run in runs.items()}
+
+
 def run_demo(
     out_dir: Path,
     nodes: int = 3,
@@ -370,6 +403,7 @@ def run_demo(
     from federation.sandbox.synth import synthesize  # starts Hail: imported only when needed
 
     out_dir = out_dir.resolve()
+    progress = serialised(progress)  # the nodes' runs report from their own threads
     progress(f"[1/5] synthesising {nodes} national cohorts in {out_dir / 'cohorts'}")
     cohorts = synthesize(
         out_dir / "cohorts",
@@ -396,6 +430,7 @@ def run_demo(
             stale.unlink()
         agents = {node: NodeAgent(node_configs[node], progress=progress) for node in node_ids}
         for agent in agents.values():
+            stack.callback(agent.close)
             agent.publish_policy(force=True)
         coordinator = Coordinator(load_coordinator(coordinator_config), progress=progress)
 
@@ -406,13 +441,13 @@ def run_demo(
         if submission.preflight is not None:
             for line in submission.preflight.report().splitlines():
                 progress(f"[coordinator] pre-flight | {line}")
-        progress("[4/5] each node verifies its task, runs the pipeline and releases aggregates")
-        for node in node_ids:
-            agents[node].run_once()
+        progress("[4/5] the nodes, side by side, verify their tasks, run the pipeline and release")
+        run_nodes(agents, TaskStatus.IN_REVIEW if review else TaskStatus.RELEASED, progress)
         if review:
             for node in node_ids:
                 review_releases(agents[node], out_dir / "keys", progress)
-                agents[node].run_once()  # publishes what the reviewers approved
+            # publishes what the reviewers approved
+            run_nodes(agents, TaskStatus.RELEASED, progress)
         progress("[5/5] collecting, verifying and meta-analysing; the study's RO-Crate")
         # How the cohorts were made, for `federation reproduce --nodes synthetic`.
         record_synthetic_cohorts(
@@ -426,8 +461,6 @@ def run_demo(
         )
         collection = coordinator.collect(DEMO_STUDY_ID, MetaOptions(random_effects=False))
         status = format_status(coordinator.ledger, DEMO_STUDY_ID)
-        for agent in agents.values():
-            agent.close()
 
     crate_dir = out_dir / "results" / DEMO_STUDY_ID
     verification = verify_crate(crate_dir)

@@ -3,7 +3,8 @@
 For a study run on synthetic cohorts (the demo records how it made them in the crate's
 `provenance/synthetic-cohorts.json`), it regenerates the cohorts from their recorded seed and
 parameters, runs every node's pipeline with the workflow recorded in the crate (its
-`workflow/`, the bundle the nodes ran), compares each node's released files with the ones the
+`workflow/`, the bundle the nodes ran; the nodes side by side, `sandbox.side_by_side`: a node
+whose run fails fails the reproduction, named), compares each node's released files with the ones the
 node signed, then re-runs the coordinator's steps over the re-run releases and compares those
 too (`provenance.reproduce`). Tables must be byte-identical; sidecars are compared apart from
 what names a place, a day or a run (paths, dates, the run's provenance digest).
@@ -11,6 +12,7 @@ what names a place, a day or a run (paths, dates, the run's provenance digest).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from federation.provenance.reproduce import (
 )
 from federation.provenance.sidecars import is_sidecar
 from federation.provenance.verify import study_folder
+from federation.sandbox.side_by_side import run_side_by_side, serialised
 
 COHORTS_RECORD = Path("provenance") / "synthetic-cohorts.json"
 NODE_HAIL = {"master": "local[2]", "driver_memory": "4g"}  # as the demo's nodes run
@@ -63,10 +66,12 @@ def reproduce_synthetic(
     crate_or_dir: Path, out_dir: Path, *, progress: Progress = print
 ) -> Comparison:
     from federation.pipeline.run import run_pipeline
+    from federation.pipeline.runs import RunControl
     from federation.sandbox.synth import synthesize
 
     study_dir = study_folder(crate_or_dir)
     out_dir = out_dir.resolve()
+    progress = serialised(progress)  # the nodes' runs report from their own threads
     record_path = study_dir / COHORTS_RECORD
     result = Comparison()
     if not record_path.is_file():
@@ -95,6 +100,7 @@ def reproduce_synthetic(
     study_config = workflow / STUDY_CONFIG_NAME
     study_id = yaml.safe_load(study_config.read_text())["study_id"]
     reproduced = out_dir / "results" / study_id
+    reruns = {}
     for cohort in cohorts.nodes:
         node_id = cohort.node_id
         signed = study_dir / NODES_DIR / node_id / SIGNED_DIR / RESULT_MANIFEST_NAME
@@ -104,12 +110,16 @@ def reproduce_synthetic(
             )
             continue
         progress(f"re-running node '{node_id}' with the recorded workflow")
-        run_pipeline(
+        reruns[node_id] = partial(
+            run_pipeline,
             _node_config(out_dir, node_id, cohort),
             study_config,
             pipeline_root=workflow,
             progress=progress,
+            control=RunControl(label=f"reproduce-{study_id}-{node_id}"),
         )
+    for node_id in run_side_by_side(reruns, progress):
+        signed = study_dir / NODES_DIR / node_id / SIGNED_DIR / RESULT_MANIFEST_NAME
         manifest = parse_json_strictly(signed.read_bytes())
         for name in sorted(manifest.get("files", {})):
             recorded = study_dir / NODES_DIR / node_id / name

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from federation.sandbox.demo import (
     mailboxes,
     write_federation_configs,
 )
+from federation.sandbox.side_by_side import run_side_by_side
 from federation.sandbox.synth import SynthResult
 from federation.settings import load_coordinator, load_node
 
@@ -96,9 +96,11 @@ def run_federation(
         coordinator = Coordinator(load_coordinator(configs.coordinator))
         coordinator.submit(study_path)
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=len(node_ids)) as pool:
-            runs = {node: pool.submit(NodeAgent(configs.nodes[node]).run_once) for node in node_ids}
-            outcomes = {node: run.result() for node, run in runs.items()}
+        agents = {node: NodeAgent(configs.nodes[node]) for node in node_ids}
+        runs = run_side_by_side({node: agent.run_once for node, agent in agents.items()})
+        outcomes = {node: run.result for node, run in runs.items()}
+        for agent in agents.values():
+            agent.close()
         node_seconds = time.monotonic() - started
         collection = coordinator.collect(STUDY_ID)
         status = format_status(coordinator.ledger, STUDY_ID)

@@ -61,6 +61,26 @@ def test_each_stage_gets_a_start_and_an_end_line_with_elapsed_time_and_what_is_n
     ]
 
 
+def test_a_stage_is_said_to_start_when_its_block_ends_not_when_it_finishes():
+    # Snakemake 9.27: the block's last field is `resources:`, then the shell command, and no
+    # blank line until the job's end.
+    progress = StageProgress("fi", ["qc", "gwas q"], clock=FakeClock([5.0, 7.0, 99.0]))
+    block = [
+        "[Thu Dec  3 06:30:00 2026]",
+        "localrule qc:",
+        "    input: /data/g.vcf.bgz",
+        "    jobid: 2",
+        "    reason: Missing output files: /w/s/qc.mt",
+        "    resources: tmpdir=/tmp, mem_mb=6000",
+    ]
+    said = [line for raw in block for line in progress.feed(raw)]
+    assert said == ["[fi] 00:00:05 started qc (next: gwas q)"]
+    assert progress.feed("Shell command: python -m federation step qc > qc.log 2>&1") == []
+    assert progress.feed("[Thu Dec  3 06:31:34 2026]") == []
+    finished = progress.feed("Finished jobid: 2 (Rule: qc)")
+    assert finished == ["[fi] 00:00:07 finished qc in 2.0 s (next: gwas q)"]
+
+
 def test_without_a_plan_the_next_stage_is_not_guessed():
     lines = _lines([], [0.0])
     assert lines[0].endswith("started qc (next: the remaining steps)")

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 import yaml
 
 from federation.cli import main
-from federation.provenance.reproduce import comparable_sidecar, reproduce_coordinator
+from federation.errors import PipelineError
+from federation.provenance.reproduce import (
+    Comparison,
+    comparable_sidecar,
+    reproduce_coordinator,
+)
 from federation.provenance.sidecars import sidecars_in
+from federation.sandbox.side_by_side import NodeRunsFailed
+from tests.unit.test_federation_flow import NODES, STUDY_ID
 
 
 def test_reproducing_the_meta_analyses_gives_byte_identical_files(
@@ -77,3 +92,65 @@ def test_sidecars_of_two_runs_compare_without_their_run_record_and_run_crate_dig
     again = {"n": 400, "provenance_sha256": "c" * 64, "run_crate_sha256": "d" * 64}
     assert comparable_sidecar(first) == comparable_sidecar(again) == {"n": 400}
     assert comparable_sidecar({**again, "n": 401}) != comparable_sidecar(first)
+
+
+@dataclass(frozen=True)
+class FakeCohort:
+    node_id: str
+    vcf: Path
+    phenotypes: Path
+
+
+def _rerun_nodes_with(
+    study: Path, out: Path, monkeypatch: pytest.MonkeyPatch, rerun: Callable[[str], None]
+) -> Comparison:
+    """`reproduce_synthetic` with the cohorts' synthesis and the node pipeline faked: each
+    node's "re-run" calls `rerun(node)`, then publishes a copy of what the node released."""
+    import federation.pipeline.run as run_module
+    import federation.sandbox.synth as synth_module
+    from federation.sandbox.reproduce import COHORTS_RECORD, reproduce_synthetic
+
+    (study / COHORTS_RECORD).write_text(
+        json.dumps({"nodes": 3, "samples_per_node": 100, "variants": 100, "seed": 1})
+    )
+    cohorts = [FakeCohort(node, out / f"{node}.vcf.bgz", out / f"{node}.tsv") for node in NODES]
+
+    def synthesize(directory: Path, **_: Any) -> SimpleNamespace:
+        return SimpleNamespace(nodes=cohorts)
+
+    def run_pipeline(node_config: Path, study_config: Path, **_: Any) -> None:
+        node = yaml.safe_load(node_config.read_text())["node_id"]
+        rerun(node)
+        published = out / "results" / STUDY_ID / "nodes" / node
+        shutil.copytree(study / "nodes" / node, published)
+
+    monkeypatch.setattr(synth_module, "synthesize", synthesize)
+    monkeypatch.setattr(run_module, "run_pipeline", run_pipeline)
+    return reproduce_synthetic(study, out, progress=lambda line: None)
+
+
+def test_synthetic_nodes_are_re_run_side_by_side_and_compared(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    together = threading.Barrier(len(NODES), timeout=10.0)  # breaks if run one by one
+    result = _rerun_nodes_with(
+        study_copy, tmp_path / "again", monkeypatch, lambda n: together.wait()
+    )
+    assert result.different == []
+    for node in NODES:
+        assert f"nodes/{node}/quant_trait_gwas.tsv.gz: byte-identical" in result.identical
+
+
+def test_a_synthetic_node_whose_re_run_fails_fails_the_reproduction_naming_it(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+
+    def rerun(node: str) -> None:
+        ran.append(node)
+        if node == "ee":
+            raise PipelineError("step qc failed: no variants left")
+
+    with pytest.raises(NodeRunsFailed, match="^node 'ee': step qc failed: no variants left$"):
+        _rerun_nodes_with(study_copy, tmp_path / "again", monkeypatch, rerun)
+    assert sorted(ran) == sorted(NODES)

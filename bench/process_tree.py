@@ -7,6 +7,12 @@ pages are not counted twice) is summed every POLL_SECONDS. Sampling misses short
 process's own high-water mark (VmHWM) is a floor.
 (wait4's ru_maxrss is not used: a child forked from a large benchmark process reports the
 parent's size, recorded by the kernel when the child calls exec.)
+
+CPU time has the same problem the other way round: wait4's rusage counts only descendants that
+were waited for, and a Hail driver's JVM never is (its parent ends first, or leaves it to the
+kernel), so the JVM doing most of a node run's work was missing. Each member's own CPU time is
+therefore also read at every sample, and the larger of the two sums is reported. Both are lower
+bounds: the samples miss a process's last half second and processes shorter than one sample.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ EXIT_POLL_SECONDS = 0.01
 @dataclass(frozen=True)
 class TreeRun:
     wall_seconds: float
-    cpu_seconds: float  # user + system of the whole tree: comparable under other load
+    cpu_seconds: float  # user + system of the whole tree (see above): comparable under load
     peak_rss_bytes: int  # max over samples of the tree's summed PSS, or of any one process's RSS
     returncode: int
     output: str
@@ -73,6 +79,7 @@ def run_tree(
         )
         root = psutil.Process(process.pid)
         peak = largest_single = 0
+        member_cpu: dict[tuple[int, float], float] = {}  # (pid, start time): its own CPU seconds
         next_sample = start
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -88,6 +95,8 @@ def run_tree(
                     largest_single = max(
                         largest_single, _proc_field(member.pid, "status", "VmHWM:")
                     )
+                    times = member.cpu_times()
+                    member_cpu[(member.pid, member.create_time())] = times.user + times.system
                     if on_member is not None:
                         on_member(member)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -99,7 +108,8 @@ def run_tree(
         output = output_file.read()
     return TreeRun(
         wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,  # includes the reaped descendants
+        # rusage includes the reaped descendants; the samples include the orphaned JVMs
+        cpu_seconds=max(usage.ru_utime + usage.ru_stime, sum(member_cpu.values())),
         peak_rss_bytes=max(peak, largest_single),
         returncode=os.waitstatus_to_exitcode(status),
         output=output,

@@ -101,6 +101,7 @@ def reproduce_synthetic(
     study_id = yaml.safe_load(study_config.read_text())["study_id"]
     reproduced = out_dir / "results" / study_id
     reruns = {}
+    signed_manifests: dict[str, Path] = {}
     for cohort in cohorts.nodes:
         node_id = cohort.node_id
         signed = study_dir / NODES_DIR / node_id / SIGNED_DIR / RESULT_MANIFEST_NAME
@@ -118,9 +119,9 @@ def reproduce_synthetic(
             progress=progress,
             control=RunControl(label=f"reproduce-{study_id}-{node_id}"),
         )
+        signed_manifests[node_id] = signed
     for node_id in run_side_by_side(reruns, progress):
-        signed = study_dir / NODES_DIR / node_id / SIGNED_DIR / RESULT_MANIFEST_NAME
-        manifest = parse_json_strictly(signed.read_bytes())
+        manifest = parse_json_strictly(signed_manifests[node_id].read_bytes())
         for name in sorted(manifest.get("files", {})):
             recorded = study_dir / NODES_DIR / node_id / name
             again = reproduced / NODES_DIR / node_id / name

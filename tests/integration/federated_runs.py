@@ -97,10 +97,12 @@ def run_federation(
         coordinator.submit(study_path)
         started = time.monotonic()
         agents = {node: NodeAgent(configs.nodes[node]) for node in node_ids}
-        runs = run_side_by_side({node: agent.run_once for node, agent in agents.items()})
+        try:  # the agents are closed whether or not every node's run succeeds
+            runs = run_side_by_side({node: agent.run_once for node, agent in agents.items()})
+        finally:
+            for agent in agents.values():
+                agent.close()
         outcomes = {node: run.result for node, run in runs.items()}
-        for agent in agents.values():
-            agent.close()
         node_seconds = time.monotonic() - started
         collection = coordinator.collect(STUDY_ID)
         status = format_status(coordinator.ledger, STUDY_ID)

@@ -26,6 +26,12 @@ import hail as hl
 
 SPARK_MASTER_ENV = "FEDERATION_SPARK_MASTER"  # replaces node.yaml's master for this process
 LOOPBACK = "127.0.0.1"
+# Hail pretty-prints every query's intermediate representation into hail.log at each stage of
+# its compiler (~100,000 lines for one small node run), on the driver, on the critical path.
+# Hail's own VDS combiner switches that off for speed; so does every session here, unless the
+# site sets IR_LOG_ENV=1 to keep the IR in hail.log for a Hail bug report. Results are the same.
+IR_LOG_ENV = "FEDERATION_HAIL_IR_LOG"
+NO_IR_LOGGING_FLAG = "no_ir_logging"  # a Hail feature flag (hl._set_flags)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,13 @@ def _loopback_spark_conf(settings: HailSettings) -> dict[str, str]:
     return conf
 
 
+def hail_flags() -> dict[str, str]:
+    """Hail feature flags every session sets: IR logging off unless IR_LOG_ENV=1."""
+    if os.environ.get(IR_LOG_ENV) == "1":
+        return {}
+    return {NO_IR_LOGGING_FLAG: "1"}
+
+
 @contextmanager
 def hail_session(settings: HailSettings, *, stop_at_end: bool = True) -> Iterator[None]:
     """Start Hail once for a job and stop it afterwards, whatever happens in between.
@@ -97,6 +110,7 @@ def hail_session(settings: HailSettings, *, stop_at_end: bool = True) -> Iterato
         global_seed=settings.global_seed,
     )
     hl.default_reference(settings.reference_genome)
+    hl._set_flags(**hail_flags())
     try:
         yield
     finally:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from federation.analyses.session import (
+    IR_LOG_ENV,
+    NO_IR_LOGGING_FLAG,
     SPARK_MASTER_ENV,
     HailSettings,
     _loopback_spark_conf,
+    hail_flags,
     spark_master,
 )
 
@@ -34,3 +37,15 @@ def test_a_cluster_session_binds_the_sites_spark_address_and_sizes_executors(mon
     assert conf["spark.driver.bindAddress"] == "10.1.2.3"
     assert conf["spark.ui.enabled"] == "false"
     assert (conf["spark.executor.memory"], conf["spark.executor.cores"]) == ("8g", "4")
+
+
+def test_a_session_leaves_hails_query_plans_out_of_its_log_by_default(monkeypatch):
+    monkeypatch.delenv(IR_LOG_ENV, raising=False)
+    assert hail_flags() == {NO_IR_LOGGING_FLAG: "1"}
+    monkeypatch.setenv(IR_LOG_ENV, "0")
+    assert hail_flags() == {NO_IR_LOGGING_FLAG: "1"}
+
+
+def test_a_site_can_keep_hails_query_plans_in_the_log_for_a_bug_report(monkeypatch):
+    monkeypatch.setenv(IR_LOG_ENV, "1")
+    assert hail_flags() == {}

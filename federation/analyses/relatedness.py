@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 
 import hail as hl
+import numpy as np
 
 from federation.analyses.thinning import keep_fraction_of_loci
+from federation.errors import PipelineError
+from federation.stats.kinship import KingCounts, bed_codes, pairs_above
 
 METHOD = "king_robust"
 # KING-robust is estimated on common, well-called autosomal variants (its het/hom balance is
@@ -48,6 +52,26 @@ KING_NOISE_SD = 1.0
 MAX_EXPECTED_NOISE_PAIRS = 0.05
 DONE = "done"
 DISABLED = "disabled by study"
+# hl.king's three samples x samples products run one Spark task per result block, and Hail's
+# default block (4,096) makes a cohort of up to 4,096 samples one block: one task on one core,
+# whatever the node has. Cutting the samples into at least KINSHIP_SAMPLE_SPLITS blocks gives
+# the products KINSHIP_SAMPLE_SPLITS^2 tasks (16, enough for the cores of a node that runs Hail
+# on one machine), never larger than Hail's default nor smaller than MIN_KINSHIP_BLOCK_SIZE,
+# below which per-task overhead outweighs the work. The products sum 0/1 indicators (exact in
+# double precision in any order), so the kinship does not depend on the block size.
+KINSHIP_SAMPLE_SPLITS = 4
+MIN_KINSHIP_BLOCK_SIZE = 256
+MAX_KINSHIP_BLOCK_SIZE = 4_096  # hl.linalg.BlockMatrix.default_block_size()
+# Up to this many samples the three products are computed on the node's host with NumPy
+# (`stats.kinship`: the same doubles as hl.king, in seconds where Hail's Java linear algebra
+# takes minutes: 175-484 s per product at 5,000 samples). Their three n x n float32 count
+# matrices take 12 n^2 bytes: 4.8 GB at 20,000 samples. Larger cohorts use hl.king, whose
+# block matrices spread over the Spark cluster.
+LOCAL_KINSHIP_MAX_SAMPLES = 20_000
+# Variants of the .bed turned into indicator matrices at a time (4 float32 matrices of
+# chunk x samples: 160 MB at 20,000 samples).
+KINSHIP_CHUNK_VARIANTS = 512
+PLINK_BED_MAGIC = b"\x6c\x1b\x01"  # PLINK 1 .bed, variant-major: what hl.export_plink writes
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,12 @@ def kinship_variant_budget(needed: int) -> int:
     return max(KINSHIP_VARIANTS, KINSHIP_NOISE_MARGIN * needed)
 
 
+def kinship_block_size(n_samples: int) -> int:
+    """The block size for `hl.king` on `n_samples` samples (see KINSHIP_SAMPLE_SPLITS)."""
+    split = math.ceil(n_samples / KINSHIP_SAMPLE_SPLITS)
+    return min(MAX_KINSHIP_BLOCK_SIZE, max(MIN_KINSHIP_BLOCK_SIZE, split))
+
+
 def kinship_variants(mt: hl.MatrixTable, budget: int) -> tuple[hl.MatrixTable, int]:
     """Common, well-called autosomal biallelic variants of `mt` for the kinship estimate, thinned
     to about `budget` of them, and how many there were before thinning."""
@@ -105,22 +135,73 @@ def kinship_variants(mt: hl.MatrixTable, budget: int) -> tuple[hl.MatrixTable, i
     return autosomal, n_variants
 
 
-def related_pairs(variants: hl.MatrixTable, kinship_max: float) -> hl.Table:
+def related_pairs(variants: hl.MatrixTable, kinship_max: float, n_samples: int) -> hl.Table:
     """Pairs (i, j) of distinct samples whose KING-robust kinship on `variants` (from
-    `kinship_variants`) exceeds `kinship_max`."""
+    `kinship_variants`, `n_samples` columns) exceeds `kinship_max`."""
+    genotypes = variants.select_globals().select_rows().select_cols().select_entries("GT")
+    if n_samples <= LOCAL_KINSHIP_MAX_SAMPLES:  # one pass over the cohort's pipeline
+        return _related_pairs_on_host(genotypes, kinship_max)
     # hl.king builds four indicator block matrices, each a full pass over its input. Over the
     # cohort's pipeline (variant QC, the common-variant filter, thinning) each pass took ~60 s
     # at 5,000 x 100,000 on 2 cores, more than the products themselves; over a checkpoint of
     # just the kept genotypes (in Hail's temporary directory, inside the work directory) each
     # pass reads a fifth of them.
-    genotypes = variants.select_globals().select_rows().select_cols().select_entries("GT")
     genotypes = genotypes.checkpoint(hl.utils.new_temp_file("kinship-genotypes", "mt"))
-    kinship = hl.king(genotypes.GT)
+    return king_pairs_above(
+        hl.king(genotypes.GT, block_size=kinship_block_size(n_samples)), kinship_max
+    )
+
+
+def king_pairs_above(kinship: hl.MatrixTable, kinship_max: float) -> hl.Table:
+    """The pairs (i, j), i < j, of `hl.king`'s result whose phi exceeds `kinship_max`."""
     pairs = kinship.filter_entries(
         (kinship.s_1 < kinship.s) & (kinship.phi > kinship_max)
     ).entries()
     pairs = pairs.key_by()
     return pairs.select(i=pairs.s_1, j=pairs.s)
+
+
+def host_king_counts(genotypes: hl.MatrixTable) -> tuple[list[str], KingCounts]:
+    """The sample IDs (column order) and KING's three products of `genotypes`' GT, computed on
+    this host: the genotypes go through a PLINK .bed in Hail's temporary directory (2 bits a
+    genotype, inside the work directory, deleted once read), read in chunks. The .fam's IDs are
+    column numbers, so no sample ID has to be a valid PLINK ID, and they prove the order."""
+    sample_ids = genotypes.s.collect()
+    prefix = _local_path(hl.utils.new_temp_file("kinship-genotypes", "plink"))
+    indexed = genotypes.add_col_index("kinship_column")
+    hl.export_plink(indexed, prefix, ind_id=hl.str(indexed.kinship_column))
+    files = [Path(f"{prefix}.{suffix}") for suffix in ("bed", "bim", "fam")]
+    try:
+        columns = [line.split()[1] for line in files[2].read_text().splitlines()]
+        if columns != [str(column) for column in range(len(sample_ids))]:
+            raise PipelineError(f"'{files[2]}' does not list the kinship samples in column order")
+        counts = KingCounts.empty(len(sample_ids))
+        bytes_per_variant = (len(sample_ids) + 3) // 4
+        with open(files[0], "rb") as bed:
+            if bed.read(len(PLINK_BED_MAGIC)) != PLINK_BED_MAGIC:
+                raise PipelineError(f"'{files[0]}' is not a variant-major PLINK 1 .bed")
+            while chunk := bed.read(bytes_per_variant * KINSHIP_CHUNK_VARIANTS):
+                packed = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, bytes_per_variant)
+                counts.add(bed_codes(packed, len(sample_ids)))
+    finally:
+        for path in files:
+            path.unlink(missing_ok=True)
+    return sample_ids, counts
+
+
+def _related_pairs_on_host(genotypes: hl.MatrixTable, kinship_max: float) -> hl.Table:
+    """`related_pairs` with KING's products on this host (`host_king_counts`)."""
+    sample_ids, counts = host_king_counts(genotypes)
+    pairs = pairs_above(counts, sample_ids, kinship_max)
+    return hl.Table.parallelize(
+        [{"i": i, "j": j} for i, j in pairs], hl.tstruct(i=hl.tstr, j=hl.tstr)
+    )
+
+
+def _local_path(path: str) -> str:
+    """A path of Hail's temporary directory as this host opens it (a site's shared file system;
+    Hail may name it as a file: URL)."""
+    return path.removeprefix("file://").removeprefix("file:")
 
 
 def remove_related(
@@ -136,7 +217,7 @@ def remove_related(
     skipped = too_few_variants(n_variants, n_samples, kinship_max)
     if skipped is not None:
         return mt, RelatednessResult("none", None, 0, 0, skipped, n_variants, needed)
-    pairs = related_pairs(variants, kinship_max)
+    pairs = related_pairs(variants, kinship_max, n_samples)
     pairs = pairs.checkpoint(hl.utils.new_temp_file("related", "ht"))
     n_pairs = pairs.count()
     removed = 0

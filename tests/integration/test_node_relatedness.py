@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from bench import node_pipeline as anchor
+from federation.analyses.relatedness import PLINK_BED_MAGIC
 from federation.sandbox.synth import SynthResult
+from federation.stats.kinship import bed_codes, kinship_matrix
 from tests.integration.node_runs import NodeRun, lambda_gc, run_node
 
 pytestmark = [pytest.mark.integration]
@@ -31,11 +33,8 @@ MIN_INFLATED_LAMBDA = 1.15  # 200 duplicated of 1,000: about (1000 + 3*200) / 12
 def _bed_codes(prefix: Path, n_samples: int) -> np.ndarray:
     """(variants, samples) 2-bit .bed codes: 0 hom A1, 1 missing, 2 het, 3 hom A2."""
     raw = np.fromfile(f"{prefix}.bed", dtype=np.uint8)
-    assert raw[:3].tolist() == [0x6C, 0x1B, 0x01], "not a variant-major PLINK 1 .bed"
-    per_variant = (n_samples + 3) // 4
-    packed = raw[3:].reshape(-1, per_variant)
-    codes = (packed[:, :, None] >> np.array([0, 2, 4, 6], dtype=np.uint8)) & 3
-    return codes.reshape(packed.shape[0], -1)[:, :n_samples]
+    assert raw[:3].tobytes() == PLINK_BED_MAGIC, "not a variant-major PLINK 1 .bed"
+    return bed_codes(raw[3:].reshape(-1, (n_samples + 3) // 4), n_samples)
 
 
 def _write_bed(prefix: Path, codes: np.ndarray) -> None:
@@ -98,13 +97,23 @@ def _related_cohort(source: Path, phenotypes: Path, out: Path) -> dict[str, list
 
 
 @pytest.fixture(scope="module")
-def related(
+def related_cohort(
     synthetic_federation: SynthResult, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, list[list[str]]]]:
+    """The PLINK prefix of the cohort with planted relatives, and the planted pairs."""
+    cohort = synthetic_federation.nodes[2]
+    prefix = tmp_path_factory.mktemp("related") / "cohort" / "genotypes"
+    return prefix, _related_cohort(cohort.plink_prefix, cohort.phenotypes, prefix)
+
+
+@pytest.fixture(scope="module")
+def related(
+    synthetic_federation: SynthResult,
+    related_cohort: tuple[Path, dict[str, list[list[str]]]],
 ) -> tuple[dict[str, list[list[str]]], dict[bool, NodeRun], set[str]]:
     cohort = synthetic_federation.nodes[2]
-    root = tmp_path_factory.mktemp("related")
-    prefix = root / "cohort" / "genotypes"
-    pairs = _related_cohort(cohort.plink_prefix, cohort.phenotypes, prefix)
+    prefix, pairs = related_cohort
+    root = prefix.parent.parent
     runs = {}
     for removal in (True, False):
         study = {
@@ -162,3 +171,45 @@ def test_removing_relatives_brings_lambda_gc_back_to_one(related):
     print(f"\nλGC of null variants: {without:.3f} with relatives, {with_removal:.3f} without")
     assert without > MIN_INFLATED_LAMBDA
     assert LAMBDA_RANGE[0] <= with_removal <= LAMBDA_RANGE[1]
+
+
+def test_kinship_on_the_host_is_hails_king_to_the_last_bit_and_finds_the_same_pairs(
+    related_cohort, tmp_path
+):
+    """The node computes KING's products with NumPy up to LOCAL_KINSHIP_MAX_SAMPLES samples and
+    with Hail's block matrices above: both must give every pair the same double."""
+    import hail as hl
+
+    from federation.analyses.relatedness import (
+        host_king_counts,
+        king_pairs_above,
+        kinship_block_size,
+        kinship_variant_budget,
+        kinship_variants,
+        related_pairs,
+    )
+    from federation.analyses.session import HailSettings, hail_session
+    from federation.settings import SECOND_DEGREE_KINSHIP
+
+    prefix, planted = related_cohort
+    with hail_session(HailSettings(tmp_dir=str(tmp_path)), stop_at_end=True):
+        mt = hl.import_plink(f"{prefix}.bed", f"{prefix}.bim", f"{prefix}.fam")
+        n_samples = mt.count_cols()
+        variants, _ = kinship_variants(mt, kinship_variant_budget(0))
+        genotypes = variants.select_entries("GT").checkpoint(str(tmp_path / "kinship.mt"))
+        sample_ids, counts = host_king_counts(genotypes)
+        on_host = kinship_matrix(counts)
+        king = hl.king(genotypes.GT, block_size=kinship_block_size(n_samples))
+        # hl.king sorts its rows by sample ID and keeps the columns in the cohort's order.
+        assert king.s_1.collect() == sorted(sample_ids) and king.s.collect() == sample_ids
+        in_hail = hl.linalg.BlockMatrix.from_entry_expr(king.phi).to_numpy()
+        by_id = sorted(range(n_samples), key=sample_ids.__getitem__)
+        assert np.array_equal(on_host[by_id], in_hail, equal_nan=True)
+        host_pairs = related_pairs(genotypes, SECOND_DEGREE_KINSHIP, n_samples).collect()
+        hail_pairs = king_pairs_above(king, SECOND_DEGREE_KINSHIP).collect()
+    assert (
+        host_pairs == hail_pairs
+    )  # the same pairs in the same order (the independent set's input)
+    found = {(pair.i, pair.j) for pair in host_pairs}
+    every_planted = {tuple(sorted(pair)) for pairs in planted.values() for pair in pairs}
+    assert every_planted <= found  # duplicates and parent-child pairs, nothing missed

@@ -10,8 +10,12 @@ import pytest
 from federation.analyses.relatedness import (
     KING_NOISE_SD,
     KINSHIP_NOISE_MARGIN,
+    KINSHIP_SAMPLE_SPLITS,
     KINSHIP_VARIANTS,
     MAX_EXPECTED_NOISE_PAIRS,
+    MAX_KINSHIP_BLOCK_SIZE,
+    MIN_KINSHIP_BLOCK_SIZE,
+    kinship_block_size,
     kinship_variant_budget,
     min_kinship_variants,
     too_few_variants,
@@ -89,3 +93,23 @@ def test_the_kinship_budget_keeps_its_margin_above_a_large_cohorts_minimum():
     assert needed * KINSHIP_NOISE_MARGIN > KINSHIP_VARIANTS
     assert kinship_variant_budget(needed) == needed * KINSHIP_NOISE_MARGIN
     assert kinship_variant_budget(needed) > needed
+
+
+def test_a_small_cohorts_kinship_blocks_stay_at_the_smallest_block_size():
+    below = MIN_KINSHIP_BLOCK_SIZE * KINSHIP_SAMPLE_SPLITS - 1
+    assert kinship_block_size(10) == MIN_KINSHIP_BLOCK_SIZE
+    assert kinship_block_size(below) == MIN_KINSHIP_BLOCK_SIZE
+
+
+def test_a_mid_sized_cohort_is_cut_into_the_split_count_of_blocks_per_side():
+    for n_samples in (1_200, 5_000, 16_000):
+        block = kinship_block_size(n_samples)
+        assert MIN_KINSHIP_BLOCK_SIZE < block < MAX_KINSHIP_BLOCK_SIZE
+        assert -(-n_samples // block) == KINSHIP_SAMPLE_SPLITS  # ceil: blocks per side
+
+
+def test_a_large_cohort_keeps_hails_default_block_size():
+    at = MAX_KINSHIP_BLOCK_SIZE * KINSHIP_SAMPLE_SPLITS
+    assert kinship_block_size(at) == MAX_KINSHIP_BLOCK_SIZE
+    assert kinship_block_size(at + 1) == MAX_KINSHIP_BLOCK_SIZE
+    assert kinship_block_size(1_000_000) == MAX_KINSHIP_BLOCK_SIZE

@@ -49,8 +49,10 @@ class KingCounts:
 
     @classmethod
     def empty(cls, n_samples: int) -> KingCounts:
-        shape = (n_samples, n_samples)
-        return cls(*(np.zeros(shape, dtype=np.float32) for _ in range(3)))
+        def zeros() -> np.ndarray:
+            return np.zeros((n_samples, n_samples), dtype=np.float32)
+
+        return cls(hom_first_hom_second=zeros(), het_het=zeros(), het_called=zeros())
 
     def add(self, codes: np.ndarray) -> None:
         """Add a chunk of variants: `codes` (variants x samples) of BED_* two-bit codes."""

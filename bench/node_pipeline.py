@@ -9,8 +9,10 @@ Hail QC -> allele frequencies -> linear GWAS of quant_trait on age + sex -> disc
 and plink2 (`--freq counts` and `--glm` with the same QC filters) run on the same PLINK
 files, one after the other. Each is measured as a process tree: wall time, and peak resident
 memory summed over the tree (Snakemake, its step processes and their JVMs), sampled every
-0.1 s. JVM start-ups are the Spark driver JVMs seen in the node run: each Hail job of the
-Snakemake pipeline starts one (spark-submit also runs a short launcher JVM before it).
+0.1 s. JVM start-ups are the Spark driver JVMs seen in the node run: its Hail steps share one
+driver (spark-submit also runs a short launcher JVM before it).
+Each part (synthesis, node run, floor, plink2) says on stderr, with the time, when it starts
+and after how long it ended; the table comes at the end.
 
 The Hail floor (`bench.hail_floor`: the same import + QC + AF + GWAS + export in one script
 and one JVM) runs on the same files, so the pipeline's own overhead shows as ours/floor.
@@ -40,6 +42,7 @@ import yaml
 
 from bench.process_tree import run_tree
 from federation import sumstats
+from federation.cli.common import echo_err
 
 PLINK2 = "plink2"
 QUANT_TRAIT = "quant_trait"
@@ -49,7 +52,7 @@ STUDY_ID = "bench-node-pipeline"
 MIB = 1024 * 1024
 # The study's QC thresholds (the schema defaults), mirrored by plink2's filters below.
 QC = {"sample_call_rate_min": 0.97, "variant_call_rate_min": 0.95, "hwe_p_min": 1e-6}
-HAIL_RULES = ("qc", "allele_frequencies", "gwas")  # the Snakemake rules that start a JVM
+HAIL_RULES = ("qc", "allele_frequencies", "gwas")  # the Snakemake rules run by the Hail driver
 SPARK_LAUNCHER = "org.apache.spark.launcher.Main"
 
 
@@ -244,6 +247,16 @@ def run_measured(command: Sequence[str], cwd: Path | None = None) -> Measured:
 # ---------------------------------------------------------------- the benchmark
 
 
+def run_stage(label: str, command: Sequence[str]) -> Measured:
+    """`run_measured`, with a timestamped line on stderr when it starts and when it ends: a
+    large cohort's node run takes an hour, and its output is only printed at the end."""
+    echo_err(f"bench: {label} started")
+    run = run_measured(command)
+    outcome = "ended" if run.returncode == 0 else f"failed (exit {run.returncode})"
+    echo_err(f"bench: {label} {outcome} after {run.wall_seconds:.1f} s")
+    return run
+
+
 def write_configs(cohort_dir: Path, run_dir: Path, cores: int) -> tuple[Path, Path]:
     node = {
         "node_id": cohort_dir.name,
@@ -360,6 +373,7 @@ def fit_fixed_and_per_genotype(
 def synthesize_cohort(out: Path, samples: int, variants: int, seed: int) -> Path:
     from federation.sandbox.synth import synthesize
 
+    echo_err(f"bench: synthesising {samples} samples x {variants} variants")
     result = synthesize(
         out,
         nodes=1,
@@ -396,8 +410,11 @@ def scaling(
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         node_path, study_path = write_configs(cohort_dir, run_dir, cores)
-        ours = run_measured(pipeline_command(node_path, study_path, cores))
-        floor = run_measured(floor_command(node_path, study_path, run_dir / "floor"))
+        size = f"{samples} x {variants}"
+        ours = run_stage(f"{size}: node run", pipeline_command(node_path, study_path, cores))
+        floor = run_stage(
+            f"{size}: Hail floor", floor_command(node_path, study_path, run_dir / "floor")
+        )
         if ours.returncode or floor.returncode:
             print((ours.output + floor.output)[-3000:], file=sys.stderr)
             return 1
@@ -470,11 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir)
     run_dir.mkdir()
     node_path, study_path = write_configs(cohort_dir, run_dir, args.cores)
-    ours = run_measured(pipeline_command(node_path, study_path, args.cores))
+    ours = run_stage("node run", pipeline_command(node_path, study_path, args.cores))
     if ours.returncode != 0:
         print(ours.output[-3000:], file=sys.stderr)
         return 1
-    floor = run_measured(floor_command(node_path, study_path, run_dir / "floor"))
+    floor = run_stage("Hail floor", floor_command(node_path, study_path, run_dir / "floor"))
     if floor.returncode != 0:
         print(floor.output[-3000:], file=sys.stderr)
         return 1
@@ -486,8 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     pheno, covar = write_plink2_inputs(
         cohort_dir / "phenotypes.tsv", prefix, plink_dir, [QUANT_TRAIT]
     )
-    theirs = run_measured(
-        plink2_command(prefix, pheno, covar, plink_dir / "out", threads=args.cores, qc_filters=True)
+    theirs = run_stage(
+        "plink2",
+        plink2_command(
+            prefix, pheno, covar, plink_dir / "out", threads=args.cores, qc_filters=True
+        ),
     )
     if theirs.returncode != 0:
         print(theirs.output[-3000:], file=sys.stderr)

@@ -116,6 +116,9 @@ def test_ctrl_c_stops_the_wait_at_once_while_a_run_is_still_going() -> None:
     release = threading.Event()
     main = threading.main_thread().ident
     assert main == threading.get_ident()  # SIGINT reaches the main thread only
+    # Python's own Ctrl-C handler, as in a terminal: a shell without job control starts its
+    # background commands (a CI run under nohup, say) with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt = threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT))
     started = time.monotonic()
     interrupt.start()
@@ -125,4 +128,5 @@ def test_ctrl_c_stops_the_wait_at_once_while_a_run_is_still_going() -> None:
     finally:
         release.set()  # the stuck run ends now (in the demo: with the process)
         interrupt.join()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < MEET_SECONDS / 2

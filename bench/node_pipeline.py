@@ -370,10 +370,13 @@ def fit_fixed_and_per_genotype(
     return float(fixed), float(slope)
 
 
-def synthesize_cohort(out: Path, samples: int, variants: int, seed: int) -> Path:
+def synthesize_cohort(out: Path, samples: int, variants: int, seed: int) -> tuple[Path, float]:
+    """One node's synthetic cohort in `out`: its directory, and how long synthesis took (s)."""
     from federation.sandbox.synth import synthesize
 
-    echo_err(f"bench: synthesising {samples} samples x {variants} variants")
+    label = f"synthesis of {samples} samples x {variants} variants"
+    echo_err(f"bench: {label} started")
+    start = time.perf_counter()
     result = synthesize(
         out,
         nodes=1,
@@ -383,7 +386,9 @@ def synthesize_cohort(out: Path, samples: int, variants: int, seed: int) -> Path
         force=True,
         progress=lambda line: None,
     )
-    return result.nodes[0].directory
+    seconds = time.perf_counter() - start
+    echo_err(f"bench: {label} ended after {seconds:.1f} s")
+    return result.nodes[0].directory, seconds
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -403,7 +408,7 @@ def scaling(
     """Ours and the floor at `sizes`; a table, then the fitted fixed + per-genotype costs."""
     rows = []
     for samples, variants in sizes:
-        cohort_dir = synthesize_cohort(
+        cohort_dir, _ = synthesize_cohort(
             out / f"cohort-{samples}x{variants}", samples, variants, seed
         )
         run_dir = out / f"run-{samples}x{variants}"
@@ -475,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cohort:
         cohort_dir = sorted(p for p in args.cohort.iterdir() if (p / "phenotypes.tsv").is_file())[0]
     else:
-        start = time.perf_counter()
-        cohort_dir = synthesize_cohort(out / "cohort", args.samples, args.variants, args.seed)
-        synth_seconds = time.perf_counter() - start
+        cohort_dir, synth_seconds = synthesize_cohort(
+            out / "cohort", args.samples, args.variants, args.seed
+        )
     n_samples = _line_count(cohort_dir / "genotypes.fam")
     n_variants = _line_count(cohort_dir / "genotypes.bim")
 
